@@ -1,0 +1,48 @@
+# Every command a person runs. `make run` starts the local stack, `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv run test lint fmt infra-up infra-down chat clean lock
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+# Regenerate the pinned versions CI installs (after changing pyproject.toml).
+lock: venv
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+infra-up:
+	bash infra/local-infra.sh up
+
+infra-down:
+	bash infra/local-infra.sh down
+
+lint: venv
+	$(BIN)/ruff check services shared sandbox cli tests
+	$(BIN)/ruff format --check services shared sandbox cli tests
+	$(BIN)/mypy services shared sandbox cli
+
+fmt: venv
+	$(BIN)/ruff format services shared sandbox cli tests
+	$(BIN)/ruff check --fix services shared sandbox cli tests
+
+test: venv lint infra-up
+	$(BIN)/pytest
+
+run: venv infra-up
+	$(BIN)/realtybot run
+
+chat: venv
+	$(BIN)/realtybot chat
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

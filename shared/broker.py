@@ -1,0 +1,393 @@
+"""The only module that talks to RabbitMQ.
+
+Topology (every name starts with the configured prefix):
+- one topic exchange `<prefix>.events`; a message's routing key is its model's `kind`;
+- per stage a durable quorum queue `<prefix>.<stage>` bound to the kinds it consumes, its
+  dead-letter queue `<prefix>.<stage>.dead`, and delay-tier queues
+  `<prefix>.<stage>.delay.<ms>ms` whose expired messages return to the stage queue.
+Publishes are persistent, mandatory and confirmed. A consumer acks only after its handler
+(and the handler's own confirmed publishes) finished; a failure is retried through the delay
+tiers with the attempt count in the `x-attempt` header, then dead-lettered with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+from pamqp.commands import Basic
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from shared.errors import Defer, PermanentError
+from shared.logs import get_logger
+from shared.metrics import DEAD_LETTERED, HANDLER_DURATION, IN_FLIGHT, MESSAGES_PROCESSED
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+E = TypeVar("E", bound=BaseModel)
+
+# The kinds each stage consumes (topic patterns: any version of the kind).
+STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
+    "router": ("inbound.raw.*",),
+    "dedup": ("inbound.message.*", "user.event.*"),
+    "brain": ("thread.work.*",),
+    "outbound": ("send.command.*", "delivery.status.*", "template.event.*", "billing.event.*"),
+}
+DELIVERY_LIMIT = 10  # crash loops on one message end in the dead-letter queue
+MAX_REASON_CHARS = 2000
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a publish (unreachable, unroutable or refused)."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and arguments of every exchange and queue, derived from the prefix."""
+
+    prefix: str
+    delay_tiers_ms: tuple[int, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Topology:
+        """The topology the settings describe."""
+        tiers = sorted({*settings.retry_delays_ms, settings.lease_busy_retry_ms})
+        return cls(settings.broker_prefix, tuple(tiers))
+
+    @property
+    def exchange(self) -> str:
+        """The topic exchange every event is published to."""
+        return f"{self.prefix}.events"
+
+    def queue(self, stage: str) -> str:
+        """The work queue of a stage."""
+        return f"{self.prefix}.{stage}"
+
+    def dead_letter_queue(self, stage: str) -> str:
+        """Where a stage's failed messages wait with their reason."""
+        return f"{self.prefix}.{stage}.dead"
+
+    def delay_queue(self, stage: str, delay_ms: int) -> str:
+        """A queue that returns messages to the stage after `delay_ms`."""
+        return f"{self.prefix}.{stage}.delay.{delay_ms}ms"
+
+    def tier_for(self, delay_ms: int) -> int:
+        """The shortest declared delay tier at least `delay_ms` long (or the longest)."""
+        return next((t for t in self.delay_tiers_ms if t >= delay_ms), self.delay_tiers_ms[-1])
+
+
+def _attempt(message: AbstractIncomingMessage) -> int:
+    """How many times this message was already retried (carried in its headers)."""
+    value = (message.headers or {}).get("x-attempt", 0)
+    return value if isinstance(value, int) else 0
+
+
+def _quorum(**extra: Any) -> dict[str, Any]:
+    return {"x-queue-type": "quorum", **extra}
+
+
+class Broker:
+    """A connection to RabbitMQ with a confirming publisher and stage consumers."""
+
+    def __init__(self, settings: Settings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.topology = Topology.from_settings(settings)
+        self._connection: AbstractRobustConnection | None = None
+        self._publish_channel: AbstractChannel | None = None
+        self._exchange: AbstractExchange | None = None
+        self._consumers: list[tuple[AbstractQueue, str, AbstractChannel]] = []
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def connect(self) -> None:
+        """Open a self-healing connection and a confirming publish channel."""
+        self._connection = await aio_pika.connect_robust(
+            str(self.settings.amqp_url),
+            client_properties={"connection_name": f"realtybot-{self.service}"},
+            timeout=10,
+        )
+        self._publish_channel = await self._connection.channel(
+            publisher_confirms=True, on_return_raises=True
+        )
+        self._exchange = await self._publish_channel.get_exchange(
+            self.topology.exchange, ensure=False
+        )
+
+    def is_ready(self) -> bool:
+        """True while the connection and the publish channel are open."""
+        return bool(
+            self._connection
+            and not self._connection.is_closed
+            and self._publish_channel
+            and not self._publish_channel.is_closed
+        )
+
+    async def close(self) -> None:
+        """Close the connection (unacked messages return to their queues)."""
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None
+
+    async def declare_topology(self) -> None:
+        """Declare every exchange and queue; safe to run any number of times."""
+        assert self._connection is not None, "connect() first"
+        t = self.topology
+        async with self._connection.channel() as channel:
+            exchange = await channel.declare_exchange(
+                t.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+            )
+            for stage, patterns in STAGE_BINDINGS.items():
+                await channel.declare_queue(
+                    t.dead_letter_queue(stage), durable=True, arguments=_quorum()
+                )
+                queue = await channel.declare_queue(
+                    t.queue(stage),
+                    durable=True,
+                    arguments=_quorum(
+                        **{
+                            "x-delivery-limit": DELIVERY_LIMIT,
+                            "x-dead-letter-exchange": "",
+                            "x-dead-letter-routing-key": t.dead_letter_queue(stage),
+                            "x-dead-letter-strategy": "at-least-once",
+                            "x-overflow": "reject-publish",
+                        }
+                    ),
+                )
+                for pattern in patterns:
+                    await queue.bind(exchange, routing_key=pattern)
+                for delay in t.delay_tiers_ms:
+                    await channel.declare_queue(
+                        t.delay_queue(stage, delay),
+                        durable=True,
+                        arguments=_quorum(
+                            **{
+                                "x-message-ttl": delay,
+                                "x-dead-letter-exchange": "",
+                                "x-dead-letter-routing-key": t.queue(stage),
+                                "x-dead-letter-strategy": "at-least-once",
+                                "x-overflow": "reject-publish",
+                            }
+                        ),
+                    )
+
+    async def publish(
+        self, event: BaseModel, *, message_id: str, headers: dict[str, Any] | None = None
+    ) -> None:
+        """Publish an event to the exchange and wait for the broker's confirm."""
+        kind = str(getattr(event, "kind"))  # noqa: B009 - every event model has a kind
+        message = aio_pika.Message(
+            event.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            type=kind,
+            headers=headers or {},
+            timestamp=datetime.now(UTC),
+        )
+        if self._exchange is None:
+            raise PublishFailed("not connected to the broker")
+        await self._confirmed(self._exchange, message, kind)
+
+    async def _publish_to_queue(self, queue: str, message: aio_pika.Message) -> None:
+        if self._publish_channel is None:
+            raise PublishFailed("not connected to the broker")
+        await self._confirmed(self._publish_channel.default_exchange, message, queue)
+
+    async def _confirmed(
+        self, exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
+    ) -> None:
+        try:
+            confirm = await exchange.publish(
+                message,
+                routing_key=routing_key,
+                mandatory=True,
+                timeout=self.settings.publish_timeout_seconds,
+            )
+        except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
+            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:  # aio-pika: channel closed or connection reconnecting
+            raise PublishFailed(str(exc)) from exc
+        if not isinstance(confirm, Basic.Ack):
+            raise PublishFailed(f"broker refused the message ({type(confirm).__name__})")
+
+    async def consume(
+        self,
+        stage: str,
+        adapter: TypeAdapter[E],
+        handler: Callable[[E], Awaitable[None]],
+    ) -> None:
+        """Start handling the stage's queue; each message is acked once fully handled."""
+        assert self._connection is not None, "connect() first"
+        channel = await self._connection.channel(publisher_confirms=False)
+        await channel.set_qos(prefetch_count=self.settings.broker_prefetch)
+        queue = await channel.get_queue(self.topology.queue(stage), ensure=False)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            self._in_flight += 1
+            self._idle.clear()
+            IN_FLIGHT.labels(self.service).inc()
+            started = time.perf_counter()
+            try:
+                await self._handle(stage, message, adapter, handler)
+            finally:
+                HANDLER_DURATION.labels(self.service).observe(time.perf_counter() - started)
+                IN_FLIGHT.labels(self.service).dec()
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self._idle.set()
+
+        tag = await queue.consume(on_message)
+        self._consumers.append((queue, tag, channel))
+
+    async def _handle(
+        self,
+        stage: str,
+        message: AbstractIncomingMessage,
+        adapter: TypeAdapter[E],
+        handler: Callable[[E], Awaitable[None]],
+    ) -> None:
+        attempt = _attempt(message)
+        try:
+            event = adapter.validate_json(message.body)
+        except ValidationError as exc:
+            await self._dead_letter(stage, message, f"unparseable message: {exc}", "unparseable")
+            return
+        try:
+            await handler(event)
+        except Defer as exc:
+            delay = exc.delay_ms or self.settings.lease_busy_retry_ms
+            await self._delay(stage, message, delay, attempt, str(exc))
+            MESSAGES_PROCESSED.labels(self.service, "deferred").inc()
+            return
+        except PermanentError as exc:
+            await self._dead_letter(
+                stage, message, f"{type(exc).__name__}: {exc}", type(exc).__name__
+            )
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            delays = self.settings.retry_delays_ms
+            if attempt >= len(delays):
+                log.error("giving up", stage=stage, attempts=attempt + 1, reason=reason)
+                await self._dead_letter(stage, message, reason, type(exc).__name__)
+                return
+            log.warning(
+                "handler failed, will retry",
+                stage=stage,
+                attempt=attempt + 1,
+                delay_ms=delays[attempt],
+                reason=reason,
+                exc_info=exc,
+            )
+            await self._delay(stage, message, delays[attempt], attempt + 1, reason)
+            MESSAGES_PROCESSED.labels(self.service, "retried").inc()
+            return
+        await message.ack()
+        MESSAGES_PROCESSED.labels(self.service, "ok").inc()
+
+    def _copy(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+        return aio_pika.Message(
+            message.body,
+            content_type=message.content_type,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message.message_id,
+            type=message.type,
+            headers={**(message.headers or {}), **headers},
+            timestamp=message.timestamp,
+        )
+
+    async def _delay(
+        self,
+        stage: str,
+        message: AbstractIncomingMessage,
+        delay_ms: int,
+        attempt: int,
+        reason: str,
+    ) -> None:
+        queue = self.topology.delay_queue(stage, self.topology.tier_for(delay_ms))
+        copy = self._copy(
+            message, {"x-attempt": attempt, "x-last-error": reason[:MAX_REASON_CHARS]}
+        )
+        await self._publish_to_queue(queue, copy)
+        await message.ack()
+
+    async def _dead_letter(
+        self, stage: str, message: AbstractIncomingMessage, reason: str, reason_label: str
+    ) -> None:
+        copy = self._copy(
+            message,
+            {
+                "x-dead-reason": reason[:MAX_REASON_CHARS],
+                "x-dead-stage": stage,
+                "x-dead-at": datetime.now(UTC).isoformat(),
+                "x-original-routing-key": message.routing_key or "",
+            },
+        )
+        await self._publish_to_queue(self.topology.dead_letter_queue(stage), copy)
+        await message.ack()
+        DEAD_LETTERED.labels(self.service, reason_label).inc()
+        MESSAGES_PROCESSED.labels(self.service, "dead_lettered").inc()
+        log.error("dead-lettered", stage=stage, reason=reason[:300], message_id=message.message_id)
+
+    async def stop_consuming(self, grace_seconds: float) -> None:
+        """Stop taking new messages and wait (bounded) for in-flight ones to finish."""
+        for queue, tag, _channel in self._consumers:
+            try:
+                await queue.cancel(tag)
+            except Exception as exc:  # the channel may already be gone; nothing is lost
+                log.warning("consumer cancel failed", error=str(exc))
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_seconds)
+        except TimeoutError:
+            log.warning("in-flight messages handed back to the broker", count=self._in_flight)
+        for _queue, _tag, channel in self._consumers:
+            await channel.close()
+        self._consumers.clear()
+
+    async def fetch(self, queue: str, timeout: float = 5.0) -> AbstractIncomingMessage | None:
+        """Take one message from a queue (acked), waiting up to `timeout` seconds."""
+        assert self._connection is not None, "connect() first"
+        deadline = time.monotonic() + timeout
+        async with self._connection.channel() as channel:
+            q = await channel.get_queue(queue, ensure=False)
+            while True:
+                message = await q.get(fail=False, no_ack=True)
+                if message is not None or time.monotonic() >= deadline:
+                    return message
+                await asyncio.sleep(0.05)
+
+    async def queue_depth(self, queue: str) -> int:
+        """Messages ready in a queue."""
+        assert self._connection is not None, "connect() first"
+        async with self._connection.channel() as channel:
+            q = await channel.declare_queue(queue, passive=True)
+            return int(q.declaration_result.message_count or 0)
+
+    async def delete_topology(self) -> None:
+        """Delete every queue and the exchange of this prefix (tests and teardown)."""
+        assert self._connection is not None, "connect() first"
+        t = self.topology
+        async with self._connection.channel() as channel:
+            for stage in STAGE_BINDINGS:
+                names = [t.queue(stage), t.dead_letter_queue(stage)]
+                names += [t.delay_queue(stage, d) for d in t.delay_tiers_ms]
+                for name in names:
+                    await channel.queue_delete(name)
+            await channel.exchange_delete(t.exchange)

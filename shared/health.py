@@ -1,0 +1,48 @@
+"""The /healthz, /readyz and /metrics endpoints every service serves."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, bool]]]
+
+
+def add_health_routes(app: web.Application, readiness: ReadinessCheck) -> None:
+    """Add liveness, readiness and metrics routes to an aiohttp application."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "alive"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks = await readiness()
+        ready = all(checks.values())
+        return web.json_response(
+            {"status": "ready" if ready else "not ready", "checks": checks},
+            status=200 if ready else 503,
+        )
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:
+    """Serve an application until the returned runner is cleaned up."""
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, shutdown_timeout=5).start()
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    """The port a runner actually listens on (useful when started on port 0)."""
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            return int(addr[1])
+    raise RuntimeError("the server is not listening on a TCP port")

@@ -1,0 +1,55 @@
+"""Prometheus metrics shared by the services (label values are always bounded)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES_PROCESSED = Counter(
+    "realtybot_messages_processed_total",
+    "Broker messages handled, by outcome (ok, retried, dead_lettered, deferred).",
+    ["service", "outcome"],
+)
+HANDLER_DURATION = Histogram(
+    "realtybot_handler_duration_seconds",
+    "Time spent handling one broker message.",
+    ["service"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DEAD_LETTERED = Counter(
+    "realtybot_dead_lettered_total",
+    "Messages sent to a stage's dead-letter queue, by reason.",
+    ["service", "reason"],
+)
+IN_FLIGHT = Gauge("realtybot_in_flight_messages", "Messages being handled now.", ["service"])
+WEBHOOKS = Counter(
+    "realtybot_webhooks_total",
+    "Webhook requests answered by ingress, by HTTP status.",
+    ["status"],
+)
+WEBHOOK_DURATION = Histogram(
+    "realtybot_webhook_duration_seconds",
+    "Webhook request handling time, until the broker confirmed.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
+)
+EVENTS_ROUTED = Counter(
+    "realtybot_events_routed_total", "Typed events produced by the router, by kind.", ["kind"]
+)
+INBOUND_STORED = Counter(
+    "realtybot_inbound_messages_total",
+    "Inbound lead messages seen by dedup, by outcome (stored, duplicate).",
+    ["outcome"],
+)
+REPLIES = Counter("realtybot_replies_total", "Replies composed by the brain.", ["engine"])
+SENDS = Counter(
+    "realtybot_outbound_sends_total",
+    "Bubbles handed to Gupshup, by outcome (submitted, duplicate, refused, ambiguous, retry).",
+    ["agent", "outcome"],
+)
+GUPSHUP_DURATION = Histogram(
+    "realtybot_gupshup_request_duration_seconds",
+    "Gupshup send API latency.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+DELIVERY_STATUSES = Counter(
+    "realtybot_delivery_statuses_total", "Delivery statuses received, by status.", ["status"]
+)

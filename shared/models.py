@@ -1,0 +1,205 @@
+"""Versioned pydantic models: the only things that cross the broker.
+
+Each model carries a `kind` such as `inbound.message.v1`; a breaking change gets a
+new kind, so old and new consumers can run side by side during a rollout.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """Base of every broker message: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str
+
+
+class TenantEvent(Event):
+    """An event that belongs to one agent of one organization."""
+
+    org_id: str
+    agent_id: str
+
+
+class RawWebhook(TenantEvent):
+    """A Gupshup callback exactly as received, with the agent its URL authenticated."""
+
+    kind: Literal["inbound.raw.v1"] = "inbound.raw.v1"
+    received_at: datetime
+    body: dict[str, Any]
+
+
+MessageType = Literal[
+    "text",
+    "image",
+    "file",
+    "audio",
+    "video",
+    "sticker",
+    "location",
+    "list_reply",
+    "button_reply",
+    "contacts",
+    "unsupported",
+]
+
+
+class Media(BaseModel):
+    """A media attachment of an inbound message."""
+
+    model_config = ConfigDict(frozen=True)
+
+    url: str | None = None
+    content_type: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+    url_expires_at: datetime | None = None  # the provider's URL stops working after this
+
+
+class Location(BaseModel):
+    """A shared location."""
+
+    model_config = ConfigDict(frozen=True)
+
+    latitude: float
+    longitude: float
+    name: str | None = None
+    address: str | None = None
+
+
+class ReplyChoice(BaseModel):
+    """The option a lead picked from a list, a button or a template quick reply."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str | None = None
+    title: str
+    postback: str | None = None
+    description: str | None = None  # a list row's second line, shown under the title
+
+
+class InboundMessage(TenantEvent):
+    """A lead's WhatsApp message to an agent's number."""
+
+    kind: Literal["inbound.message.v1"] = "inbound.message.v1"
+    provider_message_id: str
+    lead_wa_id: str  # digits with country code, as WhatsApp writes them
+    lead_name: str | None = None
+    type: MessageType
+    text: str | None = None
+    media: Media | None = None
+    location: Location | None = None
+    choice: ReplyChoice | None = None
+    context_message_id: str | None = None  # the message of ours the lead replied to
+    # Gupshup's id of that message (v2 only): the `messageId` our send got back, so a reply
+    # can be matched before the status that maps it to the WhatsApp id has arrived.
+    context_gupshup_message_id: str | None = None
+    referral: dict[str, Any] | None = None  # click-to-WhatsApp ad data (attribution)
+    sent_at: datetime  # the provider's timestamp
+    received_at: datetime
+
+
+DeliveryState = Literal["enqueued", "sent", "delivered", "read", "failed", "deleted"]
+
+
+class DeliveryStatus(TenantEvent):
+    """Gupshup's report on a message we sent."""
+
+    kind: Literal["delivery.status.v1"] = "delivery.status.v1"
+    status: DeliveryState
+    gupshup_message_id: str | None = None
+    whatsapp_message_id: str | None = None
+    destination: str | None = None
+    error_code: int | None = None
+    error_reason: str | None = None
+    pricing_category: str | None = None
+    pricing_type: str | None = None  # regular (billable), free_customer_service, free_entry_point
+    at: datetime
+
+
+class UserEvent(TenantEvent):
+    """A lead opted in or out at the provider."""
+
+    kind: Literal["user.event.v1"] = "user.event.v1"
+    type: str  # opted-in, opted-out, sandbox-start ...
+    lead_wa_id: str | None = None
+    at: datetime
+
+
+class TemplateEvent(TenantEvent):
+    """A template's approval status changed."""
+
+    kind: Literal["template.event.v1"] = "template.event.v1"
+    template_id: str | None = None
+    name: str | None = None
+    language: str | None = None
+    status: str
+    reason: str | None = None
+    at: datetime
+
+
+class BillingEvent(TenantEvent):
+    """Per-message pricing reported by Gupshup."""
+
+    kind: Literal["billing.event.v1"] = "billing.event.v1"
+    gupshup_message_id: str | None = None
+    whatsapp_message_id: str | None = None
+    destination: str | None = None
+    category: str | None = None
+    billable: bool | None = None
+    model: str | None = None
+    at: datetime
+
+
+class IgnoredEvent(TenantEvent):
+    """A callback we accept and count but do not act on (platform or account events)."""
+
+    kind: Literal["ignored.event.v1"] = "ignored.event.v1"
+    type: str
+    at: datetime
+
+
+RoutedEvent = Annotated[
+    InboundMessage | DeliveryStatus | UserEvent | TemplateEvent | BillingEvent | IgnoredEvent,
+    Field(discriminator="kind"),
+]
+
+
+class ThreadWork(TenantEvent):
+    """A thread has unanswered inbound messages."""
+
+    kind: Literal["thread.work.v1"] = "thread.work.v1"
+    thread_id: str
+    lead_id: str
+
+
+class Bubble(BaseModel):
+    """One WhatsApp message of a reply."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    type: Literal["text"] = "text"
+    text: str
+
+
+class SendCommand(TenantEvent):
+    """A reply to deliver: its bubbles go out in order, each at most once."""
+
+    kind: Literal["send.command.v1"] = "send.command.v1"
+    command_id: str
+    thread_id: str
+    lead_id: str
+    destination: str  # the lead, E.164
+    bubbles: list[Bubble]
+    created_at: datetime

@@ -1,0 +1,1 @@
+"""Store access, one module per aggregate; every tenant query filters by org_id."""

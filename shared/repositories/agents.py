@@ -1,0 +1,179 @@
+"""Agents: their WhatsApp number, Gupshup app, encrypted credentials and persona."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.errors import DuplicateKeyError
+
+from shared.crypto import KeyRing, hash_token, new_token
+from shared.ids import new_id
+from shared.models import utcnow
+from shared.store import Store, with_retry
+
+
+class Persona(BaseModel):
+    """How the bot speaks for the agent."""
+
+    bot_name: str = Field(default="Ava", min_length=1, max_length=40)
+    tone: Literal["friendly", "professional", "casual"] = "friendly"
+    language: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    greeting: str | None = Field(default=None, max_length=300)
+    signature: str | None = Field(default=None, max_length=100)
+
+
+class Agent(BaseModel):
+    """An agent as the services see it (credentials stay sealed until used)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    org_id: str
+    name: str
+    number: str  # E.164
+    gupshup_app: str
+    gupshup_app_id: str | None = None
+    callback_key_hash: str
+    credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
+    persona: Persona = Field(default_factory=Persona)
+    rate_per_second: float = 20.0
+    notify_number: str | None = None
+    status: Literal["active", "suspended"] = "active"
+    created_at: datetime
+
+    @property
+    def active(self) -> bool:
+        """True unless the agent is suspended."""
+        return self.status == "active"
+
+
+class AgentNumberTaken(Exception):
+    """Another agent already has that WhatsApp number."""
+
+
+class AgentRepository:
+    """Create and read agents."""
+
+    def __init__(self, store: Store, key_ring: KeyRing | None = None) -> None:
+        self._agents = store.db["agents"]
+        self._key_ring = key_ring
+
+    async def create(
+        self,
+        *,
+        org_id: str,
+        name: str,
+        number: str,
+        gupshup_app: str,
+        gupshup_api_key: str,
+        gupshup_app_id: str | None = None,
+        persona: Persona | None = None,
+        rate_per_second: float = 20.0,
+        notify_number: str | None = None,
+    ) -> tuple[Agent, str]:
+        """Create an agent; return it and its callback key (shown once, stored hashed)."""
+        if self._key_ring is None:
+            raise RuntimeError("creating an agent needs the credentials key ring")
+        agent_id = new_id("agt")
+        callback_key = new_token("cbk")
+        agent = Agent(
+            id=agent_id,
+            org_id=org_id,
+            name=name,
+            number=number,
+            gupshup_app=gupshup_app,
+            gupshup_app_id=gupshup_app_id,
+            callback_key_hash=hash_token(callback_key),
+            credentials={
+                "gupshup_api_key": self._key_ring.encrypt(
+                    gupshup_api_key, agent_id=agent_id, field="gupshup_api_key"
+                )
+            },
+            persona=persona or Persona(),
+            rate_per_second=rate_per_second,
+            notify_number=notify_number,
+            created_at=utcnow(),
+        )
+        try:
+            await with_retry(lambda: self._agents.insert_one(agent.model_dump(by_alias=True)))
+        except DuplicateKeyError:
+            raise AgentNumberTaken(f"the number {number} belongs to another agent") from None
+        return agent, callback_key
+
+    async def get(self, agent_id: str) -> Agent | None:
+        """An agent by id."""
+        doc = await with_retry(lambda: self._agents.find_one({"_id": agent_id}))
+        return Agent.model_validate(doc) if doc else None
+
+    async def get_in_org(self, org_id: str, agent_id: str) -> Agent | None:
+        """An agent by id, only if it belongs to the organization."""
+        doc = await with_retry(lambda: self._agents.find_one({"_id": agent_id, "org_id": org_id}))
+        return Agent.model_validate(doc) if doc else None
+
+    async def find_by_callback_key(self, callback_key: str) -> Agent | None:
+        """The agent whose callback URL carries this key."""
+        key_hash = hash_token(callback_key)
+        doc = await with_retry(lambda: self._agents.find_one({"callback_key_hash": key_hash}))
+        return Agent.model_validate(doc) if doc else None
+
+    async def find_by_number(self, number: str) -> Agent | None:
+        """The agent with this E.164 number."""
+        doc = await with_retry(lambda: self._agents.find_one({"number": number}))
+        return Agent.model_validate(doc) if doc else None
+
+    async def list_in_org(self, org_id: str) -> list[Agent]:
+        """Every agent of an organization."""
+        return [Agent.model_validate(d) async for d in self._agents.find({"org_id": org_id})]
+
+
+class AgentDirectory:
+    """A read-through cache of agents: hits stay for `ttl` seconds, misses for `negative_ttl`.
+
+    Ingress keeps authenticating known agents from it while the store is down.
+    """
+
+    def __init__(self, repository: AgentRepository, ttl: float, negative_ttl: float) -> None:
+        self._repository = repository
+        self._ttl = ttl
+        self._negative_ttl = negative_ttl
+        self._by_key: dict[str, tuple[float, Agent | None]] = {}
+        self._by_id: dict[str, tuple[float, Agent | None]] = {}
+
+    async def by_callback_key(self, callback_key: str) -> Agent | None:
+        """The agent for a callback key (store errors propagate when nothing is cached)."""
+        key_hash = hash_token(callback_key)
+        cached = self._fresh(self._by_key.get(key_hash))
+        if cached is not None:
+            return cached[1]
+        try:
+            agent = await self._repository.find_by_callback_key(callback_key)
+        except Exception:
+            stale = self._by_key.get(key_hash)
+            if stale is not None and stale[1] is not None:
+                return stale[1]  # the store is down: a known agent keeps working
+            raise
+        self._remember(self._by_key, key_hash, agent)
+        return agent
+
+    async def by_id(self, agent_id: str) -> Agent | None:
+        """The agent with this id."""
+        cached = self._fresh(self._by_id.get(agent_id))
+        if cached is not None:
+            return cached[1]
+        agent = await self._repository.get(agent_id)
+        self._remember(self._by_id, agent_id, agent)
+        return agent
+
+    def _fresh(self, entry: tuple[float, Agent | None] | None) -> tuple[float, Agent | None] | None:
+        if entry is None:
+            return None
+        ttl = self._ttl if entry[1] is not None else self._negative_ttl
+        return entry if time.monotonic() - entry[0] < ttl else None
+
+    def _remember(
+        self, cache: dict[str, tuple[float, Agent | None]], key: str, agent: Agent | None
+    ) -> None:
+        cache[key] = (time.monotonic(), agent)

@@ -1,0 +1,85 @@
+"""Organizations (agencies) and their admin API keys."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+from pymongo.errors import DuplicateKeyError
+
+from shared.crypto import hash_token, new_token
+from shared.ids import new_id
+from shared.models import utcnow
+from shared.store import Document, Store, with_retry
+
+
+class OrganizationSettings(BaseModel):
+    """Per-organization defaults."""
+
+    region: str = "SG"
+    timezone: str = "Asia/Singapore"
+
+
+class Organization(BaseModel):
+    """An agency."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    name: str
+    slug: str
+    settings: OrganizationSettings
+    status: str = "active"
+    created_at: datetime
+
+
+class OrganizationExists(Exception):
+    """An organization with that slug exists already."""
+
+
+def slugify(name: str) -> str:
+    """A URL-friendly form of a name."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug or "org"
+
+
+class OrganizationRepository:
+    """Create and read organizations."""
+
+    def __init__(self, store: Store) -> None:
+        self._orgs = store.db["organizations"]
+        self._keys = store.db["api_keys"]
+
+    async def create(self, name: str, settings: OrganizationSettings) -> tuple[Organization, str]:
+        """Create an organization and its first admin API key (returned once, stored hashed)."""
+        org = Organization(
+            id=new_id("org"),
+            name=name,
+            slug=slugify(name),
+            settings=settings,
+            created_at=utcnow(),
+        )
+        try:
+            await with_retry(lambda: self._orgs.insert_one(org.model_dump(by_alias=True)))
+        except DuplicateKeyError:
+            raise OrganizationExists(f"an organization with slug {org.slug!r} exists") from None
+        api_key = new_token("rbk")
+        key_doc: Document = {
+            "_id": new_id("key"),
+            "org_id": org.id,
+            "key_hash": hash_token(api_key),
+            "created_at": utcnow(),
+        }
+        await with_retry(lambda: self._keys.insert_one(key_doc))
+        return org, api_key
+
+    async def get(self, org_id: str) -> Organization | None:
+        """An organization by id."""
+        doc = await with_retry(lambda: self._orgs.find_one({"_id": org_id}))
+        return Organization.model_validate(doc) if doc else None
+
+    async def get_by_slug(self, slug: str) -> Organization | None:
+        """An organization by slug."""
+        doc = await with_retry(lambda: self._orgs.find_one({"slug": slug}))
+        return Organization.model_validate(doc) if doc else None

@@ -1,0 +1,94 @@
+"""Configuration from environment variables, validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AnyUrl, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(Exception):
+    """An environment variable is missing or invalid; the message names it."""
+
+
+class Settings(BaseSettings):
+    """Every setting of every service; each field is the upper-cased variable name."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    amqp_url: AnyUrl = AnyUrl("amqp://guest:guest@127.0.0.1:5672/")
+    # Every exchange and queue name starts with this prefix (tests use their own).
+    broker_prefix: str = Field(default="realtybot", pattern=r"^[a-z0-9][a-z0-9_.-]{0,60}$")
+    broker_prefetch: int = Field(default=32, ge=1, le=1000)
+    mongodb_url: str = "mongodb://127.0.0.1:27017"
+    mongodb_db: str = Field(default="realtybot", pattern=r"^[A-Za-z0-9_-]{1,60}$")
+    # Key ring "kid:base64key[,kid:base64key...]"; the first key is the active one.
+    credentials_keys: str | None = None
+    public_base_url: AnyUrl = AnyUrl("http://127.0.0.1:8080")
+    gupshup_base_url: AnyUrl = AnyUrl("http://127.0.0.1:8090")
+    gupshup_partner_base_url: AnyUrl = AnyUrl("http://127.0.0.1:8090")
+    gupshup_partner_email: str | None = None
+    gupshup_partner_password: str | None = None
+    gupshup_timeout_seconds: float = Field(default=10.0, gt=0)
+    anthropic_api_key: str | None = None
+    anthropic_base_url: AnyUrl | None = None
+    anthropic_model: str = "claude-sonnet-4-5"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    http_host: str = "127.0.0.1"
+    ingress_port: int = Field(default=8080, ge=0, le=65535)
+    admin_port: int = Field(default=8081, ge=0, le=65535)
+    router_port: int = Field(default=9101, ge=0, le=65535)
+    dedup_port: int = Field(default=9102, ge=0, le=65535)
+    brain_port: int = Field(default=9103, ge=0, le=65535)
+    outbound_port: int = Field(default=9104, ge=0, le=65535)
+
+    webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    agent_cache_seconds: float = Field(default=30.0, ge=0)
+    agent_negative_cache_seconds: float = Field(default=1.0, ge=0, le=2)
+    # Delays of the retry tiers, in milliseconds; their count is the retry budget.
+    retry_delays_ms: list[int] = Field(default=[1_000, 5_000, 30_000, 120_000, 600_000])
+    lease_seconds: float = Field(default=60.0, gt=0)
+    lease_busy_retry_ms: int = Field(default=500, ge=10)
+    shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+    default_region: str = "SG"
+
+    @field_validator("retry_delays_ms")
+    @classmethod
+    def _delays_positive(cls, value: list[int]) -> list[int]:
+        if not value or any(d <= 0 for d in value):
+            raise ValueError("must be a non-empty list of positive milliseconds")
+        return value
+
+    def service_port(self, service: str) -> int:
+        """The health and metrics port of a consumer service."""
+        port: int = getattr(self, f"{service}_port")
+        return port
+
+
+def load_settings() -> Settings:
+    """Read and validate the environment; raise ConfigError naming the bad variable."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration: {problems}") from None
+    if settings.environment == "production" and not settings.credentials_keys:
+        raise ConfigError("invalid configuration: CREDENTIALS_KEYS is required in production")
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (validated on first use)."""
+    return load_settings()

@@ -1,0 +1,152 @@
+"""MongoDB access: the client, transient-error retries and the versioned migrations.
+
+Correctness under concurrency rests on unique indexes (insert-if-absent, a duplicate key
+meaning "someone else won"), never on read-modify-write, because the local server
+(FerretDB) does not make updates atomic. Repositories live in `shared.repositories`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec, TypeVar
+
+from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from shared.logs import get_logger
+from shared.settings import Settings
+
+log = get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+Document = dict[str, Any]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors that go away by themselves: SQLite's single writer, a reconnecting driver."""
+    if isinstance(exc, DuplicateKeyError):
+        return False
+    if isinstance(exc, AutoReconnect):
+        return True
+    return isinstance(exc, OperationFailure) and "database is locked" in str(exc)
+
+
+async def with_retry(operation: Callable[[], Awaitable[T]], attempts: int = 8) -> T:
+    """Run a store operation, retrying briefly on transient errors."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception(is_transient),
+        stop=stop_after_attempt(attempts),
+        wait=wait_exponential_jitter(initial=0.01, max=0.5),
+        reraise=True,
+    ):
+        with attempt:
+            return await operation()
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One versioned step of the schema; `apply` must be idempotent."""
+
+    version: int
+    description: str
+    apply: Callable[[AsyncDatabase[Document]], Awaitable[None]]
+
+
+async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
+    def unique(*keys: str, name: str) -> IndexModel:
+        return IndexModel([(k, ASCENDING) for k in keys], unique=True, name=name)
+
+    def plain(*keys: str, name: str) -> IndexModel:
+        return IndexModel([(k, ASCENDING) for k in keys], name=name)
+
+    indexes: dict[str, list[IndexModel]] = {
+        "organizations": [unique("slug", name="slug_unique")],
+        "api_keys": [unique("key_hash", name="key_hash_unique"), plain("org_id", name="org")],
+        "agents": [
+            unique("number", name="number_unique"),
+            unique("callback_key_hash", name="callback_key_unique"),
+            plain("org_id", name="org"),
+            plain("gupshup_app", name="gupshup_app"),
+        ],
+        "leads": [unique("phone", name="phone_unique")],
+        "threads": [
+            unique("agent_id", "lead_id", name="agent_lead_unique"),
+            plain("org_id", "lead_id", name="org_lead"),
+        ],
+        "messages": [
+            unique("agent_id", "provider_message_id", name="agent_provider_id_unique"),
+            plain("thread_id", "answered", "sent_at", name="thread_unanswered"),
+        ],
+        "replies": [plain("thread_id", "published", name="thread_unpublished")],
+        "sends": [
+            plain("gupshup_message_id", name="gupshup_id"),
+            plain("whatsapp_message_id", name="whatsapp_id"),
+            plain("command_id", name="command"),
+        ],
+        "thread_leases": [plain("thread_id", "generation", name="thread_generation")],
+        "templates": [unique("agent_id", "name", "language", name="agent_name_language_unique")],
+        "billing_events": [plain("org_id", "agent_id", name="org_agent")],
+    }
+    for collection, models in indexes.items():
+        await db[collection].create_indexes(models)
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "collections and indexes of the pipeline", _initial_indexes),
+)
+
+
+class Store:
+    """A MongoDB client bound to the configured database."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.client: AsyncMongoClient[Document] = AsyncMongoClient(
+            settings.mongodb_url,
+            tz_aware=True,
+            serverSelectionTimeoutMS=5_000,
+            connectTimeoutMS=5_000,
+            appname="realtybot",
+        )
+        self.db: AsyncDatabase[Document] = self.client[settings.mongodb_db]
+
+    async def ping(self) -> bool:
+        """True when the server answers."""
+        try:
+            await self.client.admin.command("ping")
+        except Exception:
+            return False
+        return True
+
+    async def migrate(self) -> list[int]:
+        """Apply the migrations not yet recorded; return the versions applied now."""
+        done = {doc["_id"] async for doc in self.db["schema_migrations"].find({}, {"_id": 1})}
+        applied = []
+        for migration in MIGRATIONS:
+            if migration.version in done:
+                continue
+            await migration.apply(self.db)
+            # Another process may apply it at the same time: both runs are idempotent.
+            with contextlib.suppress(DuplicateKeyError):
+                await self.db["schema_migrations"].insert_one(
+                    {"_id": migration.version, "description": migration.description}
+                )
+            applied.append(migration.version)
+            log.info(
+                "migration applied", version=migration.version, description=migration.description
+            )
+        return applied
+
+    async def close(self) -> None:
+        """Close the client's connections."""
+        await self.client.close()

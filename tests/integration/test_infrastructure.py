@@ -1,0 +1,99 @@
+"""The store and the broker the platform relies on behave as the design assumes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aio_pika
+import pytest
+from pydantic import TypeAdapter
+from pymongo.errors import DuplicateKeyError
+
+from shared.broker import Broker
+from shared.errors import PermanentError
+from shared.models import ThreadWork
+from shared.store import Store
+
+
+async def test_unique_index_rejects_a_second_lead_with_the_same_phone(store: Store) -> None:
+    leads = store.db["leads"]
+    await leads.insert_one({"_id": "lead_a", "phone": "+6598887777"})
+    with pytest.raises(DuplicateKeyError):
+        await leads.insert_one({"_id": "lead_b", "phone": "+6598887777"})
+    assert await leads.count_documents({"phone": "+6598887777"}) == 1
+
+
+async def test_migrations_are_idempotent(store: Store) -> None:
+    assert await store.migrate() == []
+    indexes = await store.db["messages"].index_information()
+    assert indexes["agent_provider_id_unique"]["unique"] is True
+
+
+def work(n: int) -> ThreadWork:
+    return ThreadWork(
+        event_id=f"e{n}", org_id="org_1", agent_id="agt_1", thread_id=f"thr_{n}", lead_id="lead_1"
+    )
+
+
+async def test_published_event_reaches_its_stage_consumer(broker: Broker) -> None:
+    received: asyncio.Queue[ThreadWork] = asyncio.Queue()
+
+    async def handler(event: ThreadWork) -> None:
+        await received.put(event)
+
+    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.publish(work(1), message_id="m1")
+    event = await asyncio.wait_for(received.get(), timeout=10)
+    assert event.thread_id == "thr_1"
+    await broker.stop_consuming(grace_seconds=5)
+
+
+async def test_failing_message_is_retried_then_dead_lettered_with_its_reason(
+    broker: Broker,
+) -> None:
+    attempts: list[float] = []
+
+    async def handler(event: ThreadWork) -> None:
+        attempts.append(asyncio.get_running_loop().time())
+        raise RuntimeError("store exploded")
+
+    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.publish(work(2), message_id="m2")
+    dead = await broker.fetch(broker.topology.dead_letter_queue("brain"), timeout=15)
+    await broker.stop_consuming(grace_seconds=5)
+    assert dead is not None
+    assert len(attempts) == 3  # first try and the two configured retries
+    assert attempts[2] - attempts[0] >= 0.3  # waited 100 ms then 200 ms
+    assert "RuntimeError: store exploded" in str(dead.headers["x-dead-reason"])
+    assert json.loads(dead.body)["thread_id"] == "thr_2"
+
+
+async def test_permanent_error_is_dead_lettered_without_retry(broker: Broker) -> None:
+    calls = 0
+
+    async def handler(event: ThreadWork) -> None:
+        nonlocal calls
+        calls += 1
+        raise PermanentError("cannot be handled")
+
+    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.publish(work(3), message_id="m3")
+    dead = await broker.fetch(broker.topology.dead_letter_queue("brain"), timeout=10)
+    await broker.stop_consuming(grace_seconds=5)
+    assert dead is not None and calls == 1
+    assert str(dead.headers["x-dead-reason"]).startswith("PermanentError")
+
+
+async def test_unparseable_message_is_dead_lettered(broker: Broker) -> None:
+    async def handler(event: ThreadWork) -> None:
+        raise AssertionError("must not be called")
+
+    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker._publish_to_queue(
+        broker.topology.queue("brain"), aio_pika.Message(b"{not json", message_id="bad")
+    )
+    dead = await broker.fetch(broker.topology.dead_letter_queue("brain"), timeout=10)
+    await broker.stop_consuming(grace_seconds=5)
+    assert dead is not None
+    assert "unparseable" in str(dead.headers["x-dead-reason"])
