@@ -38,7 +38,7 @@ fmt: venv
 test: venv lint infra-up
 	$(BIN)/pytest
 
-run: venv infra-up
+run: venv
 	$(BIN)/realtybot run
 
 chat: venv

@@ -101,10 +101,17 @@ def _development_key_ring(path: Path) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         key = base64.b64encode(secrets.token_bytes(32)).decode()
         kid = "dev-" + hashlib.sha256(key.encode()).hexdigest()[:8]
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{kid}:{key}\n")
-        log.warning("CREDENTIALS_KEYS not set: created a development key ring", path=str(path))
+        # Write then link: concurrent first starts agree on one ring and never read half a file.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(f"{kid}:{key}\n")
+        tmp.chmod(0o600)
+        try:
+            os.link(tmp, path)
+            log.warning("CREDENTIALS_KEYS not set: created a development key ring", path=str(path))
+        except FileExistsError:
+            pass  # another process created it first
+        finally:
+            tmp.unlink()
     return path.read_text().strip()
 
 

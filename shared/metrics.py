@@ -53,3 +53,8 @@ GUPSHUP_DURATION = Histogram(
 DELIVERY_STATUSES = Counter(
     "realtybot_delivery_statuses_total", "Delivery statuses received, by status.", ["status"]
 )
+UNATTRIBUTED = Counter(
+    "realtybot_unattributed_events_total",
+    "Raw events the router could not attribute to an agent (dead-lettered), by reason.",
+    ["reason"],
+)

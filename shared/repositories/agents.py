@@ -124,6 +124,19 @@ class AgentRepository:
         doc = await with_retry(lambda: self._agents.find_one({"number": number}))
         return Agent.model_validate(doc) if doc else None
 
+    async def rotate_callback_key(self, org_id: str, agent_id: str) -> str:
+        """Issue a new callback key; the old callback URL stops working."""
+        callback_key = new_token("cbk")
+        result = await with_retry(
+            lambda: self._agents.update_one(
+                {"_id": agent_id, "org_id": org_id},
+                {"$set": {"callback_key_hash": hash_token(callback_key)}},
+            )
+        )
+        if result.matched_count != 1:
+            raise LookupError(f"no agent {agent_id} in organization {org_id}")
+        return callback_key
+
     async def list_in_org(self, org_id: str) -> list[Agent]:
         """Every agent of an organization."""
         return [Agent.model_validate(d) async for d in self._agents.find({"org_id": org_id})]

@@ -1,0 +1,188 @@
+"""In-memory state of the Gupshup sandbox: registered apps, accepted sends and injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+
+WebhookFormat = Literal["v2", "v3"]
+FaultMode = Literal["429", "500", "503", "timeout"]
+
+
+class ErrorResponse(Exception):
+    """Answer the current request with `{"status": "error", "message": ...}` and this status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class RegisteredApp:
+    """A Gupshup app as the sandbox knows it: credentials, number and where its callbacks go."""
+
+    name: str
+    api_key: str
+    number: str
+    callback_url: str
+    format: WebhookFormat = "v2"
+    app_id: str | None = None
+
+    @property
+    def waba_id(self) -> str:
+        """A fake but stable WhatsApp Business Account id for v3 payloads."""
+        return stable_digits("waba:" + self.name, 15)
+
+    @property
+    def phone_number_id(self) -> str:
+        """A fake but stable Meta phone number id for v3 payloads."""
+        return stable_digits("phone:" + self.number, 15)
+
+    def public_record(self) -> dict[str, Any]:
+        """The app as the control API shows it (never the api key)."""
+        return {
+            "app": self.name,
+            "app_id": self.app_id,
+            "number": self.number,
+            "callback_url": self.callback_url,
+            "format": self.format,
+        }
+
+
+@dataclass
+class SentMessage:
+    """A send request the sandbox accepted, i.e. one Gupshup would go on to deliver."""
+
+    message_id: str
+    whatsapp_id: str
+    source: str
+    destination: str
+    type: str
+    message: dict[str, Any] | None
+    template: dict[str, Any] | None
+    at: datetime
+
+    def listing(self) -> dict[str, Any]:
+        """The item `GET /sandbox/v1/messages` answers for this send."""
+        item: dict[str, Any] = {
+            "messageId": self.message_id,
+            "source": self.source,
+            "destination": self.destination,
+            "type": self.type,
+            "message": self.message,
+            "at": self.at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{self.at.microsecond // 1000:03d}Z",
+        }
+        if self.template is not None:
+            item["template"] = self.template
+        elif self.message is not None and self.type == "text":
+            item["text"] = self.message.get("text")
+        return item
+
+
+@dataclass
+class Fault:
+    """An injected failure for send requests; `remaining=None` lasts until cleared."""
+
+    mode: FaultMode
+    remaining: int | None
+    delay_ms: int
+    accept: bool
+
+    def describe(self, app: str | None) -> dict[str, Any]:
+        """The fault as the control API shows it."""
+        return {
+            "app": app,
+            "mode": self.mode,
+            "count": self.remaining,
+            "delay_ms": self.delay_ms,
+            "accept": self.accept,
+        }
+
+
+@dataclass
+class SandboxState:
+    """Everything the sandbox remembers; lost on restart or `POST /sandbox/v1/reset`."""
+
+    auto_status: bool = False
+    apps: dict[str, RegisteredApp] = field(default_factory=dict)
+    sent: dict[str, list[SentMessage]] = field(default_factory=dict)
+    # The None key holds the fault that applies to every app without one of its own.
+    faults: dict[str | None, Fault] = field(default_factory=dict)
+    partner_tokens: set[str] = field(default_factory=set)
+    app_tokens: dict[str, str] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def app_named(self, name: str) -> RegisteredApp:
+        """The registered app called `name`, or a 404 for the control API."""
+        app = self.apps.get(name)
+        if app is None:
+            raise ErrorResponse(404, f"Unknown app {name!r}")
+        return app
+
+    def app_with_id(self, app_id: str) -> RegisteredApp:
+        """The registered app whose Gupshup app id is `app_id`, or a 404."""
+        for app in self.apps.values():
+            if app.app_id == app_id:
+                return app
+        raise ErrorResponse(404, "App not found")
+
+    def take_fault(self, app: str) -> Fault | None:
+        """The fault that applies to this send, counting it against the fault's budget."""
+        scope: str | None = app if app in self.faults else None
+        fault = self.faults.get(scope)
+        if fault is not None and fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                del self.faults[scope]
+        return fault
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background, keeping a reference so it is not collected early."""
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def reset(self) -> None:
+        """Forget everything, including callbacks still in flight from before the reset."""
+        for task in self.tasks:
+            task.cancel()
+        self.apps.clear()
+        self.sent.clear()
+        self.faults.clear()
+        self.partner_tokens.clear()
+        self.app_tokens.clear()
+
+
+def new_whatsapp_id() -> str:
+    """A fresh id shaped like WhatsApp's (`wamid.` and base64)."""
+    return "wamid." + base64.b64encode(b"\x18\x0c" + secrets.token_bytes(22)).decode()
+
+
+def stable_digits(seed: str, length: int) -> str:
+    """Digits derived from `seed`, so fake ids stay the same across calls and restarts."""
+    return str(int(hashlib.sha256(seed.encode()).hexdigest(), 16))[:length]
+
+
+def now_ms() -> int:
+    """The current time in milliseconds since the epoch, as Gupshup's timestamps are."""
+    return time.time_ns() // 1_000_000
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+STATE_KEY = web.AppKey("sandbox_state", SandboxState)
+HTTP_KEY = web.AppKey("sandbox_http", aiohttp.ClientSession)

@@ -1,0 +1,248 @@
+"""Webhook payloads as Gupshup builds them (v2 and Meta-shaped v3), and their delivery."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import phonenumbers
+import structlog
+
+from sandbox.state import RegisteredApp, SentMessage, now_ms, stable_digits
+
+log = structlog.get_logger(__name__)
+
+# Gupshup gives a callback 10 s before it counts the delivery as failed.
+CALLBACK_TIMEOUT = aiohttp.ClientTimeout(total=10)
+AUTO_STATUS_STEP_S = 0.05
+DEFAULT_FAILURE = (131026, "Message undeliverable")
+V3_MEDIA_TYPES = {
+    "image": "image",
+    "video": "video",
+    "audio": "audio",
+    "sticker": "sticker",
+    "file": "document",
+}
+
+
+@dataclass(frozen=True)
+class CallbackResult:
+    """What the callback URL answered: its HTTP status, or 0 and an error if unreachable."""
+
+    status: int
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The fields the control API reports about this delivery."""
+        if self.error is None:
+            return {"callback_status": self.status}
+        return {"callback_status": self.status, "error": self.error}
+
+
+async def post_callback(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any]
+) -> CallbackResult:
+    """POST `body` as JSON to a callback URL, as Gupshup would, once and without retrying."""
+    try:
+        async with http.post(url, json=body, timeout=CALLBACK_TIMEOUT) as response:
+            await response.read()
+            return CallbackResult(response.status)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("callback_failed", url=url, error=repr(exc))
+        return CallbackResult(0, f"{type(exc).__name__}: {exc}")
+
+
+def inbound_webhook(
+    app: RegisteredApp,
+    *,
+    sender: str,
+    name: str,
+    message_id: str,
+    timestamp_ms: int,
+    message: dict[str, Any],
+    context: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The webhook for a lead's message; `message` is v2's inner `{"type", "payload"}`."""
+    kind: str = message["type"]
+    inner: dict[str, Any] = message.get("payload") or {}
+    if app.format == "v2":
+        payload: dict[str, Any] = {
+            "id": message_id,
+            "source": sender,
+            "type": kind,
+            "payload": inner,
+            "sender": _v2_sender(sender, name),
+        }
+        if context is not None:
+            payload["context"] = context
+        return {
+            "app": app.name,
+            "timestamp": timestamp_ms,
+            "version": 2,
+            "type": "message",
+            "payload": payload,
+        }
+    v3_message: dict[str, Any] = {
+        "from": sender,
+        "id": message_id,
+        "timestamp": str(timestamp_ms // 1000),
+        **_v3_body(kind, inner),
+    }
+    if context is not None:
+        v3_message["context"] = {"from": app.number, "id": context.get("id")}
+    value = {
+        "messaging_product": "whatsapp",
+        "metadata": _v3_metadata(app),
+        "contacts": [{"profile": {"name": name}, "wa_id": sender}],
+        "messages": [v3_message],
+    }
+    return _v3_envelope(app, value)
+
+
+def status_webhook(
+    app: RegisteredApp,
+    sent: SentMessage,
+    status: str,
+    *,
+    timestamp_ms: int,
+    code: int | None = None,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """The message-event (v2) or status (v3) webhook reporting `status` for an earlier send."""
+    seconds = timestamp_ms // 1000
+    # Before WhatsApp has the message (enqueued, failed) Gupshup can only name it by its own id.
+    before_whatsapp = status in ("enqueued", "failed")
+    code = code if code is not None else DEFAULT_FAILURE[0]
+    reason = reason if reason is not None else DEFAULT_FAILURE[1]
+    category, price_type = (
+        ("marketing", "regular") if sent.template else ("service", "free_customer_service")
+    )
+    conversation_id = stable_digits(f"conversation:{app.name}:{sent.destination}", 32)
+    if app.format == "v2":
+        event: dict[str, Any] = {
+            "id": sent.message_id if before_whatsapp else sent.whatsapp_id,
+            "type": status,
+            "destination": sent.destination,
+            "payload": {"ts": seconds},
+        }
+        if not before_whatsapp:
+            event["gsId"] = sent.message_id
+        if status == "enqueued":
+            event["payload"] = {
+                "whatsappMessageId": sent.whatsapp_id,
+                "type": "template" if sent.template else "session",
+            }
+        elif status == "failed":
+            event["payload"] = {"code": code, "reason": reason}
+        elif status == "sent":
+            event["conversation"] = {
+                "id": conversation_id,
+                "expiresAt": seconds + 86400,
+                "type": category,
+            }
+            event["pricing"] = {"policy": "PMP", "category": category, "type": price_type}
+        return {
+            "app": app.name,
+            "timestamp": timestamp_ms,
+            "version": 2,
+            "type": "message-event",
+            "payload": event,
+        }
+    v3_status: dict[str, Any] = {
+        "id": sent.message_id if status == "enqueued" else sent.whatsapp_id,
+        "gs_id": sent.message_id,
+        "recipient_id": sent.destination,
+        "status": status,
+        "timestamp": str(seconds),
+    }
+    if status == "failed":
+        v3_status["errors"] = [{"code": code, "title": reason}]
+    elif status == "sent":
+        v3_status["conversation"] = {
+            "id": conversation_id,
+            "expiration_timestamp": str(seconds + 86400),
+            "origin": {"type": category},
+        }
+        v3_status["pricing"] = {
+            "billable": price_type == "regular",
+            "pricing_model": "PMP",
+            "category": category,
+            "type": price_type,
+        }
+    value: dict[str, Any] = {"messaging_product": "whatsapp"}
+    if status != "enqueued":  # Gupshup's own enqueued status carries no Meta metadata.
+        value["metadata"] = _v3_metadata(app)
+    value["statuses"] = [v3_status]
+    return _v3_envelope(app, value)
+
+
+async def emit_auto_statuses(
+    http: aiohttp.ClientSession, app: RegisteredApp, sent: SentMessage
+) -> None:
+    """Report enqueued, sent and delivered for a send, in that order, as a healthy network would."""
+    for status in ("enqueued", "sent", "delivered"):
+        await asyncio.sleep(AUTO_STATUS_STEP_S)
+        body = status_webhook(app, sent, status, timestamp_ms=now_ms())
+        await post_callback(http, app.callback_url, body)
+
+
+def _v2_sender(phone: str, name: str) -> dict[str, str]:
+    try:
+        number = phonenumbers.parse("+" + phone)
+        country_code, dial_code = str(number.country_code), str(number.national_number)
+    except phonenumbers.NumberParseException:
+        country_code, dial_code = "", phone
+    return {"phone": phone, "name": name, "country_code": country_code, "dial_code": dial_code}
+
+
+def _v3_body(kind: str, inner: dict[str, Any]) -> dict[str, Any]:
+    """Meta's per-type message body for a v2 inner payload (`{"type": ..., <type>: {...}}`)."""
+    if kind == "text":
+        return {"type": "text", "text": {"body": inner.get("text", "")}}
+    if kind in V3_MEDIA_TYPES:
+        media_type = V3_MEDIA_TYPES[kind]
+        media = {
+            "id": stable_digits("media:" + str(inner.get("url")), 16),
+            "mime_type": inner.get("contentType"),
+            "url": inner.get("url"),
+            "caption": inner.get("caption"),
+            "filename": inner.get("name"),
+        }
+        return {"type": media_type, media_type: {k: v for k, v in media.items() if v is not None}}
+    if kind == "location":
+        location = {
+            k: _as_number(v) if k in ("latitude", "longitude") else v for k, v in inner.items()
+        }
+        return {"type": "location", "location": location}
+    if kind in ("button_reply", "list_reply"):
+        reply = {k: inner[k] for k in ("id", "title", "description") if k in inner}
+        return {"type": "interactive", "interactive": {"type": kind, kind: reply}}
+    if kind == "quick_reply":
+        text = inner.get("text", "")
+        return {
+            "type": "button",
+            "button": {"payload": inner.get("postbackText", text), "text": text},
+        }
+    return {"type": kind, kind: inner}
+
+
+def _as_number(value: Any) -> Any:
+    # Meta sends coordinates as numbers where v2 sends strings.
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def _v3_metadata(app: RegisteredApp) -> dict[str, str]:
+    return {"display_phone_number": app.number, "phone_number_id": app.phone_number_id}
+
+
+def _v3_envelope(app: RegisteredApp, value: dict[str, Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"object": "whatsapp_business_account"}
+    if app.app_id is not None:
+        body["gs_app_id"] = app.app_id
+    body["entry"] = [{"id": app.waba_id, "changes": [{"field": "messages", "value": value}]}]
+    return body

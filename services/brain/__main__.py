@@ -1,0 +1,32 @@
+"""Brain service: consumes thread work, publishes send commands."""
+
+from __future__ import annotations
+
+from pydantic import TypeAdapter
+
+from services.brain.handler import Brain
+from shared.models import ThreadWork
+from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.service import Runtime, run_consumer_service, service_main
+from shared.settings import Settings
+
+
+async def setup(runtime: Runtime) -> None:
+    """Start consuming the brain's queue."""
+    settings = runtime.settings
+    agents = AgentDirectory(
+        AgentRepository(runtime.store),
+        settings.agent_cache_seconds,
+        settings.agent_negative_cache_seconds,
+    )
+    brain = Brain(runtime.broker, runtime.store, agents, settings.lease_seconds)
+    await runtime.broker.consume("brain", TypeAdapter(ThreadWork), brain.handle)
+
+
+async def main(settings: Settings) -> None:
+    """Run the brain until SIGTERM."""
+    await run_consumer_service("brain", settings, setup)
+
+
+if __name__ == "__main__":
+    service_main("brain", main)

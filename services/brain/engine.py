@@ -1,0 +1,127 @@
+"""The rule-based reply engine: greets in the agent's persona and qualifies the lead.
+
+This is the seam where the five-layer brain plugs in: it takes the conversation so far and
+returns the bubbles to send plus the updated stage and profile.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.repositories.agents import Persona
+
+# The qualifying questions, asked one at a time in this order.
+QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("intent", "Are you looking to buy a home to live in, to invest, or to rent?"),
+    ("budget", "What budget range do you have in mind?"),
+    ("area", "Which area or district would you prefer?"),
+    ("bedrooms", "How many bedrooms do you need?"),
+    ("timeline", "When are you hoping to move or buy?"),
+)
+INTENT_WORDS = {
+    "investment": ("invest", "rental yield", "roi"),
+    "rent": ("rent", "lease", "tenancy"),
+    "own_stay": ("buy", "own stay", "live in", "purchase", "my family", "to live"),
+}
+BUDGET = re.compile(r"\$?\s?(\d+(?:\.\d+)?)\s?(m|mil|million|k)\b", re.IGNORECASE)
+BEDROOMS = re.compile(r"\b(\d)\s?-?\s?(?:bed(?:room)?s?|br|room)\b", re.IGNORECASE)
+AREAS = (
+    "east",
+    "west",
+    "north",
+    "north-east",
+    "central",
+    "tampines",
+    "bedok",
+    "pasir ris",
+    "punggol",
+    "sengkang",
+    "jurong",
+    "woodlands",
+    "bishan",
+    "toa payoh",
+    "orchard",
+    "bukit timah",
+    "clementi",
+    "queenstown",
+    "marine parade",
+    "serangoon",
+)
+TIMELINE = re.compile(
+    r"\b(asap|now|immediately|this (?:month|year)|next (?:month|year)|\d+\s?(?:months?|years?))\b",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What the engine knows when it composes a reply."""
+
+    persona: Persona
+    agent_name: str
+    lead_name: str | None
+    stage: str
+    profile: dict[str, Any]
+    new_texts: list[str]
+
+
+@dataclass(frozen=True)
+class ComposedReply:
+    """The bubbles to send and the thread's new state."""
+
+    bubbles: list[str]
+    stage: str
+    profile: dict[str, Any] = field(default_factory=dict)
+
+
+def extract_facts(text: str) -> dict[str, str]:
+    """Qualification facts found in a lead's message."""
+    lowered = text.lower()
+    facts: dict[str, str] = {}
+    for intent, words in INTENT_WORDS.items():
+        if any(w in lowered for w in words):
+            facts["intent"] = intent
+            break
+    if match := BUDGET.search(text):
+        amount, unit = float(match.group(1)), match.group(2).lower()
+        facts["budget"] = str(int(amount * (1_000 if unit == "k" else 1_000_000)))
+    if match := BEDROOMS.search(text):
+        facts["bedrooms"] = match.group(1)
+    if area := next((a for a in AREAS if re.search(rf"\b{re.escape(a)}\b", lowered)), None):
+        facts["area"] = area.title()
+    if match := TIMELINE.search(text):
+        facts["timeline"] = match.group(1).lower()
+    return facts
+
+
+def compose_reply(conversation: Conversation) -> ComposedReply:
+    """One reply to the lead's latest messages: at most one question, short bubbles."""
+    persona = conversation.persona
+    profile = dict(conversation.profile)
+    for text in conversation.new_texts:
+        profile.update(extract_facts(text))
+    bubbles: list[str] = []
+    first_name = (conversation.lead_name or "").split(" ")[0].strip()
+    if conversation.stage == "new":
+        greeting = persona.greeting or (
+            f"Hi{' ' + first_name if first_name else ''}! I'm {persona.bot_name}, "
+            f"{conversation.agent_name}'s assistant. Thanks for reaching out."
+        )
+        bubbles.append(greeting)
+    elif not conversation.new_texts:
+        bubbles.append("Thanks! I've passed this on so nothing gets missed.")
+    missing = next(((key, q) for key, q in QUESTIONS if key not in profile), None)
+    if missing is not None:
+        bubbles.append(missing[1])
+        stage = "qualifying"
+    else:
+        bubbles.append(
+            f"Thanks, that's very helpful. Would you like to book a short call with "
+            f"{conversation.agent_name} to go through suitable options?"
+        )
+        stage = "qualified"
+    if persona.signature:
+        bubbles[-1] = f"{bubbles[-1]}\n{persona.signature}"
+    return ComposedReply(bubbles=bubbles, stage=stage, profile=profile)

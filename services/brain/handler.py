@@ -1,0 +1,133 @@
+"""Brain: one thread at a time, answer every unanswered message once."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from services.brain.engine import ComposedReply, Conversation, compose_reply
+from shared.broker import Broker
+from shared.errors import Defer, TransientError
+from shared.ids import derived_id
+from shared.logs import get_logger
+from shared.metrics import REPLIES
+from shared.models import Bubble, SendCommand, ThreadWork, utcnow
+from shared.repositories.agents import Agent, AgentDirectory
+from shared.repositories.leads import LeadRepository
+from shared.repositories.leases import ThreadLeases
+from shared.repositories.messages import MessageRepository
+from shared.repositories.replies import ReplyRepository
+from shared.repositories.threads import ThreadRepository
+from shared.store import Document, Store
+
+log = get_logger(__name__)
+ENGINE = "rules"
+
+
+class Brain:
+    """Handle thread work items under the thread's lease."""
+
+    def __init__(
+        self, broker: Broker, store: Store, agents: AgentDirectory, lease_seconds: float
+    ) -> None:
+        self._broker = broker
+        self._agents = agents
+        self._leases = ThreadLeases(store, lease_seconds)
+        self._threads = ThreadRepository(store)
+        self._messages = MessageRepository(store)
+        self._replies = ReplyRepository(store)
+        self._leads = store.db["leads"]
+        self._lead_repo = LeadRepository(store)
+        self._owner = f"{socket.gethostname()}:{os.getpid()}"
+
+    async def handle(self, work: ThreadWork) -> None:
+        """Take the thread's lease, publish pending replies, answer new messages."""
+        lease = await self._leases.acquire(work.thread_id, self._owner)
+        if lease is None:
+            raise Defer("thread lease held by another worker")
+        try:
+            # A reply stored by an earlier, interrupted run goes out before anything new.
+            for command in await self._replies.unpublished(work.org_id, work.thread_id):
+                await self._publish(command)
+            await self._answer(work)
+        finally:
+            await self._leases.release(lease)
+
+    async def _answer(self, work: ThreadWork) -> None:
+        unanswered = await self._messages.unanswered(work.org_id, work.thread_id)
+        if not unanswered:
+            return
+        agent = await self._agents.by_id(work.agent_id)
+        thread = await self._threads.get(work.org_id, work.thread_id)
+        if agent is None or thread is None:
+            raise TransientError(f"thread {work.thread_id} or its agent is not readable yet")
+        lead = await self._leads.find_one({"_id": work.lead_id})
+        if lead is None:
+            raise TransientError(f"lead {work.lead_id} is not readable yet")
+        if not agent.active or thread["state"] != "bot":
+            log.info(
+                "not answering: agent suspended or thread handed off", thread_id=work.thread_id
+            )
+            return
+        composed = compose_reply(self._conversation(agent, thread, lead, unanswered))
+        answers = [m["_id"] for m in unanswered]
+        command = SendCommand(
+            event_id=derived_id("rpl", work.thread_id, *answers),
+            command_id=derived_id("rpl", work.thread_id, *answers),
+            org_id=work.org_id,
+            agent_id=work.agent_id,
+            thread_id=work.thread_id,
+            lead_id=work.lead_id,
+            destination=lead["phone"],
+            bubbles=[Bubble(text=t) for t in composed.bubbles],
+            created_at=utcnow(),
+        )
+        command = await self._replies.create(command, answers, ENGINE)
+        await self._store_outbound(command)
+        await self._messages.mark_answered(work.org_id, answers, command.command_id)
+        await self._threads.update_state(
+            work.org_id, work.thread_id, {"stage": composed.stage, "profile": composed.profile}
+        )
+        REPLIES.labels(ENGINE).inc()
+        await self._publish(command)
+
+    def _conversation(
+        self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
+    ) -> Conversation:
+        names = [n["name"] for n in lead.get("names", []) if n.get("org_id") == agent.org_id]
+        return Conversation(
+            persona=agent.persona,
+            agent_name=agent.name,
+            lead_name=names[-1] if names else None,
+            stage=thread.get("stage", "new"),
+            profile=thread.get("profile", {}),
+            new_texts=[m["text"] for m in unanswered if m.get("text")],
+        )
+
+    async def _store_outbound(self, command: SendCommand) -> None:
+        for index, bubble in enumerate(command.bubbles):
+            send_id = f"{command.command_id}.{index}"
+            await self._messages.store_outbound(
+                {
+                    "_id": derived_id("msg", command.agent_id, send_id),
+                    "org_id": command.org_id,
+                    "agent_id": command.agent_id,
+                    "thread_id": command.thread_id,
+                    "lead_id": command.lead_id,
+                    "direction": "out",
+                    "provider_message_id": send_id,
+                    "send_id": send_id,
+                    "type": bubble.type,
+                    "text": bubble.text,
+                    "sent_at": command.created_at,
+                    "received_at": command.created_at,
+                    "answered": True,
+                }
+            )
+
+    async def _publish(self, command: SendCommand) -> None:
+        await self._broker.publish(command, message_id=command.command_id)
+        await self._replies.mark_published(command.org_id, command.command_id)
+
+
+__all__ = ["Brain", "ComposedReply"]

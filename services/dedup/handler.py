@@ -1,0 +1,121 @@
+"""Dedup: who the lead is, which thread this is, and the message stored exactly once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.broker import Broker
+from shared.errors import PermanentError
+from shared.ids import derived_id
+from shared.logs import get_logger
+from shared.metrics import INBOUND_STORED
+from shared.models import InboundMessage, ThreadWork, UserEvent
+from shared.phones import InvalidPhoneNumber, normalize_phone
+from shared.repositories.consents import ConsentRepository
+from shared.repositories.leads import LeadRepository
+from shared.repositories.messages import MessageRepository
+from shared.repositories.organizations import OrganizationRepository
+from shared.repositories.threads import ThreadRepository
+from shared.store import Store
+
+log = get_logger(__name__)
+
+
+def first_touch_source(message: InboundMessage) -> dict[str, Any]:
+    """How the lead found the agent: a click-to-WhatsApp ad or organic."""
+    if message.referral:
+        return {"source": "ad", "referral": message.referral}
+    return {"source": "organic"}
+
+
+class Dedup:
+    """Handle routed messages and user events."""
+
+    def __init__(self, broker: Broker, store: Store, default_region: str) -> None:
+        self._broker = broker
+        self._orgs = OrganizationRepository(store)
+        self._leads = LeadRepository(store)
+        self._threads = ThreadRepository(store)
+        self._messages = MessageRepository(store)
+        self._consents = ConsentRepository(store)
+        self._default_region = default_region
+
+    async def handle(self, event: InboundMessage | UserEvent) -> None:
+        """Dispatch by event type."""
+        if isinstance(event, InboundMessage):
+            await self.handle_message(event)
+        else:
+            await self.handle_user_event(event)
+
+    async def _phone(self, org_id: str, wa_id: str) -> str:
+        org = await self._orgs.get(org_id)
+        region = org.settings.region if org else self._default_region
+        try:
+            return normalize_phone(wa_id, region)
+        except InvalidPhoneNumber as exc:
+            raise PermanentError(f"lead number: {exc}") from exc
+
+    async def handle_message(self, message: InboundMessage) -> None:
+        """Store the message once and tell the brain its thread has work."""
+        phone = await self._phone(message.org_id, message.lead_wa_id)
+        source = first_touch_source(message)
+        lead = await self._leads.get_or_create(
+            phone,
+            name=message.lead_name,
+            org_id=message.org_id,
+            agent_id=message.agent_id,
+            at=message.sent_at,
+            source=source,
+        )
+        thread = await self._threads.get_or_create(
+            org_id=message.org_id,
+            agent_id=message.agent_id,
+            lead_id=lead["_id"],
+            at=message.sent_at,
+            source=source,
+        )
+        stored, created = await self._messages.store_inbound(
+            message, thread_id=thread["_id"], lead_id=lead["_id"], phone=phone
+        )
+        if not created and stored["dispatched"]:
+            INBOUND_STORED.labels("duplicate").inc()
+            log.info(
+                "duplicate message ignored",
+                thread_id=thread["_id"],
+                provider_message_id=message.provider_message_id,
+            )
+            return
+        INBOUND_STORED.labels("stored" if created else "resumed").inc()
+        await self._threads.touch_inbound(message.org_id, thread["_id"], message.sent_at)
+        work = ThreadWork(
+            event_id=derived_id("wrk", stored["_id"]),
+            org_id=message.org_id,
+            agent_id=message.agent_id,
+            thread_id=thread["_id"],
+            lead_id=lead["_id"],
+        )
+        await self._broker.publish(work, message_id=work.event_id)
+        await self._messages.mark_dispatched(message.org_id, stored["_id"])
+
+    async def handle_user_event(self, event: UserEvent) -> None:
+        """Record opt-ins and opt-outs reported by Gupshup."""
+        if event.type not in {"opted-in", "opted-out"} or not event.lead_wa_id:
+            log.info("user event without consent meaning", type=event.type)
+            return
+        phone = await self._phone(event.org_id, event.lead_wa_id)
+        lead = await self._leads.get_or_create(
+            phone,
+            name=None,
+            org_id=event.org_id,
+            agent_id=event.agent_id,
+            at=event.at,
+            source={"source": "user-event"},
+        )
+        await self._consents.record(
+            org_id=event.org_id,
+            lead_id=lead["_id"],
+            agent_id=event.agent_id,
+            opted_out=event.type == "opted-out",
+            how="gupshup-user-event",
+            at=event.at,
+        )

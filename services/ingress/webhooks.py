@@ -1,0 +1,103 @@
+"""The Gupshup webhook endpoint: authenticate, bound, validate, publish, then answer."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+from aiohttp import web
+
+from shared.broker import Broker, PublishFailed
+from shared.gupshup.parsers import MalformedPayload, app_identity, parse_webhook
+from shared.logs import get_logger
+from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
+from shared.models import RawWebhook, utcnow
+from shared.repositories.agents import Agent, AgentDirectory
+
+log = get_logger(__name__)
+WEBHOOK_PATH = "/v1/webhooks/gupshup/{agent_key}"
+
+
+def _answer(status: int, reason: str | None = None) -> web.Response:
+    WEBHOOKS.labels(str(status)).inc()
+    if reason is None:
+        return web.Response(status=status)
+    return web.json_response({"error": reason}, status=status)
+
+
+def identity_mismatch(agent: Agent, body: dict[str, object]) -> str | None:
+    """Why the payload cannot belong to this agent's app, or None when it can."""
+    identity = app_identity(body)
+    if identity.app_name is not None and identity.app_name != agent.gupshup_app:
+        return "app does not match the agent"
+    if agent.gupshup_app_id and identity.app_id and identity.app_id != agent.gupshup_app_id:
+        return "gs_app_id does not match the agent"
+    return None
+
+
+class WebhookReceiver:
+    """Handles `POST /v1/webhooks/gupshup/{agent_key}`."""
+
+    def __init__(self, broker: Broker, agents: AgentDirectory) -> None:
+        self._broker = broker
+        self._agents = agents
+
+    async def receive(self, request: web.Request) -> web.Response:
+        """Answer 2xx only after the broker confirmed the raw event."""
+        started = time.perf_counter()
+        try:
+            return await self._receive(request)
+        finally:
+            WEBHOOK_DURATION.observe(time.perf_counter() - started)
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        try:
+            agent = await self._agents.by_callback_key(request.match_info["agent_key"])
+        except Exception as exc:
+            log.warning("cannot look up the callback key: store unavailable", error=str(exc))
+            return _answer(503, "temporarily unavailable")
+        if agent is None:
+            return _answer(404, "unknown callback")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            log.warning("webhook body too large", agent_id=agent.id)
+            return _answer(413, "body too large")
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            log.warning("webhook body is not JSON", agent_id=agent.id, size=len(raw))
+            return _answer(400, "body is not JSON")
+        if not isinstance(body, dict):
+            return _answer(400, "body is not a JSON object")
+        received_at = utcnow()
+        event_id = uuid.uuid4().hex
+        try:
+            parse_webhook(
+                body,
+                org_id=agent.org_id,
+                agent_id=agent.id,
+                event_id=event_id,
+                received_at=received_at,
+            )
+        except MalformedPayload as exc:
+            log.warning("malformed webhook", agent_id=agent.id, reason=str(exc))
+            return _answer(400, f"malformed payload: {exc}")
+        mismatch = identity_mismatch(agent, body)
+        if mismatch is not None:
+            log.warning("webhook for another app", agent_id=agent.id, reason=mismatch)
+            return _answer(403, mismatch)
+        event = RawWebhook(
+            event_id=event_id,
+            org_id=agent.org_id,
+            agent_id=agent.id,
+            received_at=received_at,
+            body=body,
+        )
+        try:
+            await self._broker.publish(event, message_id=event_id)
+        except PublishFailed as exc:
+            log.warning("broker unavailable: asking Gupshup to retry", error=str(exc))
+            return _answer(503, "temporarily unavailable")
+        return _answer(200)

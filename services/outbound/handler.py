@@ -1,0 +1,168 @@
+"""Outbound: the only caller of Gupshup's send API; each bubble is sent at most once."""
+
+from __future__ import annotations
+
+from shared.broker import Broker
+from shared.crypto import KeyRing
+from shared.errors import PermanentError, TransientError
+from shared.gupshup.client import Ambiguous, GupshupClient, NotReached, Refused, Submitted
+from shared.ids import derived_id
+from shared.logs import get_logger
+from shared.metrics import DELIVERY_STATUSES, SENDS
+from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent, utcnow
+from shared.phones import wa_id
+from shared.repositories.agents import AgentDirectory
+from shared.repositories.messages import MessageRepository
+from shared.repositories.sends import SendRepository
+from shared.repositories.threads import ThreadRepository
+from shared.store import Store, with_retry
+
+log = get_logger(__name__)
+
+OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
+
+
+class Outbound:
+    """Send replies through Gupshup and record what happens to them."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        store: Store,
+        agents: AgentDirectory,
+        key_ring: KeyRing,
+        gupshup: GupshupClient,
+    ) -> None:
+        self._broker = broker
+        self._agents = agents
+        self._key_ring = key_ring
+        self._gupshup = gupshup
+        self._sends = SendRepository(store)
+        self._messages = MessageRepository(store)
+        self._threads = ThreadRepository(store)
+        self._templates = store.db["templates"]
+        self._billing = store.db["billing_events"]
+
+    async def handle(self, event: OutboundEvent) -> None:
+        """Dispatch by event type."""
+        if isinstance(event, SendCommand):
+            await self.send(event)
+        elif isinstance(event, DeliveryStatus):
+            await self.record_status(event)
+        elif isinstance(event, TemplateEvent):
+            await self.record_template(event)
+        else:
+            await self.record_billing(event)
+
+    async def send(self, command: SendCommand) -> None:
+        """Send the command's bubbles in order; a bubble already claimed is never re-sent."""
+        agent = await self._agents.by_id(command.agent_id)
+        if agent is None or agent.org_id != command.org_id:
+            raise PermanentError(f"no agent {command.agent_id} in organization {command.org_id}")
+        if not agent.active:
+            log.info(
+                "agent suspended: reply not sent", agent_id=agent.id, command_id=command.command_id
+            )
+            return
+        api_key = self._key_ring.decrypt(
+            agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
+        )
+        for index, bubble in enumerate(command.bubbles):
+            send_id = f"{command.command_id}.{index}"
+            existing = await self._sends.claim(
+                send_id,
+                {
+                    "org_id": command.org_id,
+                    "agent_id": command.agent_id,
+                    "thread_id": command.thread_id,
+                    "command_id": command.command_id,
+                    "index": index,
+                    "destination": command.destination,
+                },
+            )
+            if existing is not None:
+                SENDS.labels(agent.id, "duplicate").inc()
+                if existing["state"] == "sending":
+                    log.warning(
+                        "bubble claimed earlier without a result: not re-sent",
+                        send_id=send_id,
+                        thread_id=command.thread_id,
+                    )
+                continue
+            result = await self._gupshup.send_session_message(
+                api_key=api_key,
+                app=agent.gupshup_app,
+                source=wa_id(agent.number),
+                destination=wa_id(command.destination),
+                message={"type": "text", "text": bubble.text},
+            )
+            match result:
+                case Submitted(message_id=message_id):
+                    now = utcnow()
+                    await self._sends.finish(send_id, "submitted", gupshup_message_id=message_id)
+                    await self._messages.set_provider_id(
+                        command.org_id,
+                        derived_id("msg", command.agent_id, send_id),
+                        message_id,
+                        now,
+                    )
+                    await self._threads.update_state(
+                        command.org_id, command.thread_id, {"last_outbound_at": now}
+                    )
+                    SENDS.labels(agent.id, "submitted").inc()
+                case NotReached(reason=reason):
+                    await self._sends.release(send_id)
+                    SENDS.labels(agent.id, "retry").inc()
+                    raise TransientError(f"Gupshup not reached: {reason}")
+                case Refused(status=status, reason=reason):
+                    await self._sends.finish(send_id, "failed", error=f"HTTP {status}: {reason}")
+                    SENDS.labels(agent.id, "refused").inc()
+                    raise PermanentError(f"Gupshup refused the send (HTTP {status}): {reason}")
+                case Ambiguous(reason=reason):
+                    await self._sends.finish(send_id, "unknown", error=reason)
+                    SENDS.labels(agent.id, "ambiguous").inc()
+                    raise PermanentError(f"send may or may not have happened: {reason}")
+
+    async def record_status(self, status: DeliveryStatus) -> None:
+        """Attach a delivery status to the send it is about."""
+        DELIVERY_STATUSES.labels(status.status).inc()
+        send = await self._sends.find_by_provider_id(
+            status.org_id, status.gupshup_message_id, status.whatsapp_message_id
+        )
+        if send is None:
+            # The status may overtake our own record of Gupshup's id: retry a few times.
+            raise TransientError("delivery status for a send not (yet) known")
+        fields: dict[str, object] = {"whatsapp_message_id": status.whatsapp_message_id}
+        if status.error_code is not None:
+            fields.update(error_code=status.error_code, error_reason=status.error_reason)
+        await self._sends.record_status(send, status.status, status.at, fields)
+
+    async def record_template(self, event: TemplateEvent) -> None:
+        """Keep the agent's template status current."""
+        await with_retry(
+            lambda: self._templates.update_one(
+                {
+                    "agent_id": event.agent_id,
+                    "org_id": event.org_id,
+                    "name": event.name,
+                    "language": event.language,
+                },
+                {
+                    "$set": {
+                        "status": event.status.upper(),
+                        "provider_id": event.template_id,
+                        "reason": event.reason,
+                        "status_at": event.at,
+                    }
+                },
+                upsert=True,
+            )
+        )
+
+    async def record_billing(self, event: BillingEvent) -> None:
+        """Keep Gupshup's per-message pricing (append-only, once per event)."""
+        await with_retry(
+            lambda: self._billing.replace_one(
+                {"_id": event.event_id}, {"_id": event.event_id, **event.model_dump()}, upsert=True
+            )
+        )

@@ -1,0 +1,32 @@
+"""Router service: consumes raw webhooks, publishes typed events."""
+
+from __future__ import annotations
+
+from pydantic import TypeAdapter
+
+from services.router.handler import Router
+from shared.models import RawWebhook
+from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.service import Runtime, run_consumer_service, service_main
+from shared.settings import Settings
+
+
+async def setup(runtime: Runtime) -> None:
+    """Start consuming the router's queue."""
+    settings = runtime.settings
+    agents = AgentDirectory(
+        AgentRepository(runtime.store),
+        settings.agent_cache_seconds,
+        settings.agent_negative_cache_seconds,
+    )
+    router = Router(runtime.broker, agents)
+    await runtime.broker.consume("router", TypeAdapter(RawWebhook), router.handle)
+
+
+async def main(settings: Settings) -> None:
+    """Run the router until SIGTERM."""
+    await run_consumer_service("router", settings, setup)
+
+
+if __name__ == "__main__":
+    service_main("router", main)

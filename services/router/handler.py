@@ -1,0 +1,49 @@
+"""Router: turns raw Gupshup callbacks into typed events of a known organization and agent."""
+
+from __future__ import annotations
+
+from shared.broker import Broker
+from shared.errors import PermanentError, UnknownAgent
+from shared.gupshup.parsers import MalformedPayload, app_identity, parse_webhook
+from shared.logs import get_logger
+from shared.metrics import EVENTS_ROUTED, UNATTRIBUTED
+from shared.models import IgnoredEvent, RawWebhook
+from shared.repositories.agents import AgentDirectory
+
+log = get_logger(__name__)
+
+
+class Router:
+    """Parse, attribute and fan out one raw webhook."""
+
+    def __init__(self, broker: Broker, agents: AgentDirectory) -> None:
+        self._broker = broker
+        self._agents = agents
+
+    async def handle(self, raw: RawWebhook) -> None:
+        """Publish every event the callback carries; unattributable ones are dead-lettered."""
+        agent = await self._agents.by_id(raw.agent_id)
+        if agent is None or agent.org_id != raw.org_id:
+            UNATTRIBUTED.labels("unknown_agent").inc()
+            raise UnknownAgent(f"no agent {raw.agent_id} in organization {raw.org_id}")
+        identity = app_identity(raw.body)
+        if identity.app_name is not None and identity.app_name != agent.gupshup_app:
+            UNATTRIBUTED.labels("app_mismatch").inc()
+            raise UnknownAgent(f"app {identity.app_name!r} is not agent {agent.id}'s app")
+        try:
+            events = parse_webhook(
+                raw.body,
+                org_id=agent.org_id,
+                agent_id=agent.id,
+                event_id=raw.event_id,
+                received_at=raw.received_at,
+            )
+        except MalformedPayload as exc:
+            UNATTRIBUTED.labels("malformed").inc()
+            raise PermanentError(f"malformed payload: {exc}") from exc
+        for event in events:
+            EVENTS_ROUTED.labels(event.kind).inc()
+            if isinstance(event, IgnoredEvent):
+                log.info("event accepted, nothing to do", type=event.type, agent_id=agent.id)
+                continue
+            await self._broker.publish(event, message_id=event.event_id)

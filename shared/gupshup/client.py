@@ -1,0 +1,124 @@
+"""Gupshup's send API, with every outcome classified for the at-most-once rule.
+
+Gupshup has no idempotency key, so a request is retried only when it surely did not reach
+Gupshup or was refused before being acted on:
+- connection refused / DNS failure / 429 / 502 / 503 -> NotReached (safe to retry);
+- 2xx with a messageId -> Submitted;
+- other 4xx -> Refused (retrying cannot help);
+- a timeout or broken connection after the request was written, 500, 504 or a 2xx we
+  cannot read -> Ambiguous: it may have been sent, so it is recorded, never retried.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from shared.metrics import GUPSHUP_DURATION
+
+NOT_REACHED_STATUSES = {429, 502, 503}
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Gupshup accepted the message."""
+
+    message_id: str
+
+
+@dataclass(frozen=True)
+class NotReached:
+    """Gupshup surely did not act on the request: retrying is safe."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Gupshup rejected the request; retrying the same request cannot help."""
+
+    status: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ambiguous:
+    """The message may or may not have been sent."""
+
+    reason: str
+
+
+SendResult = Submitted | NotReached | Refused | Ambiguous
+
+
+class GupshupClient:
+    """A small client for Gupshup's WhatsApp session and template send calls."""
+
+    def __init__(self, base_url: str, timeout_seconds: float) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(
+            total=timeout_seconds, connect=min(3.0, timeout_seconds)
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout)
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send_session_message(
+        self, *, api_key: str, app: str, source: str, destination: str, message: dict[str, Any]
+    ) -> SendResult:
+        """Send a free-form message (inside the 24-hour window); numbers as digits."""
+        form = {
+            "channel": "whatsapp",
+            "source": source,
+            "destination": destination,
+            "src.name": app,
+            "message": json.dumps(message, ensure_ascii=False),
+        }
+        return await self._post("/wa/api/v1/msg", api_key, form)
+
+    async def _post(self, path: str, api_key: str, form: dict[str, str]) -> SendResult:
+        session = await self._http()
+        started = time.perf_counter()
+        try:
+            async with session.post(
+                self._base_url + path, data=form, headers={"apikey": api_key}
+            ) as response:
+                body = await response.text()
+                return _classify(response.status, body)
+        except aiohttp.ClientConnectorError as exc:
+            return NotReached(f"cannot connect: {exc.os_error or exc}")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            return Ambiguous(f"{type(exc).__name__} after the request was sent")
+        finally:
+            GUPSHUP_DURATION.observe(time.perf_counter() - started)
+
+
+def _classify(status: int, body: str) -> SendResult:
+    try:
+        data = json.loads(body) if body else {}
+    except ValueError:
+        data = {}
+    message = str(data.get("message", "")) if isinstance(data, dict) else ""
+    if 200 <= status < 300:
+        message_id = data.get("messageId") if isinstance(data, dict) else None
+        if isinstance(message_id, str) and message_id:
+            return Submitted(message_id)
+        return Ambiguous(f"HTTP {status} without a messageId")
+    if status in NOT_REACHED_STATUSES:
+        return NotReached(f"HTTP {status} {message}".strip())
+    if 400 <= status < 500:
+        return Refused(status, message or f"HTTP {status}")
+    return Ambiguous(f"HTTP {status} {message}".strip())

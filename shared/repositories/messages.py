@@ -1,0 +1,110 @@
+"""Messages of threads, inbound and outbound; stored once per (agent, provider id)."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+
+from pymongo import ASCENDING
+from pymongo.errors import DuplicateKeyError
+
+from shared.ids import derived_id
+from shared.models import InboundMessage
+from shared.store import Document, Store, with_retry
+
+
+class MessageRepository:
+    """Store inbound messages idempotently and read a thread's unanswered ones."""
+
+    def __init__(self, store: Store) -> None:
+        self._messages = store.db["messages"]
+
+    async def store_inbound(
+        self, message: InboundMessage, *, thread_id: str, lead_id: str, phone: str
+    ) -> tuple[Document, bool]:
+        """Store a lead's message once; return it and whether this call stored it."""
+        doc: Document = {
+            "_id": derived_id("msg", message.agent_id, message.provider_message_id),
+            "org_id": message.org_id,
+            "agent_id": message.agent_id,
+            "thread_id": thread_id,
+            "lead_id": lead_id,
+            "direction": "in",
+            "provider_message_id": message.provider_message_id,
+            "type": message.type,
+            "text": message.text,
+            "from": phone,
+            "payload": message.model_dump(
+                mode="json", include={"media", "location", "choice", "referral"}
+            ),
+            "context_message_id": message.context_message_id,
+            "sent_at": message.sent_at,
+            "received_at": message.received_at,
+            "answered": False,
+            "answered_by": None,
+            "dispatched": False,
+        }
+        try:
+            await with_retry(lambda: self._messages.insert_one(doc))
+        except DuplicateKeyError:
+            existing = await with_retry(
+                lambda: self._messages.find_one(
+                    {
+                        "agent_id": message.agent_id,
+                        "provider_message_id": message.provider_message_id,
+                    }
+                )
+            )
+            if existing is None:
+                raise
+            return existing, False
+        return doc, True
+
+    async def mark_dispatched(self, org_id: str, message_id: str) -> None:
+        """The thread's work item for this message was confirmed by the broker."""
+        await with_retry(
+            lambda: self._messages.update_one(
+                {"_id": message_id, "org_id": org_id}, {"$set": {"dispatched": True}}
+            )
+        )
+
+    async def unanswered(self, org_id: str, thread_id: str) -> list[Document]:
+        """A thread's inbound messages not yet answered, in the order the lead sent them."""
+        cursor = self._messages.find(
+            {"org_id": org_id, "thread_id": thread_id, "direction": "in", "answered": False}
+        ).sort([("sent_at", ASCENDING), ("received_at", ASCENDING)])
+        return [doc async for doc in cursor]
+
+    async def recent(self, org_id: str, thread_id: str, limit: int = 20) -> list[Document]:
+        """A thread's latest messages, oldest first."""
+        cursor = (
+            self._messages.find({"org_id": org_id, "thread_id": thread_id})
+            .sort("sent_at", -1)
+            .limit(limit)
+        )
+        return list(reversed([doc async for doc in cursor]))
+
+    async def mark_answered(self, org_id: str, message_ids: list[str], reply_id: str) -> None:
+        """Record which reply answered these messages."""
+        await with_retry(
+            lambda: self._messages.update_many(
+                {"_id": {"$in": message_ids}, "org_id": org_id},
+                {"$set": {"answered": True, "answered_by": reply_id}},
+            )
+        )
+
+    async def store_outbound(self, doc: Document) -> None:
+        """Store one of our messages (idempotent: a re-run finds it already there)."""
+        with contextlib.suppress(DuplicateKeyError):
+            await with_retry(lambda: self._messages.insert_one(doc))
+
+    async def set_provider_id(
+        self, org_id: str, message_id: str, provider_message_id: str, at: datetime
+    ) -> None:
+        """Replace our own send id with Gupshup's once Gupshup accepted the message."""
+        await with_retry(
+            lambda: self._messages.update_one(
+                {"_id": message_id, "org_id": org_id},
+                {"$set": {"provider_message_id": provider_message_id, "submitted_at": at}},
+            )
+        )

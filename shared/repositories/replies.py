@@ -1,0 +1,59 @@
+"""Replies: what the brain decided to say, written before it is published.
+
+A reply's id derives from the messages it answers, so a re-run finds the stored reply
+instead of composing a second one; `published` turns true once the broker confirmed it.
+"""
+
+from __future__ import annotations
+
+from pymongo.errors import DuplicateKeyError
+
+from shared.models import SendCommand
+from shared.store import Document, Store, with_retry
+
+
+class ReplyRepository:
+    """Store replies and find those not yet published."""
+
+    def __init__(self, store: Store) -> None:
+        self._replies = store.db["replies"]
+
+    async def create(self, command: SendCommand, answers: list[str], engine: str) -> SendCommand:
+        """Store a reply; if it exists already, return the stored one instead."""
+        doc: Document = {
+            "_id": command.command_id,
+            "org_id": command.org_id,
+            "thread_id": command.thread_id,
+            "answers": answers,
+            "engine": engine,
+            "command": command.model_dump(mode="json"),
+            "published": False,
+            "created_at": command.created_at,
+        }
+        try:
+            await with_retry(lambda: self._replies.insert_one(doc))
+        except DuplicateKeyError:
+            existing = await with_retry(
+                lambda: self._replies.find_one(
+                    {"_id": command.command_id, "org_id": command.org_id}
+                )
+            )
+            if existing is None:
+                raise
+            return SendCommand.model_validate(existing["command"])
+        return command
+
+    async def unpublished(self, org_id: str, thread_id: str) -> list[SendCommand]:
+        """Replies of a thread that were stored but not confirmed by the broker."""
+        cursor = self._replies.find(
+            {"org_id": org_id, "thread_id": thread_id, "published": False}
+        ).sort("created_at", 1)
+        return [SendCommand.model_validate(doc["command"]) async for doc in cursor]
+
+    async def mark_published(self, org_id: str, reply_id: str) -> None:
+        """The broker confirmed the reply's send command."""
+        await with_retry(
+            lambda: self._replies.update_one(
+                {"_id": reply_id, "org_id": org_id}, {"$set": {"published": True}}
+            )
+        )

@@ -1,0 +1,77 @@
+"""Threads: one per agent and lead, holding the conversation's state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from shared.ids import derived_id
+from shared.store import Document, Store, with_retry
+
+
+def thread_id_for(agent_id: str, lead_id: str) -> str:
+    """A thread's id follows from its agent and lead, so every replica derives the same one."""
+    return derived_id("thr", agent_id, lead_id)
+
+
+class ThreadRepository:
+    """Find-or-create threads and update their state."""
+
+    def __init__(self, store: Store) -> None:
+        self._threads = store.db["threads"]
+
+    async def get_or_create(
+        self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
+    ) -> Document:
+        """The agent's thread with this lead, created on first contact."""
+        thread_id = thread_id_for(agent_id, lead_id)
+        existing = await with_retry(
+            lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
+        )
+        if existing is not None:
+            return existing
+        thread: Document = {
+            "_id": thread_id,
+            "org_id": org_id,
+            "agent_id": agent_id,
+            "lead_id": lead_id,
+            "state": "bot",
+            "stage": "new",
+            "profile": {},
+            "source": source,
+            "created_at": at,
+            "last_inbound_at": None,
+            "last_outbound_at": None,
+        }
+        try:
+            await with_retry(lambda: self._threads.insert_one(thread))
+        except DuplicateKeyError:
+            found = await with_retry(
+                lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
+            )
+            if found is None:
+                raise
+            return found
+        return thread
+
+    async def get(self, org_id: str, thread_id: str) -> Document | None:
+        """A thread of an organization."""
+        return await with_retry(
+            lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
+        )
+
+    async def touch_inbound(self, org_id: str, thread_id: str, at: datetime) -> None:
+        """Record a lead's message time (it opens the 24-hour window); never moves it back."""
+        await with_retry(
+            lambda: self._threads.update_one(
+                {"_id": thread_id, "org_id": org_id}, {"$max": {"last_inbound_at": at}}
+            )
+        )
+
+    async def update_state(self, org_id: str, thread_id: str, fields: Document) -> None:
+        """Set conversation state fields (stage, profile ...) of a thread."""
+        await with_retry(
+            lambda: self._threads.update_one({"_id": thread_id, "org_id": org_id}, {"$set": fields})
+        )

@@ -1,0 +1,384 @@
+"""The Gupshup sandbox speaks Gupshup's wire format and its control API does what it says."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from sandbox import RunningSandbox, start_sandbox
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "gupshup"
+APP, API_KEY, AGENT, LEAD = "TanHomesSG", "key-tan", "6591110001", "6598887777"
+Http = aiohttp.ClientSession
+APP_ID = "0b7c2a6e-2c1d-4e8a-9f10-3d5b7a9c1e22"
+
+
+class CallbackReceiver:
+    """Stands in for our ingress: records every webhook and answers `status`."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.status = 200
+        self.server = TestServer(web.Application())
+        self.server.app.router.add_post("/cb", self._record)
+
+    @property
+    def url(self) -> str:
+        return str(self.server.make_url("/cb"))
+
+    async def _record(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        return web.Response(status=self.status)
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    running = await start_sandbox(port=0)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[CallbackReceiver]:
+    receiver = CallbackReceiver()
+    await receiver.server.start_server()
+    yield receiver
+    await receiver.server.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def fixture(name: str) -> Any:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def shape(value: Any) -> Any:
+    """Keys and value types, recursively: what must match a fixture when the values differ."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(item) for item in value]
+    return type(value).__name__
+
+
+async def control(
+    http: Http, sandbox: RunningSandbox, method: str, path: str, **body: Any
+) -> tuple[int, Any]:
+    async with http.request(method, sandbox.base_url + path, json=body or None) as response:
+        return response.status, await response.json()
+
+
+async def register(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver, **extra: Any
+) -> None:
+    body = {"app": APP, "api_key": API_KEY, "number": AGENT, "callback_url": receiver.url, **extra}
+    status, record = await control(http, sandbox, "POST", "/sandbox/v1/apps", **body)
+    assert status == 200 and "api_key" not in record
+
+
+async def send(
+    http: Http,
+    sandbox: RunningSandbox,
+    *,
+    apikey: str = API_KEY,
+    destination: str = LEAD,
+    message: dict[str, Any] | None = None,
+    template: dict[str, Any] | None = None,
+) -> tuple[int, Any]:
+    form = {"channel": "whatsapp", "source": AGENT, "destination": destination, "src.name": APP}
+    if template is not None:
+        form["template"], path = json.dumps(template), "/wa/api/v1/template/msg"
+    else:
+        form["message"] = json.dumps(message or {"type": "text", "text": "Hello Rachel"})
+        path = "/wa/api/v1/msg"
+    async with http.post(sandbox.base_url + path, data=form, headers={"apikey": apikey}) as resp:
+        return resp.status, await resp.json()
+
+
+async def post_status(
+    http: Http, sandbox: RunningSandbox, message_id: str, status: str, **extra: Any
+) -> Any:
+    body = {"app": APP, "messageId": message_id, "status": status, **extra}
+    code, answer = await control(http, sandbox, "POST", "/sandbox/v1/statuses", **body)
+    assert code == 200
+    return answer
+
+
+async def listed(http: Http, sandbox: RunningSandbox, query: str) -> Any:
+    async with http.get(f"{sandbox.base_url}/sandbox/v1/messages?{query}") as response:
+        assert response.status == 200
+        return await response.json()
+
+
+async def test_accepted_text_send_is_submitted_and_listed(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    status, body = await send(http, sandbox)
+    assert status == 200 and body["status"] == "submitted"
+    assert uuid.UUID(body["messageId"]).version == 4
+    [item] = await listed(http, sandbox, f"app={APP}&destination={LEAD}")
+    assert item["messageId"] == body["messageId"]
+    assert (item["source"], item["destination"], item["type"]) == (AGENT, LEAD, "text")
+    assert item["text"] == "Hello Rachel"
+    assert item["message"] == {"type": "text", "text": "Hello Rachel"}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", item["at"])
+    assert await listed(http, sandbox, f"app={APP}&destination=6500000000") == []
+
+
+async def test_template_send_is_listed_with_its_template(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    template = {"id": "tpl-1", "params": ["Rachel", "Tampines"]}
+    status, _ = await send(http, sandbox, template=template)
+    assert status == 200
+    [item] = await listed(http, sandbox, f"app={APP}")
+    assert (item["type"], item["template"]) == ("template", template)
+
+
+async def test_wrong_apikey_is_refused_with_401_and_not_listed(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    status, body = await send(http, sandbox, apikey="wrong")
+    assert (status, body) == (401, {"status": "error", "message": "Authentication Failed"})
+    assert await listed(http, sandbox, f"app={APP}") == []
+
+
+async def test_non_digit_destination_is_refused_like_gupshup(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    status, body = await send(http, sandbox, destination="+6598887777")
+    assert (status, body) == (400, fixture("send_error_response.json"))
+    assert await listed(http, sandbox, f"app={APP}") == []
+
+
+async def test_429_fault_for_one_send_refuses_only_the_first(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    await control(http, sandbox, "POST", "/sandbox/v1/faults", app=APP, mode="429", count=1)
+    first = await send(http, sandbox)
+    second = await send(http, sandbox)
+    assert first == (429, fixture("send_throttled_response.json"))
+    assert second[0] == 200
+    listed_ids = [item["messageId"] for item in await listed(http, sandbox, f"app={APP}")]
+    assert listed_ids == [second[1]["messageId"]]
+
+
+async def test_accepting_500_fault_records_the_send_anyway(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    await control(http, sandbox, "POST", "/sandbox/v1/faults", mode="500", accept=True)
+    assert (await send(http, sandbox))[0] == 500
+    await control(http, sandbox, "DELETE", "/sandbox/v1/faults")
+    assert (await send(http, sandbox))[0] == 200
+    assert len(await listed(http, sandbox, f"app={APP}")) == 2
+
+
+async def test_inbound_text_posts_v2_webhook_shaped_like_fixture(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver, format="v2")
+    inbound = {"app": APP, "from": LEAD, "name": "Rachel Lim", "text": "Hi"}
+    status, body = await control(http, sandbox, "POST", "/sandbox/v1/inbound", **inbound)
+    assert status == 200 and body["callback_status"] == 200
+    [webhook] = receiver.received
+    assert shape(webhook) == shape(fixture("v2_text.json"))
+    assert webhook["app"] == APP and webhook["payload"]["id"] == body["message_id"]
+    assert webhook["payload"]["payload"] == {"text": "Hi"}
+    assert webhook["payload"]["sender"] == fixture("v2_text.json")["payload"]["sender"]
+
+
+async def test_inbound_repeats_given_id_and_typed_message(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    location = {"type": "location", "payload": {"latitude": "1.3521", "longitude": "103.9448"}}
+    inbound = {
+        "app": APP,
+        "from": LEAD,
+        "name": "Rachel Lim",
+        "message": location,
+        "id": "wamid.SAME",
+        "timestamp": 1764050056000,
+    }
+    for _ in range(2):
+        status, body = await control(http, sandbox, "POST", "/sandbox/v1/inbound", **inbound)
+        assert (status, body) == (200, {"message_id": "wamid.SAME", "callback_status": 200})
+    assert receiver.received[0] == receiver.received[1]
+    expected = fixture("v2_location.json")
+    expected["payload"]["id"] = "wamid.SAME"
+    assert receiver.received[0] == expected
+
+
+async def test_inbound_reports_failing_and_unreachable_callbacks(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    receiver.status = 503
+    inbound = {"app": APP, "from": LEAD, "name": "Rachel Lim", "text": "Hi"}
+    _, body = await control(http, sandbox, "POST", "/sandbox/v1/inbound", **inbound)
+    assert body["callback_status"] == 503
+    await register(http, sandbox, receiver, callback_url="http://127.0.0.1:1/nowhere")
+    _, body = await control(http, sandbox, "POST", "/sandbox/v1/inbound", **inbound)
+    assert body["callback_status"] == 0 and body["error"]
+
+
+async def test_inbound_for_unknown_app_is_404(http: Http, sandbox: RunningSandbox) -> None:
+    inbound = {"app": "Nobody", "from": LEAD, "name": "Rachel Lim", "text": "Hi"}
+    status, body = await control(http, sandbox, "POST", "/sandbox/v1/inbound", **inbound)
+    assert status == 404 and body["status"] == "error"
+
+
+async def test_v3_app_gets_v3_shaped_inbound_webhook(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver, format="v3", app_id=APP_ID)
+    inbound = {
+        "app": APP,
+        "from": LEAD,
+        "name": "Rachel Lim",
+        "text": "Is it available?",
+        "timestamp": 1764050000000,
+    }
+    _, body = await control(http, sandbox, "POST", "/sandbox/v1/inbound", **inbound)
+    [webhook] = receiver.received
+    assert shape(webhook) == shape(fixture("v3_text.json"))
+    assert webhook["gs_app_id"] == APP_ID
+    value = webhook["entry"][0]["changes"][0]["value"]
+    assert value["metadata"]["display_phone_number"] == AGENT
+    assert value["contacts"] == [{"profile": {"name": "Rachel Lim"}, "wa_id": LEAD}]
+    assert value["messages"][0] == {
+        "from": LEAD,
+        "id": body["message_id"],
+        "timestamp": "1764050000",
+        "type": "text",
+        "text": {"body": "Is it available?"},
+    }
+
+
+async def test_v2_statuses_follow_fixture_shapes(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    _, sent = await send(http, sandbox)
+    gupshup_id = sent["messageId"]
+    for status in ("enqueued", "sent", "delivered", "read", "failed"):
+        assert await post_status(http, sandbox, gupshup_id, status) == {"callback_status": 200}
+    enqueued, sent_event, delivered, read, failed = [hook["payload"] for hook in receiver.received]
+    assert shape(receiver.received[0]) == shape(fixture("v2_event_enqueued.json"))
+    assert shape(receiver.received[1]) == shape(fixture("v2_event_sent.json"))
+    assert shape(receiver.received[2]) == shape(fixture("v2_event_delivered.json"))
+    assert shape(receiver.received[4]) == shape(fixture("v2_event_failed.json"))
+    assert enqueued["id"] == failed["id"] == gupshup_id
+    whatsapp_id = enqueued["payload"]["whatsappMessageId"]
+    assert whatsapp_id.startswith("wamid.")
+    for event in (sent_event, delivered, read):
+        assert (event["id"], event["gsId"]) == (whatsapp_id, gupshup_id)
+
+
+async def test_v3_statuses_follow_fixture_shapes(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver, format="v3", app_id=APP_ID)
+    _, sent = await send(http, sandbox)
+    for status in ("enqueued", "delivered"):
+        await post_status(http, sandbox, sent["messageId"], status)
+    reason = "Re-engagement message"
+    await post_status(http, sandbox, sent["messageId"], "failed", code=131047, reason=reason)
+    enqueued, delivered, failed = receiver.received
+    assert shape(enqueued) == shape(fixture("v3_status_enqueued.json"))
+    assert shape(delivered) == shape(fixture("v3_status_delivered.json"))
+    assert shape(failed) == shape(fixture("v3_status_failed.json"))
+    status = failed["entry"][0]["changes"][0]["value"]["statuses"][0]
+    assert status["gs_id"] == sent["messageId"]
+    assert status["errors"] == [{"code": 131047, "title": "Re-engagement message"}]
+
+
+async def test_raw_event_is_posted_as_given(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    opted_out = fixture("v2_user_opted_out.json")
+    status, body = await control(
+        http, sandbox, "POST", "/sandbox/v1/events", app=APP, body=opted_out
+    )
+    assert (status, body, receiver.received) == (200, {"callback_status": 200}, [opted_out])
+
+
+async def test_messages_of_unknown_app_is_empty_list(http: Http, sandbox: RunningSandbox) -> None:
+    assert await listed(http, sandbox, "app=Nobody") == []
+
+
+async def test_reset_forgets_apps_and_messages(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver)
+    await send(http, sandbox)
+    assert (await control(http, sandbox, "POST", "/sandbox/v1/reset"))[0] == 200
+    assert await listed(http, sandbox, f"app={APP}") == []
+    assert (await send(http, sandbox))[0] == 401
+
+
+async def test_partner_subscription_moves_callbacks_to_new_url(
+    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
+) -> None:
+    await register(http, sandbox, receiver, app_id=APP_ID, callback_url="http://127.0.0.1:1/old")
+    partner = sandbox.base_url + "/partner"
+    async with http.post(partner + "/account/login", data={"email": "a@b.c", "password": "x"}) as r:
+        partner_token = (await r.json())["token"]
+    async with http.get(
+        f"{partner}/app/{APP_ID}/token", headers={"Authorization": partner_token}
+    ) as r:
+        app_token = (await r.json())["token"]["token"]
+    form = {
+        "modes": "MESSAGE,EVENT",
+        "tag": "realtybot",
+        "showOnUI": "false",
+        "url": receiver.url,
+        "version": "3",
+    }
+    async with http.post(
+        f"{partner}/app/{APP_ID}/subscription", data=form, headers={"Authorization": app_token}
+    ) as r:
+        assert r.status == 200
+        assert (await r.json())["subscription"]["url"] == receiver.url
+    inbound = {"app": APP, "from": LEAD, "name": "Rachel Lim", "text": "Hi"}
+    _, body = await control(http, sandbox, "POST", "/sandbox/v1/inbound", **inbound)
+    assert body["callback_status"] == 200
+    assert receiver.received[0]["object"] == "whatsapp_business_account"
+
+
+async def test_auto_status_reports_enqueued_sent_delivered(
+    http: Http, receiver: CallbackReceiver
+) -> None:
+    sandbox = await start_sandbox(port=0, auto_status=True)
+    try:
+        await register(http, sandbox, receiver)
+        await send(http, sandbox)
+        for _ in range(100):
+            if len(receiver.received) == 3:
+                break
+            await asyncio.sleep(0.02)
+        kinds = [hook["payload"]["type"] for hook in receiver.received]
+        assert kinds == ["enqueued", "sent", "delivered"]
+    finally:
+        await sandbox.stop()

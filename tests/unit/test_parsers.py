@@ -1,0 +1,759 @@
+"""Gupshup callbacks in, typed events out: every fixture, app identity, bad bodies, fuzzing."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, TypeAdapter
+
+from shared.gupshup.parsers import (
+    MAX_NESTING,
+    AppIdentity,
+    MalformedPayload,
+    app_identity,
+    parse_webhook,
+)
+from shared.models import (
+    BillingEvent,
+    DeliveryStatus,
+    IgnoredEvent,
+    InboundMessage,
+    Location,
+    ReplyChoice,
+    RoutedEvent,
+    TemplateEvent,
+    UserEvent,
+)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gupshup"
+CALLBACK_FIXTURES = sorted(
+    path.name for prefix in ("v2_", "v3_") for path in FIXTURES.glob(f"{prefix}*.json")
+)
+V2_FIXTURES = [name for name in CALLBACK_FIXTURES if name.startswith("v2_")]
+V3_FIXTURES = [name for name in CALLBACK_FIXTURES if name.startswith("v3_")]
+
+RECEIVED_AT = datetime(2025, 11, 25, 6, 0, tzinfo=UTC)
+LEAD = "6598887777"
+LEAD_NAME = "Rachel Lim"
+APP_ID = "0b7c2a6e-2c1d-4e8a-9f10-3d5b7a9c1e22"
+V2_WAMID = "wamid.HBgKNjU5ODg4Nzc3NxUCABEYEkQ1RTZGN0E4QjlDMEQxRTIA"
+V2_GSID = "5d1c2b3a-4e5f-4a6b-8c7d-9e0f1a2b3c4d"
+V3_WAMID = "wamid.HBgKNjU5ODg4Nzc3NxUCABEYEkE5QjBDMUQyRTNGNEE1QjYA"
+V3_GSID = "3c4d5e6f-7a8b-4c9d-8e0f-1a2b3c4d5e6f"
+ROUTED_EVENT = TypeAdapter(RoutedEvent)
+ROUTED_TYPES = (
+    InboundMessage,
+    DeliveryStatus,
+    UserEvent,
+    TemplateEvent,
+    BillingEvent,
+    IgnoredEvent,
+)
+V3_MESSAGE = ("entry", 0, "changes", 0, "value", "messages", 0)
+DELETE = object()  # a mutation that removes the field instead of replacing it
+
+
+@functools.cache
+def _fixture_text(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def load(name: str) -> Any:
+    """A fresh copy of a fixture, safe to mutate."""
+    return json.loads(_fixture_text(name))
+
+
+def parse(body: Any) -> list[Any]:
+    return parse_webhook(
+        body, org_id="org-1", agent_id="agent-1", event_id="evt-1", received_at=RECEIVED_AT
+    )
+
+
+def at(seconds: int) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def mutated(name: str, path: tuple[str | int, ...], value: Any) -> Any:
+    """The fixture with the value at `path` replaced by `value` (or removed, for DELETE)."""
+    body = load(name)
+    _set(body, path, value)
+    return body
+
+
+def _set(body: Any, path: tuple[str | int, ...], value: Any) -> None:
+    parent = body
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is DELETE:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+
+
+def inbound(**fields: Any) -> tuple[type[BaseModel], dict[str, Any]]:
+    return InboundMessage, {"lead_wa_id": LEAD, "lead_name": LEAD_NAME, **fields}
+
+
+# What each fixture must turn into: the event classes in order, and the fields that matter.
+EXPECTED: dict[str, list[tuple[type[BaseModel], dict[str, Any]]]] = {
+    "v2_text.json": [
+        inbound(
+            type="text",
+            text="Hi, I saw your ad. Any 3-bedroom condo in the East under 1.5m?",
+            provider_message_id="wamid.HBgKNjU5ODg4Nzc3NxUCABIYFjNFQjBDMEFGRTk4QkQ2QjA1QTk2AA==",
+            sent_at=at(1764050000),
+            received_at=RECEIVED_AT,
+            context_message_id=None,
+        )
+    ],
+    "v2_text_reply_context.json": [
+        inbound(
+            type="text",
+            text="Saturday 3pm works",
+            context_message_id="wamid.HBgKNjU5MTExMDAwMRUCABEYEjI5RjE2QTc4OUY0QzE3NzI4MgA=",
+            context_gupshup_message_id="4c1f9a52-2d7e-4f0b-9c3e-6a1d2b7f8e90",
+        )
+    ],
+    "v2_image.json": [
+        inbound(
+            type="image",
+            text="This is the one I liked",
+            provider_message_id="wamid.HBgKNjU5ODg4Nzc3NxUCABIYFkE5QjI3QzFERjA0RTY1NUQ3QjQyAA==",
+        )
+    ],
+    "v2_file.json": [inbound(type="file", text="My IPA letter")],
+    "v2_audio.json": [inbound(type="audio", text=None)],
+    "v2_location.json": [
+        inbound(type="location", location=Location(latitude=1.3521, longitude=103.9448))
+    ],
+    "v2_list_reply.json": [
+        inbound(
+            type="list_reply",
+            text="Sat 29 Nov, 3:00 pm",
+            choice=ReplyChoice(
+                id="slot_20251129T1500",
+                title="Sat 29 Nov, 3:00 pm",
+                postback="SLOT_20251129T1500",
+                description="Video call, 45 min",
+            ),
+            context_message_id="wamid.HBgKNjU5MTExMDAwMRUCABEYEjNBNEI1QzZENzhFOUYwQTFCMgA=",
+        )
+    ],
+    "v2_button_reply.json": [
+        inbound(
+            type="button_reply",
+            text="Yes, book it",
+            choice=ReplyChoice(id="confirm_booking", title="Yes, book it"),
+        )
+    ],
+    "v2_template_quick_reply.json": [
+        inbound(
+            type="button_reply",
+            text="Not interested",
+            choice=ReplyChoice(title="Not interested", postback="FOLLOWUP_STOP"),
+            context_gupshup_message_id="2f3e4d5c-6b7a-4c8d-9e0f-1a2b3c4d5e6f",
+        )
+    ],
+    "v2_event_enqueued.json": [
+        (
+            DeliveryStatus,
+            {
+                "status": "enqueued",
+                "gupshup_message_id": V2_GSID,
+                "whatsapp_message_id": V2_WAMID,
+                "destination": LEAD,
+                "at": at(1764050007),
+            },
+        )
+    ],
+    "v2_event_sent.json": [
+        (
+            DeliveryStatus,
+            {
+                "status": "sent",
+                "gupshup_message_id": V2_GSID,
+                "whatsapp_message_id": V2_WAMID,
+                "pricing_category": "service",
+                "pricing_type": "free_customer_service",
+            },
+        )
+    ],
+    "v2_event_delivered.json": [
+        (
+            DeliveryStatus,
+            {"status": "delivered", "gupshup_message_id": V2_GSID, "whatsapp_message_id": V2_WAMID},
+        )
+    ],
+    "v2_event_read.json": [
+        (
+            DeliveryStatus,
+            {"status": "read", "gupshup_message_id": V2_GSID, "whatsapp_message_id": V2_WAMID},
+        )
+    ],
+    "v2_event_deleted.json": [
+        (
+            DeliveryStatus,
+            {"status": "deleted", "gupshup_message_id": V2_GSID, "whatsapp_message_id": V2_WAMID},
+        )
+    ],
+    "v2_event_failed.json": [
+        (
+            DeliveryStatus,
+            {
+                "status": "failed",
+                "gupshup_message_id": "6e2d3c4b-5f6a-4b7c-9d8e-0f1a2b3c4d5e",
+                "whatsapp_message_id": None,
+                "error_code": 1005,
+                "error_reason": "Message sent outside the 24 hour session window",
+            },
+        )
+    ],
+    "v2_user_opted_in.json": [(UserEvent, {"type": "opted-in", "lead_wa_id": LEAD})],
+    "v2_user_opted_out.json": [
+        (UserEvent, {"type": "opted-out", "lead_wa_id": LEAD, "at": at(1764050091)})
+    ],
+    "v2_user_sandbox_start.json": [(UserEvent, {"type": "sandbox-start", "lead_wa_id": None})],
+    "v2_template_event.json": [
+        (
+            TemplateEvent,
+            {
+                "template_id": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9",
+                "name": "viewing_reminder",
+                "language": "en",
+                "status": "rejected",
+                "reason": "INVALID_FORMAT",
+            },
+        )
+    ],
+    "v2_billing_event.json": [
+        (
+            BillingEvent,
+            {
+                "category": "utility",
+                "billable": True,
+                "model": "PMP",
+                "whatsapp_message_id": "wamid.HBgKNjU5ODg4Nzc3NxUCABEYEkY3QThCOUMwRDFFMkYzQTQA",
+                "gupshup_message_id": "8a7b6c5d-4e3f-4a2b-9c1d-0e9f8a7b6c5d",
+                "destination": LEAD,
+            },
+        )
+    ],
+    "v2_platform_connectivity_check.json": [
+        (IgnoredEvent, {"type": "platform-event", "at": at(1764050112)})
+    ],
+    "v3_text.json": [
+        inbound(
+            type="text",
+            text="Is the Tampines unit still available?",
+            provider_message_id="wamid.HBgKNjU5ODg4Nzc3NxUCABIYFjdBOEI5QzBEMUUyRjNBNEI1QzZEAA==",
+            sent_at=at(1764050000),
+            referral=None,
+        )
+    ],
+    "v3_text_without_gs_app_id.json": [
+        inbound(type="text", text="Can I view it this weekend?", sent_at=at(1764050160))
+    ],
+    "v3_text_ad_referral.json": [
+        inbound(
+            type="text",
+            text="Hi! I'd like more details on the Tampines condo.",
+            referral={
+                "source_url": "https://fb.me/3AbCdEfGh",
+                "source_id": "120211234567890123",
+                "source_type": "ad",
+                "headline": "New 3-bedroom condos in Tampines",
+                "body": "Book a free consultation on WhatsApp",
+                "media_type": "image",
+                "image_url": "https://scontent.example/ad.jpg",
+                "ctwa_clid": (
+                    "ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLMNDBH0CD3qpjd0HR4irJ6LEkR7JwFF4XvnO2E4Nx0"
+                    "-eM-GABDLOPaOdRMv-_zfUQ2a"
+                ),
+            },
+        )
+    ],
+    "v3_interactive_button.json": [
+        inbound(
+            type="button_reply",
+            text="Yes, book it",
+            choice=ReplyChoice(id="confirm_booking", title="Yes, book it"),
+            context_message_id="wamid.HBgKNjU5MTExMDAwMRUCABEYEjZEN0U4RjlBMEIxQzJEM0U0AA==",
+        )
+    ],
+    "v3_template_button.json": [
+        inbound(
+            type="button_reply",
+            text="Not interested",
+            choice=ReplyChoice(title="Not interested", postback="FOLLOWUP_STOP"),
+        )
+    ],
+    "v3_status_enqueued.json": [
+        (
+            DeliveryStatus,
+            {
+                "status": "enqueued",
+                "gupshup_message_id": V3_GSID,
+                "whatsapp_message_id": None,
+                "destination": LEAD,
+                "at": at(1764050011),
+            },
+        )
+    ],
+    "v3_status_sent.json": [
+        (
+            DeliveryStatus,
+            {
+                "status": "sent",
+                "gupshup_message_id": V3_GSID,
+                "whatsapp_message_id": V3_WAMID,
+                "pricing_category": "service",
+                "pricing_type": "free_customer_service",
+            },
+        )
+    ],
+    "v3_status_delivered.json": [
+        (
+            DeliveryStatus,
+            {"status": "delivered", "gupshup_message_id": V3_GSID, "whatsapp_message_id": V3_WAMID},
+        )
+    ],
+    "v3_status_read.json": [
+        (
+            DeliveryStatus,
+            {"status": "read", "whatsapp_message_id": V3_WAMID, "at": at(1764050030)},
+        )
+    ],
+    "v3_status_failed.json": [
+        (
+            DeliveryStatus,
+            {
+                "status": "failed",
+                "gupshup_message_id": "7f3e4d5c-6b7a-4c8d-9e0f-2a3b4c5d6e7f",
+                "whatsapp_message_id": "wamid.HBgKNjU5ODg4Nzc3NxUCABEYEkU2RjdBOEI5QzBEMUUyRjMA",
+                "error_code": 131047,
+                "error_reason": "Re-engagement message",
+            },
+        )
+    ],
+}
+
+
+# --- Every fixture -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", CALLBACK_FIXTURES)
+def test_fixture_parses_into_the_events_it_describes(name: str) -> None:
+    assert name in EXPECTED, f"new fixture {name}: add the events it should parse into"
+    events = parse(load(name))
+    expected = EXPECTED[name]
+    assert [type(event) for event in events] == [cls for cls, _ in expected]
+    for event, (_, fields) in zip(events, expected, strict=True):
+        assert {field: getattr(event, field) for field in fields} == fields
+
+
+@pytest.mark.parametrize("name", CALLBACK_FIXTURES)
+def test_fixture_events_are_numbered_tenant_events_in_utc_that_survive_the_broker(
+    name: str,
+) -> None:
+    events = parse(load(name))
+    assert [event.event_id for event in events] == [f"evt-1:{i}" for i in range(len(events))]
+    assert parse(load(name)) == events
+    for event in events:
+        assert (event.org_id, event.agent_id) == ("org-1", "agent-1")
+        for field in ("sent_at", "received_at", "at"):
+            if hasattr(event, field):
+                assert getattr(event, field).utcoffset() == timedelta(0)
+        assert ROUTED_EVENT.validate_json(event.model_dump_json()) == event
+
+
+def test_v2_media_keeps_url_type_filename_and_url_expiry() -> None:
+    (message,) = parse(load("v2_file.json"))
+    assert message.media.url.startswith("https://filemanager.gupshup.io/")
+    assert message.media.content_type == "application/pdf"
+    assert message.media.filename == "ipa.pdf"
+    assert message.media.caption == "My IPA letter"
+    assert message.media.url_expires_at == at(1764654800)
+
+
+def test_v3_document_is_a_file_with_mime_type_caption_and_filename() -> None:
+    document = {
+        "id": "1234",
+        "mime_type": "application/pdf",
+        "filename": "ipa.pdf",
+        "caption": "IPA",
+    }
+    body = load("v3_text.json")
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["text"]
+    message.update(type="document", document=document)
+    (event,) = parse(body)
+    assert event.type == "file"
+    assert event.text == "IPA"
+    assert (event.media.content_type, event.media.filename) == ("application/pdf", "ipa.pdf")
+
+
+def test_v3_location_with_numeric_coordinates_is_read() -> None:
+    body = load("v3_text.json")
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["text"]
+    message.update(type="location", location={"latitude": 1.35, "longitude": 103.94, "name": "X"})
+    (event,) = parse(body)
+    assert event.location == Location(latitude=1.35, longitude=103.94, name="X")
+
+
+def test_v3_list_reply_keeps_id_title_and_description() -> None:
+    body = load("v3_interactive_button.json")
+    row = {"id": "slot_1", "title": "Sat 3 pm", "description": "Video call"}
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    message["interactive"] = {"type": "list_reply", "list_reply": row}
+    (event,) = parse(body)
+    assert event.type == "list_reply"
+    assert event.choice == ReplyChoice(id="slot_1", title="Sat 3 pm", description="Video call")
+
+
+# --- Several events, unknown vocabulary, fallbacks ------------------------------------------
+
+
+def test_v3_callback_with_several_messages_and_statuses_returns_all_in_payload_order() -> None:
+    body = load("v3_text.json")
+    value = body["entry"][0]["changes"][0]["value"]
+    first = value["messages"][0]
+    second = {**first, "id": "wamid.second", "text": {"body": "And parking?"}}
+    value["messages"] = [first, second]
+    statuses = load("v3_status_read.json")["entry"][0]["changes"][0]["value"]["statuses"]
+    value["statuses"] = statuses
+    body["entry"].append(load("v3_status_failed.json")["entry"][0])
+
+    first_text, second_text, read, failed = parse(body)
+
+    assert (first_text.text, second_text.text) == (
+        "Is the Tampines unit still available?",
+        "And parking?",
+    )
+    assert (read.status, failed.status) == ("read", "failed")
+    assert [e.event_id for e in (first_text, second_text, read, failed)] == [
+        "evt-1:0",
+        "evt-1:1",
+        "evt-1:2",
+        "evt-1:3",
+    ]
+
+
+@pytest.mark.parametrize("event_type", ["account-event", "platform-event", "brand-new-event"])
+def test_v2_event_types_we_do_not_act_on_are_ignored_not_rejected(event_type: str) -> None:
+    body = mutated("v2_platform_connectivity_check.json", ("type",), event_type)
+    body["payload"] = {"anything": ["goes", 1]}
+    assert [(type(e), e.type) for e in parse(body)] == [(IgnoredEvent, event_type)]
+
+
+def test_v3_fields_other_than_messages_are_ignored_not_rejected() -> None:
+    body = mutated("v3_text.json", ("entry", 0, "changes", 0, "field"), "account_update")
+    (event,) = parse(body)
+    assert isinstance(event, IgnoredEvent)
+    assert (event.type, event.at) == ("account_update", RECEIVED_AT)
+
+
+def test_unknown_delivery_statuses_are_ignored_not_rejected() -> None:
+    v2 = mutated("v2_event_delivered.json", ("payload", "type"), "mismatch")
+    v3_path = ("entry", 0, "changes", 0, "value", "statuses", 0, "status")
+    v3 = mutated("v3_status_read.json", v3_path, "warning")
+    assert [e.type for e in parse(v2) + parse(v3)] == ["message-event/mismatch", "status/warning"]
+
+
+@pytest.mark.parametrize("message_type", ["contacts", "reaction", "something_new"])
+def test_v2_message_types_we_cannot_read_are_unsupported_messages(message_type: str) -> None:
+    body = mutated("v2_text.json", ("payload", "type"), message_type)
+    (event,) = parse(body)
+    assert (event.type, event.text, event.lead_wa_id) == ("unsupported", None, LEAD)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "contacts", "contacts": [{"name": {"formatted_name": "Bob"}}]},
+        {"type": "unsupported", "errors": [{"code": 131051}]},
+        {"type": "interactive", "interactive": {"type": "nfm_reply", "nfm_reply": {}}},
+    ],
+    ids=["contacts", "unsupported", "flow-reply"],
+)
+def test_v3_message_types_we_cannot_read_are_unsupported_messages(message: dict[str, Any]) -> None:
+    body = load("v3_text.json")
+    original = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    body["entry"][0]["changes"][0]["value"]["messages"] = [
+        {key: original[key] for key in ("from", "id", "timestamp")} | message
+    ]
+    (event,) = parse(body)
+    assert (event.type, event.lead_name) == ("unsupported", LEAD_NAME)
+
+
+def test_missing_timestamps_fall_back_to_received_at() -> None:
+    v2 = mutated("v2_text.json", ("timestamp",), DELETE)
+    v3 = mutated("v3_text.json", (*V3_MESSAGE, "timestamp"), DELETE)
+    assert [event.sent_at for event in parse(v2) + parse(v3)] == [RECEIVED_AT, RECEIVED_AT]
+
+
+def test_v2_lead_number_falls_back_to_sender_phone_when_source_is_absent() -> None:
+    (event,) = parse(mutated("v2_text.json", ("payload", "source"), DELETE))
+    assert event.lead_wa_id == LEAD
+
+
+def test_v3_lead_name_comes_only_from_the_matching_contact() -> None:
+    path = ("entry", 0, "changes", 0, "value", "contacts", 0, "wa_id")
+    (event,) = parse(mutated("v3_text.json", path, "6500000000"))
+    assert event.lead_name is None
+
+
+def test_received_at_without_timezone_is_a_caller_error_not_a_malformed_payload() -> None:
+    with pytest.raises(ValueError, match="timezone-aware") as raised:
+        parse_webhook(
+            load("v2_text.json"), org_id="o", agent_id="a", event_id="e", received_at=datetime.now()
+        )
+    assert not isinstance(raised.value, MalformedPayload)
+
+
+# --- App identity ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", V2_FIXTURES)
+def test_v2_app_identity_is_the_app_name(name: str) -> None:
+    identity = app_identity(load(name))
+    assert identity.app_name == "TanHomesSG"
+    assert identity.phone_number_id is None
+
+
+def test_v2_app_identity_includes_app_id_and_phone_when_present() -> None:
+    assert app_identity(load("v2_platform_connectivity_check.json")).app_id == APP_ID
+    assert app_identity(load("v2_template_quick_reply.json")).display_phone_number == "6591110001"
+
+
+@pytest.mark.parametrize("name", [n for n in V3_FIXTURES if n != "v3_status_enqueued.json"])
+def test_v3_app_identity_is_the_gupshup_app_and_the_whatsapp_number(name: str) -> None:
+    expected_app_id = None if name == "v3_text_without_gs_app_id.json" else APP_ID
+    assert app_identity(load(name)) == AppIdentity(
+        app_name=None,
+        app_id=expected_app_id,
+        phone_number_id="301928374650123",
+        display_phone_number="6591110001",
+    )
+
+
+def test_v3_enqueued_status_names_only_the_app_since_gupshup_adds_no_metadata() -> None:
+    assert app_identity(load("v3_status_enqueued.json")) == AppIdentity(None, APP_ID, None, None)
+
+
+def test_v3_callback_naming_two_different_numbers_is_malformed() -> None:
+    body = load("v3_text.json")
+    other = copy.deepcopy(body["entry"][0])
+    other["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    body["entry"].append(other)
+    with pytest.raises(MalformedPayload, match="different phone numbers"):
+        app_identity(body)
+
+
+# --- Malformed bodies -----------------------------------------------------------------------
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for _ in range(depth):
+        body = {"a": body}
+    return body
+
+
+MALFORMED: list[tuple[str, Any, str]] = [
+    ("a list", [], "body: expected an object"),
+    ("a string", "hello", "body: expected an object"),
+    ("null", None, "body: expected an object"),
+    ("neither v2 nor v3", {"hello": "world"}, "body: neither a v2"),
+    ("v2 type not a string", mutated("v2_text.json", ("type",), 7), "type: expected a string"),
+    ("v2 payload not an object", mutated("v2_text.json", ("payload",), "x"), "payload: expected"),
+    (
+        "v2 message without payload.id",
+        mutated("v2_text.json", ("payload", "id"), DELETE),
+        "payload.id: missing",
+    ),
+    (
+        "v2 message with empty payload.id",
+        mutated("v2_text.json", ("payload", "id"), ""),
+        "payload.id: expected a non-empty string",
+    ),
+    (
+        "v2 text not a string",
+        mutated("v2_text.json", ("payload", "payload", "text"), 42),
+        "payload.payload.text: expected a string",
+    ),
+    (
+        "v2 sender name not a string",
+        mutated("v2_text.json", ("payload", "sender", "name"), ["Rachel"]),
+        "payload.sender.name: expected a string",
+    ),
+    (
+        "v2 timestamp not a number",
+        mutated("v2_text.json", ("timestamp",), "yesterday"),
+        "timestamp: expected an integer",
+    ),
+    (
+        "v2 timestamp out of range",
+        mutated("v2_text.json", ("timestamp",), 10**19),
+        "timestamp: timestamp out of range",
+    ),
+    (
+        "v2 latitude not a number",
+        mutated("v2_location.json", ("payload", "payload", "latitude"), "north"),
+        "payload.payload.latitude: expected a finite number",
+    ),
+    (
+        "v2 latitude out of range",
+        mutated("v2_location.json", ("payload", "payload", "latitude"), "91"),
+        "payload.payload.latitude: out of range",
+    ),
+    (
+        "v2 status id missing",
+        mutated("v2_event_sent.json", ("payload", "id"), DELETE),
+        "payload.id: missing",
+    ),
+    (
+        "v2 failure code not a number",
+        mutated("v2_event_failed.json", ("payload", "payload", "code"), {"x": 1}),
+        "payload.payload.code: expected an integer",
+    ),
+    (
+        "v2 billing without deductions",
+        mutated("v2_billing_event.json", ("payload", "deductions"), DELETE),
+        "payload.deductions: missing",
+    ),
+    (
+        "v3 entry not a list",
+        mutated("v3_text.json", ("entry",), {"id": "1"}),
+        "entry: expected an array",
+    ),
+    ("v3 entry missing", mutated("v3_text.json", ("entry",), DELETE), "entry: missing"),
+    (
+        "v3 change not an object",
+        mutated("v3_text.json", ("entry", 0, "changes", 0), "messages"),
+        "entry[0].changes[0]: expected an object",
+    ),
+    (
+        "v3 message without from",
+        mutated("v3_text.json", (*V3_MESSAGE, "from"), DELETE),
+        "entry[0].changes[0].value.messages[0].from: missing",
+    ),
+    (
+        "v3 text body not a string",
+        mutated("v3_text.json", (*V3_MESSAGE, "text", "body"), None),
+        "entry[0].changes[0].value.messages[0].text.body: expected a string",
+    ),
+    (
+        "v3 timestamp not digits",
+        mutated("v3_text.json", (*V3_MESSAGE, "timestamp"), "1.5e9"),
+        "entry[0].changes[0].value.messages[0].timestamp: expected an integer",
+    ),
+    (
+        "v3 referral not an object",
+        mutated("v3_text_ad_referral.json", (*V3_MESSAGE, "referral"), "ad"),
+        "entry[0].changes[0].value.messages[0].referral: expected an object",
+    ),
+    ("huge nesting", {"type": "message", "payload": _nested(10_000)}, "nested more than"),
+    ("nesting just past the limit", {"type": "x", "payload": _nested(MAX_NESTING)}, "nested"),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [(body, error) for _, body, error in MALFORMED],
+    ids=[case for case, _, _ in MALFORMED],
+)
+def test_malformed_body_raises_malformed_payload_naming_the_field(body: Any, error: str) -> None:
+    with pytest.raises(MalformedPayload, match=re.escape(error)):
+        parse(body)
+
+
+def test_nesting_up_to_the_limit_is_accepted() -> None:
+    (event,) = parse({"type": "x", "payload": _nested(MAX_NESTING - 1)})
+    assert isinstance(event, IgnoredEvent)
+
+
+# --- Property: any JSON either parses or is reported malformed --------------------------------
+
+# Keys the parser looks for, so that arbitrary objects often reach deep into its code paths.
+KNOWN_KEYS = [
+    "type", "payload", "object", "entry", "changes", "field", "value", "messages", "statuses",
+    "contacts", "id", "gsId", "gs_id", "from", "timestamp", "text", "body", "source", "sender",
+    "status", "errors", "code", "latitude", "longitude", "interactive", "button_reply",
+]  # fmt: skip
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(KNOWN_KEYS) | st.text(max_size=8), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+def _subtree_paths(value: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    items: Any = []
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    paths: list[tuple[str | int, ...]] = []
+    for key, child in items:
+        paths.append((*prefix, key))
+        paths.extend(_subtree_paths(child, (*prefix, key)))
+    return paths
+
+
+@st.composite
+def mutated_fixtures(draw: st.DrawFn) -> Any:
+    body = load(draw(st.sampled_from(CALLBACK_FIXTURES)))
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        paths = _subtree_paths(body)
+        if not paths:
+            break
+        path = draw(st.sampled_from(paths))
+        replacement = draw(st.just(DELETE) | json_values)
+        if replacement is DELETE and isinstance(path[-1], int):
+            replacement = None  # removing from a list would shift the paths drawn next
+        _set(body, path, replacement)
+    return body
+
+
+def assert_parses_or_is_malformed(body: Any) -> None:
+    try:
+        events = parse(body)
+    except MalformedPayload:
+        pass
+    else:
+        assert isinstance(events, list)
+        assert all(isinstance(event, ROUTED_TYPES) for event in events)
+    try:
+        identity = app_identity(body)
+    except MalformedPayload:
+        pass
+    else:
+        assert isinstance(identity, AppIdentity)
+
+
+@settings(max_examples=300, database=None)
+@given(body=json_values)
+def test_arbitrary_json_either_parses_or_raises_malformed_payload(body: Any) -> None:
+    assert_parses_or_is_malformed(body)
+
+
+@settings(max_examples=500, database=None)
+@given(body=mutated_fixtures())
+def test_fixture_with_random_parts_replaced_either_parses_or_raises_malformed_payload(
+    body: Any,
+) -> None:
+    assert_parses_or_is_malformed(body)
