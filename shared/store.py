@@ -46,7 +46,7 @@ async def with_retry(operation: Callable[[], Awaitable[T]], attempts: int = 8) -
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=0.01, max=0.5),
+        wait=wait_exponential_jitter(multiplier=0.01, max=0.5, jitter=0.02),
         reraise=True,
     ):
         with attempt:
@@ -94,6 +94,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
             plain("whatsapp_message_id", name="whatsapp_id"),
             plain("command_id", name="command"),
         ],
+        "delivery_statuses": [plain("send_id", name="send")],
         "thread_leases": [plain("thread_id", "generation", name="thread_generation")],
         "templates": [unique("agent_id", "name", "language", name="agent_name_language_unique")],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],

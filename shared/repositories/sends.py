@@ -6,12 +6,14 @@ still in state `sending` after a crash is an ambiguous send: it is not retried b
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from functools import partial
 from typing import Literal
 
 from pymongo.errors import DuplicateKeyError
 
+from shared.ids import derived_id
 from shared.models import utcnow
 from shared.store import Document, Store, with_retry
 
@@ -25,6 +27,7 @@ class SendRepository:
 
     def __init__(self, store: Store) -> None:
         self._sends = store.db["sends"]
+        self._statuses = store.db["delivery_statuses"]
 
     async def claim(self, send_id: str, fields: Document) -> Document | None:
         """Claim a send; None when we won, else the existing claim."""
@@ -34,7 +37,6 @@ class SendRepository:
             "gupshup_message_id": None,
             "whatsapp_message_id": None,
             "status": None,
-            "statuses": [],
             "attempts": 1,
             "claimed_at": utcnow(),
             **fields,
@@ -81,12 +83,30 @@ class SendRepository:
     async def record_status(
         self, send: Document, status: str, at: datetime, fields: Document
     ) -> None:
-        """Append a delivery status; the current status only moves forward."""
-        entry = {"status": status, "at": at, **fields}
-        update: Document = {"$push": {"statuses": entry}}
-        current = send.get("status")
-        if current is None or STATUS_RANK[status] >= STATUS_RANK.get(current, 0):
-            update["$set"] = {"status": status}
+        """Record a delivery status; the send's current status is the furthest one seen.
+
+        Statuses arrive concurrently and out of order, and the local store does not make
+        updates atomic, so each status is its own document and the send's `status` is
+        recomputed from all of them rather than pushed onto an array.
+        """
+        entry: Document = {
+            "_id": derived_id("dst", send["_id"], status),
+            "send_id": send["_id"],
+            "org_id": send["org_id"],
+            "status": status,
+            "at": at,
+            **fields,
+        }
+        with contextlib.suppress(DuplicateKeyError):  # a redelivered status
+            await with_retry(lambda: self._statuses.insert_one(entry))
+        seen = [doc async for doc in self._statuses.find({"send_id": send["_id"]})]
+        furthest = max(seen, key=lambda d: (STATUS_RANK.get(d["status"], 0), d["at"]))
+        update: Document = {"status": furthest["status"]}
         if fields.get("whatsapp_message_id"):
-            update.setdefault("$set", {})["whatsapp_message_id"] = fields["whatsapp_message_id"]
-        await with_retry(lambda: self._sends.update_one({"_id": send["_id"]}, update))
+            update["whatsapp_message_id"] = fields["whatsapp_message_id"]
+        await with_retry(lambda: self._sends.update_one({"_id": send["_id"]}, {"$set": update}))
+
+    async def statuses(self, send_id: str) -> list[Document]:
+        """A send's delivery statuses in the order they happened."""
+        cursor = self._statuses.find({"send_id": send_id}).sort("at", 1)
+        return [doc async for doc in cursor]

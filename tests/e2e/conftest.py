@@ -1,0 +1,197 @@
+"""The whole stack as separate processes (five services and the Gupshup sandbox).
+
+It is started once per test run on free ports (never the defaults, so `make run` may be up
+at the same time), with its own database and broker prefix and short retry delays.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from cli.local_stack import StackProcesses, stack_env
+from shared.broker import Broker
+from shared.crypto import KeyRing
+from shared.phones import wa_id
+from shared.repositories.agents import Agent, AgentRepository, Persona
+from shared.repositories.organizations import (
+    Organization,
+    OrganizationRepository,
+    OrganizationSettings,
+)
+from shared.settings import Settings
+from shared.store import Store
+from tests.conftest import make_settings
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class OnboardedAgent:
+    """An agent of the running stack, registered with the sandbox."""
+
+    org: Organization
+    agent: Agent
+    app: str
+    api_key: str
+    callback_url: str
+
+    @property
+    def digits(self) -> str:
+        """The agent's number as Gupshup writes it."""
+        return wa_id(self.agent.number)
+
+
+@dataclass
+class Stack:
+    """Handles on the running stack."""
+
+    settings: Settings
+    processes: StackProcesses
+    store: Store
+    http: aiohttp.ClientSession
+    log_dir: Path
+
+    @property
+    def sandbox_url(self) -> str:
+        """The sandbox's base URL."""
+        return f"http://127.0.0.1:{self.processes.sandbox_port}"
+
+    @property
+    def ingress_url(self) -> str:
+        """Ingress's base URL."""
+        return f"http://127.0.0.1:{self.settings.ingress_port}"
+
+    async def onboard(
+        self, org: Organization | None = None, *, fmt: str = "v2", bot_name: str = "Ava"
+    ) -> OnboardedAgent:
+        """Create an agent (and an organization unless given) and register its app."""
+        if org is None:
+            org, _ = await OrganizationRepository(self.store).create(
+                f"Agency {uuid.uuid4().hex[:8]}", OrganizationSettings()
+            )
+        suffix = uuid.uuid4().int % 10_000_000
+        app = f"App{uuid.uuid4().hex[:10]}"
+        api_key = f"gs-{uuid.uuid4().hex}"
+        agent, key = await AgentRepository(self.store, KeyRing.from_settings(self.settings)).create(
+            org_id=org.id,
+            name="Jason Tan",
+            number=f"+659{suffix:07d}",
+            gupshup_app=app,
+            gupshup_api_key=api_key,
+            persona=Persona(bot_name=bot_name),
+        )
+        callback_url = f"{self.ingress_url}/v1/webhooks/gupshup/{key}"
+        await self.control(
+            "POST",
+            "/sandbox/v1/apps",
+            {
+                "app": app,
+                "api_key": api_key,
+                "number": wa_id(agent.number),
+                "callback_url": callback_url,
+                "format": fmt,
+            },
+        )
+        return OnboardedAgent(org, agent, app, api_key, callback_url)
+
+    async def control(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Any:
+        """Call the sandbox's control API and return its JSON answer."""
+        async with self.http.request(
+            method, self.sandbox_url + path, json=body, params=params
+        ) as response:
+            assert response.status == 200, await response.text()
+            return await response.json()
+
+    async def lead_says(
+        self,
+        agent: OnboardedAgent,
+        lead: str,
+        text: str,
+        *,
+        name: str = "Rachel Lim",
+        message_id: str | None = None,
+    ) -> str:
+        """A lead's message through the sandbox; returns the provider message id."""
+        body: dict[str, Any] = {"app": agent.app, "from": lead, "name": name, "text": text}
+        if message_id is not None:
+            body["id"] = message_id
+        result = await self.control("POST", "/sandbox/v1/inbound", body)
+        assert result["callback_status"] == 200, result
+        return str(result["message_id"])
+
+    async def sent_to(self, agent: OnboardedAgent, lead: str) -> list[dict[str, Any]]:
+        """What Gupshup accepted from the agent's app to the lead, oldest first."""
+        result: list[dict[str, Any]] = await self.control(
+            "GET", "/sandbox/v1/messages", params={"app": agent.app, "destination": lead}
+        )
+        return result
+
+
+@pytest.fixture(scope="session")
+def stack_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Where the stack's processes write their logs."""
+    yield tmp_path_factory.mktemp("stack-logs")
+
+
+@pytest.fixture(scope="session")
+async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
+    """The running stack, shared by the end-to-end tests of one run."""
+    settings = make_settings(
+        ingress_port=free_port(),
+        admin_port=free_port(),
+        router_port=free_port(),
+        dedup_port=free_port(),
+        brain_port=free_port(),
+        outbound_port=free_port(),
+    )
+    sandbox_port = free_port()
+    settings = settings.model_copy(
+        update={
+            "public_base_url": f"http://127.0.0.1:{settings.ingress_port}",
+            "gupshup_base_url": f"http://127.0.0.1:{sandbox_port}",
+        }
+    )
+    store = Store(settings)
+    await store.migrate()
+    env = stack_env(
+        settings,
+        {
+            "RETRY_DELAYS_MS": "[200, 500, 1000]",
+            "LEASE_BUSY_RETRY_MS": "100",
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "INFO",
+        },
+    )
+    processes = StackProcesses(env, sandbox_port, log_dir=stack_log_dir)
+    processes.start()
+    try:
+        await processes.wait_ready(timeout=60)
+        async with aiohttp.ClientSession() as http:
+            yield Stack(settings, processes, store, http, stack_log_dir)
+    finally:
+        processes.stop()
+        broker = Broker(settings, "test")
+        await broker.connect()
+        await broker.delete_topology()
+        await broker.close()
+        await store.client.drop_database(settings.mongodb_db)
+        await store.close()
