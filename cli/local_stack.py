@@ -117,8 +117,9 @@ class StackProcesses:
                     raise RuntimeError(f"not ready after {timeout:.0f} s: {', '.join(pending)}")
                 await asyncio.sleep(0.2)
 
-    def stop(self, names: tuple[str, ...] | None = None, grace: float = 15) -> None:
-        """SIGTERM, then SIGKILL after `grace` seconds."""
+    def stop(self, names: tuple[str, ...] | None = None, grace: float = 15) -> dict[str, int]:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns each process's exit code."""
+        codes: dict[str, int] = {}
         chosen = {n: p for n, p in self.processes.items() if names is None or n in names}
         for process in chosen.values():
             if process.poll() is None:
@@ -128,9 +129,14 @@ class StackProcesses:
             try:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                log.warning("did not stop in time: killed", process=name)
                 process.kill()
                 process.wait()
+            if process.returncode not in (0, -signal.SIGTERM):
+                log.warning("exited with an error", process=name, code=process.returncode)
+            codes[name] = process.returncode
             del self.processes[name]
+        return codes
 
 
 def stack_env(settings: Settings, overrides: Mapping[str, str] | None = None) -> dict[str, str]:

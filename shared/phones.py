@@ -26,25 +26,36 @@ def normalize_phone(raw: str, default_region: str) -> str:
         raise InvalidPhoneNumber(f"expected text, got {type(raw).__name__}")
     text = unicodedata.normalize("NFKC", raw).strip()
     if text.lower().startswith("tel:"):
-        text = text[4:]
+        # RFC 3966 parameters (";ext=12", ";phone-context=...") are not part of the number.
+        text = text[4:].partition(";")[0]
     text = _EXTENSION.sub("", text)
-    plus = text.lstrip().startswith("+")
-    digits = _ALLOWED.sub("", text).lstrip("+")
+    kept = _ALLOWED.sub("", text)
+    # Judge the '+' after dropping punctuation and invisible marks: "(+65) ..." and
+    # "\u202a+65 ...\u202c" (as WhatsApp copies numbers) are international forms.
+    plus = kept.startswith("+")
+    digits = kept.lstrip("+")
     if not digits:
         raise InvalidPhoneNumber(f"{raw!r} contains no digits")
     if len(digits) > 17:
         raise InvalidPhoneNumber(f"{raw!r} has too many digits for a phone number")
-    candidates = [f"+{digits}"] if plus else _candidates(digits)
+    region = default_region.upper()  # phonenumbers only knows upper-case region codes
+    candidates = [f"+{digits}"] if plus else _candidates(digits, region)
     for candidate in candidates:
-        number = _parse(candidate, default_region)
+        number = _parse(candidate, region)
         if number is not None and phonenumbers.is_valid_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     raise InvalidPhoneNumber(f"{raw!r} is not a valid phone number (region {default_region})")
 
 
-def _candidates(digits: str) -> list[str]:
-    # National form first: a local number must not be misread as a foreign one.
+def _candidates(digits: str, region: str) -> list[str]:
+    # National form first: a local number must not be misread as a foreign one. But digits
+    # that start with the region's own country code are read as an international number
+    # first: a WhatsApp id such as German 4915123456789 is also a valid (different)
+    # national number, and national forms with a trunk prefix never start that way.
     found = [digits]
+    country_code = phonenumbers.country_code_for_region(region)
+    if country_code and digits.startswith(str(country_code)):
+        found.insert(0, "+" + digits)
     if digits.startswith("00"):
         found.append("+" + digits[2:])
     found.append("+" + digits)

@@ -20,18 +20,33 @@ QUESTIONS: tuple[tuple[str, str], ...] = (
     ("bedrooms", "How many bedrooms do you need?"),
     ("timeline", "When are you hoping to move or buy?"),
 )
+# Whole words only: "please" is not "lease", "parents" and "currently" are not "rent".
 INTENT_WORDS = {
-    "investment": ("invest", "rental yield", "roi"),
-    "rent": ("rent", "lease", "tenancy"),
-    "own_stay": ("buy", "own stay", "live in", "purchase", "my family", "to live"),
+    "investment": (
+        "invest",
+        "invests",
+        "investing",
+        "investment",
+        "investor",
+        "rental yield",
+        "roi",
+    ),
+    "rent": ("rent", "renting", "rental", "lease", "leasing", "tenancy"),
+    "own_stay": ("buy", "buying", "own stay", "live in", "purchase", "my family", "to live"),
 }
-BUDGET = re.compile(r"\$?\s?(\d+(?:\.\d+)?)\s?(m|mil|million|k)\b", re.IGNORECASE)
+# A unit is required ("1.5m", "$800k") unless the amount has a currency sign or thousands
+# separators ("$1,500,000"); "2k sqft" and "3k psf" are sizes and prices per foot.
+BUDGET = re.compile(
+    r"\$?\s?(\d+(?:\.\d+)?)\s?(m|mil|million|k)\b(?!\s*(?:sq|psf|per))", re.IGNORECASE
+)
+PLAIN_BUDGET = re.compile(r"(?:\$\s?(\d{5,})|\b(\d{1,3}(?:,\d{3}){1,2}))(?![\d,]|\s*(?:sq|psf))")
 BEDROOMS = re.compile(r"\b(\d)\s?-?\s?(?:bed(?:room)?s?|br|room)\b", re.IGNORECASE)
 AREAS = (
     "east",
     "west",
     "north",
     "north-east",
+    "north east",
     "central",
     "tampines",
     "bedok",
@@ -49,6 +64,8 @@ AREAS = (
     "marine parade",
     "serangoon",
 )
+# Singapore's postal districts, as leads write them: "D15", "District 10".
+DISTRICT = re.compile(r"\b(?:d|district\s?)(0?[1-9]|1\d|2[0-8])\b", re.IGNORECASE)
 TIMELINE = re.compile(
     r"\b(asap|now|immediately|this (?:month|year)|next (?:month|year)|\d+\s?(?:months?|years?))\b",
     re.IGNORECASE,
@@ -81,16 +98,22 @@ def extract_facts(text: str) -> dict[str, str]:
     lowered = text.lower()
     facts: dict[str, str] = {}
     for intent, words in INTENT_WORDS.items():
-        if any(w in lowered for w in words):
+        if any(re.search(rf"\b{re.escape(w)}\b", lowered) for w in words):
             facts["intent"] = intent
             break
     if match := BUDGET.search(text):
         amount, unit = float(match.group(1)), match.group(2).lower()
         facts["budget"] = str(int(amount * (1_000 if unit == "k" else 1_000_000)))
+    elif match := PLAIN_BUDGET.search(text):
+        facts["budget"] = (match.group(1) or match.group(2)).replace(",", "")
     if match := BEDROOMS.search(text):
         facts["bedrooms"] = match.group(1)
-    if area := next((a for a in AREAS if re.search(rf"\b{re.escape(a)}\b", lowered)), None):
-        facts["area"] = area.title()
+    # The longest name wins: "north-east" is not "east", "jurong west" is not "west".
+    found = [a for a in AREAS if re.search(rf"\b{re.escape(a)}\b", lowered)]
+    if found:
+        facts["area"] = max(found, key=len).title().replace("North East", "North-East")
+    elif match := DISTRICT.search(text):
+        facts["area"] = f"D{int(match.group(1)):02d}"
     if match := TIMELINE.search(text):
         facts["timeline"] = match.group(1).lower()
     return facts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from services.brain.engine import ComposedReply, Conversation, compose_reply
+from services.brain.engine import Conversation, compose_reply
 from shared.broker import Broker
 from shared.errors import Defer, TransientError
 from shared.ids import derived_id
@@ -13,7 +13,6 @@ from shared.logs import get_logger
 from shared.metrics import REPLIES
 from shared.models import Bubble, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import Agent, AgentDirectory
-from shared.repositories.leads import LeadRepository
 from shared.repositories.leases import ThreadLeases
 from shared.repositories.messages import MessageRepository
 from shared.repositories.replies import ReplyRepository
@@ -37,7 +36,6 @@ class Brain:
         self._messages = MessageRepository(store)
         self._replies = ReplyRepository(store)
         self._leads = store.db["leads"]
-        self._lead_repo = LeadRepository(store)
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
 
     async def handle(self, work: ThreadWork) -> None:
@@ -128,6 +126,3 @@ class Brain:
     async def _publish(self, command: SendCommand) -> None:
         await self._broker.publish(command, message_id=command.command_id)
         await self._replies.mark_published(command.org_id, command.command_id)
-
-
-__all__ = ["Brain", "ComposedReply"]

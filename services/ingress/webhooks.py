@@ -70,6 +70,7 @@ class WebhookReceiver:
             log.warning("webhook body is not JSON", agent_id=agent.id, size=len(raw))
             return _answer(400, "body is not JSON")
         if not isinstance(body, dict):
+            log.warning("webhook body is not a JSON object", agent_id=agent.id)
             return _answer(400, "body is not a JSON object")
         received_at = utcnow()
         event_id = uuid.uuid4().hex

@@ -62,6 +62,7 @@ async def test_lead_message_gets_one_reply_from_the_agents_number(stack: Stack) 
     thread = await stack.store.db["threads"].find_one({"agent_id": agent.agent.id})
     assert thread is not None and thread["org_id"] == agent.org.id
     assert thread["profile"]["bedrooms"] == "3" and thread["profile"]["area"] == "Tampines"
+    assert thread["last_inbound_at"] is not None and thread["last_outbound_at"] is not None
 
 
 async def test_conversation_continues_with_the_next_question(stack: Stack) -> None:
@@ -170,3 +171,21 @@ async def test_delivery_status_is_recorded_on_the_send(stack: Stack) -> None:
     statuses = await stack.store.db["delivery_statuses"].find({"send_id": send["_id"]}).to_list()
     assert sorted(s["status"] for s in statuses) == ["delivered", "enqueued", "sent"]
     assert send["whatsapp_message_id"].startswith("wamid.")
+
+
+async def test_a_stopped_service_loses_nothing_and_catches_up_after_restart(
+    stack: Stack,
+) -> None:
+    agent = await stack.onboard()
+    lead = new_lead()
+    # SIGTERM, as Kubernetes sends it: the service finishes its work and exits cleanly.
+    assert stack.processes.stop(("dedup",)) == {"dedup": 0}
+
+    await stack.lead_says(agent, lead, "Hello, anyone there?")  # ingress still accepts
+    await asyncio.sleep(1.0)
+    assert await stack.sent_to(agent, lead) == []
+
+    stack.processes.start(("dedup",), sandbox=False)
+    await stack.processes.wait_ready()
+    sent = await settled_reply(stack, agent, lead)
+    assert len(sent) == 2
