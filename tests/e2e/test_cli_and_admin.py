@@ -1,0 +1,154 @@
+"""The operator's surface: the `realtybot` command and the admin API."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+from cli.local_stack import stack_env
+from shared.settings import Settings
+from tests.e2e.conftest import Stack
+
+
+def realtybot(
+    settings: Settings,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as an operator would, against the test's database."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args],
+        env={**stack_env(settings), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The one JSON object a successful command prints."""
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1, result.stdout
+    parsed: dict[str, Any] = json.loads(lines[0])
+    return parsed
+
+
+async def test_operator_onboards_an_organization_and_agent_with_the_cli(stack: Stack) -> None:
+    org = ok_json(realtybot(stack.settings, "org", "create", "--name", "CLI Homes Pte Ltd"))
+    assert org["org_id"].startswith("org_") and org["api_key"]
+
+    agent = ok_json(
+        realtybot(
+            stack.settings,
+            "agent",
+            "add",
+            "--org",
+            org["org_id"],
+            "--name",
+            "May Lee",
+            "--number",
+            "9123 4567",
+            "--gupshup-app",
+            "CliHomesSG",
+            "--gupshup-api-key",
+            "super-secret-gupshup-key",
+            "--bot-name",
+            "Kai",
+            "--rate",
+            "10",
+        )
+    )
+    assert agent["number"] == "+6591234567"
+    assert agent["callback_url"].startswith(f"{stack.ingress_url}/v1/webhooks/gupshup/cbk_")
+
+    stored = await stack.store.db["agents"].find_one({"_id": agent["agent_id"]})
+    assert stored is not None
+    assert "super-secret-gupshup-key" not in json.dumps(stored, default=str)
+    assert stored["persona"]["bot_name"] == "Kai" and stored["rate_per_second"] == 10
+
+    # The printed callback URL is the one Gupshup can post to.
+    async with stack.http.post(
+        agent["callback_url"],
+        json={
+            "app": "CliHomesSG",
+            "timestamp": 1764050000000,
+            "version": 2,
+            "type": "platform-event",
+            "payload": {"type": "connectivity-check"},
+        },
+    ) as response:
+        assert response.status == 200
+
+
+async def test_cli_failures_are_readable_and_nonzero(stack: Stack) -> None:
+    org = ok_json(realtybot(stack.settings, "org", "create", "--name", "Failing Homes"))
+    duplicate = realtybot(stack.settings, "org", "create", "--name", "Failing Homes")
+    assert duplicate.returncode != 0 and "exists" in duplicate.stderr
+    assert duplicate.stdout == ""
+
+    bad_number = realtybot(
+        stack.settings,
+        "agent",
+        "add",
+        "--org",
+        org["org_id"],
+        "--name",
+        "X",
+        "--number",
+        "12",
+        "--gupshup-app",
+        "A",
+        "--gupshup-api-key",
+        "k",
+    )
+    assert bad_number.returncode != 0 and "not a valid phone number" in bad_number.stderr
+
+    bad_config = realtybot(stack.settings, "migrate", env={"MONGODB_DB": "no spaces allowed"})
+    assert bad_config.returncode == 2 and "MONGODB_DB" in bad_config.stderr
+
+
+async def test_admin_api_is_scoped_to_the_api_keys_organization(stack: Stack) -> None:
+    org = ok_json(realtybot(stack.settings, "org", "create", "--name", "Admin Homes"))
+    ours = ok_json(
+        realtybot(
+            stack.settings,
+            "agent",
+            "add",
+            "--org",
+            org["org_id"],
+            "--name",
+            "Ann Ng",
+            "--number",
+            "+65 9222 3333",
+            "--gupshup-app",
+            "AdminHomesSG",
+            "--gupshup-api-key",
+            "admin-secret-key",
+        )
+    )
+    theirs = await stack.onboard()  # an agent of another organization
+    admin = f"http://127.0.0.1:{stack.settings.admin_port}"
+
+    async with stack.http.get(f"{admin}/v1/openapi.json") as response:
+        assert response.status == 200
+        assert (await response.json())["openapi"].startswith("3.")
+    async with stack.http.get(f"{admin}/v1/organization") as response:
+        assert response.status == 401
+    async with stack.http.get(
+        f"{admin}/v1/agents", headers={"Authorization": "Bearer rbk_wrong"}
+    ) as response:
+        assert response.status == 401
+
+    auth = {"Authorization": f"Bearer {org['api_key']}"}
+    async with stack.http.get(f"{admin}/v1/organization", headers=auth) as response:
+        assert response.status == 200
+        assert (await response.json())["org_id"] == org["org_id"]
+    async with stack.http.get(f"{admin}/v1/agents", headers=auth) as response:
+        agents = await response.json()
+    assert [a["agent_id"] for a in agents] == [ours["agent_id"]]
+    assert theirs.agent.id not in json.dumps(agents)
+    assert "admin-secret-key" not in json.dumps(agents) and "credentials" not in agents[0]
