@@ -50,6 +50,9 @@ class KeyRing:
                 raise ConfigError(f"CREDENTIALS_KEYS: key {kid!r} is not base64") from None
             if len(key) != 32:
                 raise ConfigError(f"CREDENTIALS_KEYS: key {kid!r} must be 32 bytes (AES-256)")
+            # A reused id would make the ciphertexts of one of the two keys undecryptable.
+            if kid in keys:
+                raise ConfigError(f"CREDENTIALS_KEYS: key id {kid!r} appears more than once")
             keys[kid] = key
         if not keys:
             raise ConfigError("CREDENTIALS_KEYS: no key given")

@@ -11,9 +11,17 @@ from typing import Any
 import structlog
 
 SECRET_KEY = re.compile(
-    r"(api_?key|apikey|token|secret|password|authorization|credential|cookie)", re.IGNORECASE
+    r"(api_?key|apikey|token|secret|password|authorization|credential|cookie"
+    r"|callback_key|agent_key)",
+    re.IGNORECASE,
 )
-PHONE_KEY = re.compile(r"^(phone|number|destination|source|lead_wa_id|from|to|wa_id)$")
+# These names, and any key ending like a phone ("lead_phone", "Phone", "notify_number"),
+# but not ids about a phone such as Meta's "phone_number_id".
+PHONE_KEY = re.compile(
+    r"^(number|destination|source|from|to)$"
+    r"|(phone|phone_number|mobile|wa_id|notify_number|whatsapp_number)$",
+    re.IGNORECASE,
+)
 # Callback URLs carry the agent's secret key as their last path segment.
 WEBHOOK_PATH = re.compile(r"(/v1/webhooks/gupshup/)[^/?\s\"']+")
 REDACTED = "[redacted]"
@@ -29,7 +37,7 @@ def _redact_value(key: str, value: Any) -> Any:
     if SECRET_KEY.search(key):
         return REDACTED
     if isinstance(value, str):
-        if PHONE_KEY.match(key):
+        if PHONE_KEY.search(key):
             return shorten_phone(value)
         return WEBHOOK_PATH.sub(r"\1" + REDACTED, value)
     if isinstance(value, dict):

@@ -54,6 +54,25 @@ async def with_retry(operation: Callable[[], Awaitable[T]], attempts: int = 8) -
     raise AssertionError("unreachable")
 
 
+async def converge(
+    truth: Callable[[], Awaitable[T]],
+    current: Callable[[], Awaitable[T]],
+    write: Callable[[T], Awaitable[object]],
+    rounds: int = 5,
+) -> None:
+    """Bring a summary field in line with the append-only documents it summarizes.
+
+    Updates are not atomic on the local store, so two writers can interleave and the one that
+    read less can write last. Every writer therefore re-reads after writing and corrects until
+    the field matches: the last writer to check always leaves the right value.
+    """
+    for _ in range(rounds):
+        expected = await truth()
+        if await current() == expected:
+            return
+        await write(expected)
+
+
 @dataclass(frozen=True)
 class Migration:
     """One versioned step of the schema; `apply` must be idempotent."""
@@ -95,6 +114,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
             plain("command_id", name="command"),
         ],
         "delivery_statuses": [plain("send_id", name="send")],
+        "consent_events": [plain("org_id", "lead_id", "at", name="org_lead_time")],
         "thread_leases": [plain("thread_id", "generation", name="thread_generation")],
         "templates": [unique("agent_id", "name", "language", name="agent_name_language_unique")],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],

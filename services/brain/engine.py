@@ -36,9 +36,7 @@ INTENT_WORDS = {
 }
 # A unit is required ("1.5m", "$800k") unless the amount has a currency sign or thousands
 # separators ("$1,500,000"); "2k sqft" and "3k psf" are sizes and prices per foot.
-BUDGET = re.compile(
-    r"\$?\s?(\d+(?:\.\d+)?)\s?(m|mil|million|k)\b(?!\s*(?:sq|psf|per))", re.IGNORECASE
-)
+BUDGET = re.compile(r"\$?\s?(\d+(?:\.\d+)?)\s?(m|mil|million|k)\b(?!\s*(?:sq|psf))", re.IGNORECASE)
 PLAIN_BUDGET = re.compile(r"(?:\$\s?(\d{5,})|\b(\d{1,3}(?:,\d{3}){1,2}))(?![\d,]|\s*(?:sq|psf))")
 BEDROOMS = re.compile(r"\b(\d)\s?-?\s?(?:bed(?:room)?s?|br|room)\b", re.IGNORECASE)
 AREAS = (
@@ -46,7 +44,6 @@ AREAS = (
     "west",
     "north",
     "north-east",
-    "north east",
     "central",
     "tampines",
     "bedok",
@@ -108,15 +105,25 @@ def extract_facts(text: str) -> dict[str, str]:
         facts["budget"] = (match.group(1) or match.group(2)).replace(",", "")
     if match := BEDROOMS.search(text):
         facts["bedrooms"] = match.group(1)
-    # The longest name wins: "north-east" is not "east", "jurong west" is not "west".
-    found = [a for a in AREAS if re.search(rf"\b{re.escape(a)}\b", lowered)]
+    # The first place named wins, and the longest name there: "north-east" is not "east".
+    found = [
+        (match.start(), -len(area), area)
+        for area in AREAS
+        if (match := re.search(_area_pattern(area), lowered))
+    ]
     if found:
-        facts["area"] = max(found, key=len).title().replace("North East", "North-East")
+        facts["area"] = min(found)[2].title()
     elif match := DISTRICT.search(text):
-        facts["area"] = f"D{int(match.group(1)):02d}"
+        facts["area"] = f"D{int(match.group(1))}"
     if match := TIMELINE.search(text):
         facts["timeline"] = match.group(1).lower()
     return facts
+
+
+def _area_pattern(area: str) -> str:
+    # "north-east", "north east" and "pasir-ris" are written both ways.
+    words = re.split(r"[-\s]", area)
+    return r"\b" + r"[-\s]+".join(re.escape(word) for word in words) + r"\b"
 
 
 def compose_reply(conversation: Conversation) -> ComposedReply:
@@ -126,7 +133,7 @@ def compose_reply(conversation: Conversation) -> ComposedReply:
     for text in conversation.new_texts:
         profile.update(extract_facts(text))
     bubbles: list[str] = []
-    first_name = (conversation.lead_name or "").split(" ")[0].strip()
+    first_name = next(iter((conversation.lead_name or "").split()), "")
     if conversation.stage == "new":
         greeting = persona.greeting or (
             f"Hi{' ' + first_name if first_name else ''}! I'm {persona.bot_name}, "

@@ -51,9 +51,11 @@ class Dedup:
         org = await self._orgs.get(org_id)
         region = org.settings.region if org else self._default_region
         try:
-            return normalize_phone(wa_id, region)
+            # A WhatsApp id always carries its country code: read it as international, or
+            # a Singapore id could pass for a national number of the agency's region.
+            return normalize_phone(f"+{wa_id.lstrip('+')}", region)
         except InvalidPhoneNumber as exc:
-            raise PermanentError(f"lead number: {exc}") from exc
+            raise PermanentError(f"lead number {wa_id!r}: {exc}") from exc
 
     async def handle_message(self, message: InboundMessage) -> None:
         """Store the message once and tell the brain its thread has work."""

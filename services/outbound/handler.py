@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.errors import PermanentError, TransientError
@@ -12,12 +14,17 @@ from shared.metrics import DELIVERY_STATUSES, SENDS
 from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent, utcnow
 from shared.phones import wa_id
 from shared.repositories.agents import AgentDirectory
+from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository
 from shared.repositories.sends import SendRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Store, with_retry
 
 log = get_logger(__name__)
+
+# WhatsApp's customer service window: free-form messages only this long after the lead's
+# last message (templates, outside it, come with their own issue).
+SESSION_WINDOW = timedelta(hours=24)
 
 OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
 
@@ -40,6 +47,7 @@ class Outbound:
         self._sends = SendRepository(store)
         self._messages = MessageRepository(store)
         self._threads = ThreadRepository(store)
+        self._consents = ConsentRepository(store)
         self._templates = store.db["templates"]
         self._billing = store.db["billing_events"]
 
@@ -63,6 +71,10 @@ class Outbound:
             log.info(
                 "agent suspended: reply not sent", agent_id=agent.id, command_id=command.command_id
             )
+            return
+        skip_reason = await self._rule_blocking(command)
+        if skip_reason is not None:
+            await self._skip(command, skip_reason)
             return
         api_key = self._key_ring.decrypt(
             agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
@@ -122,6 +134,41 @@ class Outbound:
                     await self._sends.finish(send_id, "unknown", error=reason)
                     SENDS.labels(agent.id, "ambiguous").inc()
                     raise PermanentError(f"send may or may not have happened: {reason}")
+
+    async def _rule_blocking(self, command: SendCommand) -> str | None:
+        """Why WhatsApp's rules forbid this free-form reply now, or None."""
+        if await self._consents.opted_out(command.org_id, command.lead_id):
+            return "opted_out"
+        thread = await self._threads.get(command.org_id, command.thread_id)
+        last_inbound = thread.get("last_inbound_at") if thread else None
+        if last_inbound is None or utcnow() - last_inbound > SESSION_WINDOW:
+            return "window_closed"
+        return None
+
+    async def _skip(self, command: SendCommand, reason: str) -> None:
+        """Record every bubble as skipped, with the reason, instead of sending it."""
+        for index in range(len(command.bubbles)):
+            send_id = f"{command.command_id}.{index}"
+            existing = await self._sends.claim(
+                send_id,
+                {
+                    "org_id": command.org_id,
+                    "agent_id": command.agent_id,
+                    "thread_id": command.thread_id,
+                    "command_id": command.command_id,
+                    "index": index,
+                    "destination": command.destination,
+                },
+            )
+            if existing is None:
+                await self._sends.finish(send_id, "skipped", reason=reason)
+        SENDS.labels(command.agent_id, f"skipped_{reason}").inc()
+        log.info(
+            "reply not sent",
+            reason=reason,
+            thread_id=command.thread_id,
+            command_id=command.command_id,
+        )
 
     async def record_status(self, status: DeliveryStatus) -> None:
         """Attach a delivery status to the send it is about."""

@@ -2,7 +2,8 @@
 
 Gupshup has no idempotency key, so a request is retried only when it surely did not reach
 Gupshup or was refused before being acted on:
-- connection refused / DNS failure / 429 / 502 / 503 -> NotReached (safe to retry);
+- connection refused / DNS failure / a timeout before the request was written /
+  429 / 502 / 503 -> NotReached (safe to retry);
 - 2xx with a messageId -> Submitted;
 - other 4xx -> Refused (retrying cannot help);
 - a timeout or broken connection after the request was written, 500, 504 or a 2xx we
@@ -14,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -55,6 +57,20 @@ class Ambiguous:
 SendResult = Submitted | NotReached | Refused | Ambiguous
 
 
+@dataclass
+class _Attempt:
+    """Whether this request's first bytes went out: a timeout before that is not ambiguous."""
+
+    written: bool = False
+
+
+async def _mark_written(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
+) -> None:
+    if isinstance(context.trace_request_ctx, _Attempt):
+        context.trace_request_ctx.written = True
+
+
 class GupshupClient:
     """A small client for Gupshup's WhatsApp session and template send calls."""
 
@@ -67,7 +83,9 @@ class GupshupClient:
 
     async def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            tracing = aiohttp.TraceConfig()
+            tracing.on_request_headers_sent.append(_mark_written)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, trace_configs=[tracing])
         return self._session
 
     async def close(self) -> None:
@@ -92,15 +110,23 @@ class GupshupClient:
     async def _post(self, path: str, api_key: str, form: dict[str, str]) -> SendResult:
         session = await self._http()
         started = time.perf_counter()
+        attempt = _Attempt()
         try:
             async with session.post(
-                self._base_url + path, data=form, headers={"apikey": api_key}
+                self._base_url + path,
+                data=form,
+                headers={"apikey": api_key},
+                trace_request_ctx=attempt,
             ) as response:
-                body = await response.text()
+                # Undecodable bytes must not turn a classified answer into a crash.
+                body = (await response.read()).decode("utf-8", errors="replace")
                 return _classify(response.status, body)
         except aiohttp.ClientConnectorError as exc:
             return NotReached(f"cannot connect: {exc.os_error or exc}")
         except (TimeoutError, aiohttp.ClientError) as exc:
+            if not attempt.written:
+                # e.g. a connect timeout: nothing reached Gupshup, so a retry is safe.
+                return NotReached(f"{type(exc).__name__} before the request was sent")
             return Ambiguous(f"{type(exc).__name__} after the request was sent")
         finally:
             GUPSHUP_DURATION.observe(time.perf_counter() - started)

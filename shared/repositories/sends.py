@@ -15,9 +15,9 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
 from shared.models import utcnow
-from shared.store import Document, Store, with_retry
+from shared.store import Document, Store, converge, with_retry
 
-SendState = Literal["sending", "submitted", "failed", "unknown"]
+SendState = Literal["sending", "submitted", "failed", "unknown", "skipped"]
 # Later statuses win; a late "sent" never overwrites "read".
 STATUS_RANK = {"enqueued": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5, "deleted": 5}
 
@@ -85,26 +85,44 @@ class SendRepository:
     ) -> None:
         """Record a delivery status; the send's current status is the furthest one seen.
 
-        Statuses arrive concurrently and out of order, and the local store does not make
-        updates atomic, so each status is its own document and the send's `status` is
-        recomputed from all of them rather than pushed onto an array.
+        Statuses arrive concurrently and out of order, so each is its own document and the
+        send's `status` is a summary of them, kept right by `converge`.
         """
         entry: Document = {
             "_id": derived_id("dst", send["_id"], status),
             "send_id": send["_id"],
             "org_id": send["org_id"],
             "status": status,
+            "rank": STATUS_RANK.get(status, 0),
             "at": at,
             **fields,
         }
         with contextlib.suppress(DuplicateKeyError):  # a redelivered status
             await with_retry(lambda: self._statuses.insert_one(entry))
-        seen = [doc async for doc in self._statuses.find({"send_id": send["_id"]})]
-        furthest = max(seen, key=lambda d: (STATUS_RANK.get(d["status"], 0), d["at"]))
-        update: Document = {"status": furthest["status"]}
         if fields.get("whatsapp_message_id"):
-            update["whatsapp_message_id"] = fields["whatsapp_message_id"]
-        await with_retry(lambda: self._sends.update_one({"_id": send["_id"]}, {"$set": update}))
+            await with_retry(
+                lambda: self._sends.update_one(
+                    {"_id": send["_id"]},
+                    {"$set": {"whatsapp_message_id": fields["whatsapp_message_id"]}},
+                )
+            )
+
+        async def furthest() -> str | None:
+            latest = await self._statuses.find_one(
+                {"send_id": send["_id"]}, sort=[("rank", -1), ("at", -1)]
+            )
+            return None if latest is None else str(latest["status"])
+
+        async def current() -> str | None:
+            doc = await self._sends.find_one({"_id": send["_id"]}, {"status": 1})
+            return None if doc is None else doc.get("status")
+
+        async def write(value: str | None) -> None:
+            await with_retry(
+                lambda: self._sends.update_one({"_id": send["_id"]}, {"$set": {"status": value}})
+            )
+
+        await converge(furthest, current, write)
 
     async def statuses(self, send_id: str) -> list[Document]:
         """A send's delivery statuses in the order they happened."""

@@ -1,0 +1,175 @@
+"""Brain: a thread's unanswered messages get one reply in the agent's persona, once."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from pydantic import TypeAdapter
+
+from services.brain.handler import Brain
+from shared.broker import Broker
+from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
+from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.leads import LeadRepository
+from shared.repositories.messages import MessageRepository
+from shared.repositories.threads import ThreadRepository
+from shared.settings import Settings
+from shared.store import Store
+from tests.services.conftest import (
+    LEAD_PHONE,
+    LEAD_WA_ID,
+    RunningService,
+    ServiceRunner,
+    Tenant,
+    Tenants,
+    drain,
+    eventually,
+    fetch_event,
+)
+
+
+async def start_brain(services: ServiceRunner, store: Store, settings: Settings) -> RunningService:
+    """The brain consuming its stage, wired as services/brain/__main__.py wires it."""
+    agents = AgentDirectory(
+        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
+    )
+    return await services.start(
+        "brain",
+        "brain",
+        TypeAdapter(ThreadWork),
+        lambda b: Brain(b, store, agents, settings.lease_seconds).handle,
+    )
+
+
+@pytest.fixture
+async def tenant(tenants: Tenants) -> Tenant:
+    return await tenants.agent(bot_name="Mia")
+
+
+@dataclass
+class SeededThread:
+    """A thread with one unanswered inbound message, and the work item that announces it."""
+
+    work: ThreadWork
+    message_id: str
+
+
+async def seed_thread(store: Store, tenant: Tenant) -> SeededThread:
+    """Store a lead's first message as dedup does, through the repositories."""
+    now = utcnow()
+    source = {"source": "organic"}
+    lead = await LeadRepository(store).get_or_create(
+        LEAD_PHONE,
+        name="Rachel Lim",
+        org_id=tenant.org_id,
+        agent_id=tenant.agent_id,
+        at=now,
+        source=source,
+    )
+    thread = await ThreadRepository(store).get_or_create(
+        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead["_id"], at=now, source=source
+    )
+    message = InboundMessage(
+        event_id="evt-1",
+        org_id=tenant.org_id,
+        agent_id=tenant.agent_id,
+        provider_message_id="wamid.first",
+        lead_wa_id=LEAD_WA_ID,
+        lead_name="Rachel Lim",
+        type="text",
+        text="Hi, any 3-bedroom condo in the East?",
+        sent_at=now,
+        received_at=now,
+    )
+    stored, _created = await MessageRepository(store).store_inbound(
+        message, thread_id=thread["_id"], lead_id=lead["_id"], phone=LEAD_PHONE
+    )
+    await ThreadRepository(store).touch_inbound(tenant.org_id, thread["_id"], now)
+    work = ThreadWork(
+        event_id=f"wrk-{stored['_id']}",
+        org_id=tenant.org_id,
+        agent_id=tenant.agent_id,
+        thread_id=thread["_id"],
+        lead_id=lead["_id"],
+    )
+    return SeededThread(work, stored["_id"])
+
+
+async def test_unanswered_message_gets_one_reply_greeting_with_the_bot_name(
+    services: ServiceRunner, broker: Broker, store: Store, settings: Settings, tenant: Tenant
+) -> None:
+    seeded = await seed_thread(store, tenant)
+    await start_brain(services, store, settings)
+    await broker.publish(seeded.work, message_id=seeded.work.event_id)
+
+    command = await fetch_event(broker, "outbound", SendCommand)
+    assert command is not None
+    assert command.destination == LEAD_PHONE
+    assert (command.org_id, command.agent_id) == (tenant.org_id, tenant.agent_id)
+    assert (command.thread_id, command.lead_id) == (seeded.work.thread_id, seeded.work.lead_id)
+    assert command.bubbles, "a reply has at least one bubble"
+    first = command.bubbles[0].text
+    assert "Mia" in first and first.startswith("Hi"), first
+
+    message = await store.db["messages"].find_one({"_id": seeded.message_id})
+    assert message is not None
+    assert message["answered"] is True
+    assert message["answered_by"] == command.command_id
+    replies = await store.db["replies"].find({}).to_list()
+    assert [r["_id"] for r in replies] == [command.command_id]
+    assert replies[0]["published"] is True
+
+
+async def test_work_delivered_twice_is_answered_once(
+    services: ServiceRunner, broker: Broker, store: Store, settings: Settings, tenant: Tenant
+) -> None:
+    seeded = await seed_thread(store, tenant)
+    brain = await start_brain(services, store, settings)
+    await broker.publish(seeded.work, message_id=seeded.work.event_id)
+    await brain.wait_for("ok", 1)
+    await broker.publish(seeded.work, message_id=seeded.work.event_id)
+    await brain.wait_for("ok", 2)
+
+    commands = await drain(broker, broker.topology.queue("outbound"))
+    command_ids = {SendCommand.model_validate_json(c.body).command_id for c in commands}
+    assert len(command_ids) == 1
+    assert len(commands) == 1
+    assert await store.db["replies"].count_documents({}) == 1
+
+
+async def test_work_delivered_twice_at_once_to_two_replicas_is_answered_once(
+    services: ServiceRunner, broker: Broker, store: Store, settings: Settings, tenant: Tenant
+) -> None:
+    seeded = await seed_thread(store, tenant)
+    replicas = [await start_brain(services, store, settings) for _ in range(2)]
+    await asyncio.gather(
+        *(broker.publish(seeded.work, message_id=seeded.work.event_id) for _ in range(2))
+    )
+
+    async def both_done() -> bool:
+        return sum(r.outcome_count("ok") for r in replicas) >= 2
+
+    await eventually(both_done)
+    commands = await drain(broker, broker.topology.queue("outbound"))
+    command_ids = {SendCommand.model_validate_json(c.body).command_id for c in commands}
+    assert len(command_ids) == 1
+    assert await store.db["replies"].count_documents({}) == 1
+    outbound = await store.db["messages"].count_documents({"direction": "out"})
+    assert outbound == len(SendCommand.model_validate_json(commands[0].body).bubbles)
+
+
+async def test_suspended_agent_gets_no_reply(
+    services: ServiceRunner, broker: Broker, store: Store, settings: Settings, tenant: Tenant
+) -> None:
+    seeded = await seed_thread(store, tenant)
+    await store.db["agents"].update_one({"_id": tenant.agent_id}, {"$set": {"status": "suspended"}})
+    brain = await start_brain(services, store, settings)
+    await broker.publish(seeded.work, message_id=seeded.work.event_id)
+    await brain.wait_for("ok", 1)
+
+    assert await broker.queue_depth(broker.topology.queue("outbound")) == 0
+    assert await store.db["replies"].count_documents({}) == 0
+    message = await store.db["messages"].find_one({"_id": seeded.message_id})
+    assert message is not None and message["answered"] is False

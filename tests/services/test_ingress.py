@@ -1,0 +1,176 @@
+"""Ingress: webhooks are authenticated, bounded, validated and published before the 2xx."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from services.ingress.webhooks import WEBHOOK_PATH, WebhookReceiver
+from shared.broker import Broker
+from shared.health import add_health_routes
+from shared.models import RawWebhook
+from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.settings import Settings
+from shared.store import Store
+from tests.services.conftest import Tenant, Tenants, fetch_event, gupshup_fixture
+
+
+@pytest.fixture
+async def ingress_broker(settings: Settings, broker: Broker) -> AsyncIterator[Broker]:
+    """Ingress's own connection to the broker (the topology is the test's)."""
+    own = Broker(settings, "ingress")
+    await own.connect()
+    yield own
+    await own.close()
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, store: Store, ingress_broker: Broker
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    """The webhook application built as services/ingress/__main__.py builds it."""
+    agents = AgentDirectory(
+        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
+    )
+
+    async def readiness() -> dict[str, bool]:
+        return {"broker": ingress_broker.is_ready()}
+
+    app = web.Application(client_max_size=settings.webhook_max_body_bytes)
+    app.router.add_post(WEBHOOK_PATH, WebhookReceiver(ingress_broker, agents).receive)
+    add_health_routes(app, readiness)
+    client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def tenant(tenants: Tenants) -> Tenant:
+    """The agent whose app the v2 fixtures name."""
+    return await tenants.agent()
+
+
+def webhook_url(callback_key: str) -> str:
+    return WEBHOOK_PATH.format(agent_key=callback_key)
+
+
+async def router_depth(broker: Broker) -> int:
+    return await broker.queue_depth(broker.topology.queue("router"))
+
+
+async def test_valid_webhook_is_published_before_an_empty_200(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
+) -> None:
+    body = gupshup_fixture("v2_text.json")
+    response = await client.post(webhook_url(tenant.callback_key), json=body)
+    assert response.status == 200
+    assert await response.read() == b""
+    raw = await fetch_event(broker, "router", RawWebhook, timeout=0.5)
+    assert raw is not None, "a 200 was answered before the raw event was on the router queue"
+    assert raw.org_id == tenant.org_id
+    assert raw.agent_id == tenant.agent_id
+    assert raw.body == body
+
+
+async def test_unknown_callback_key_is_404(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
+) -> None:
+    response = await client.post(webhook_url("cbk_not-a-key"), json=gupshup_fixture("v2_text.json"))
+    assert response.status == 404
+    assert await router_depth(broker) == 0
+
+
+async def test_body_that_is_not_json_is_400(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
+) -> None:
+    response = await client.post(
+        webhook_url(tenant.callback_key),
+        data=b'{"app": "TanHomesSG", "type": ',
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 400
+    assert await router_depth(broker) == 0
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [1, 2, 3],
+        "a string",
+        {"hello": "world"},
+        {"app": "TanHomesSG", "type": "message", "payload": {"type": "text", "payload": 7}},
+    ],
+    ids=["array", "string", "unknown-object", "message-without-fields"],
+)
+async def test_json_of_the_wrong_shape_is_400(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant, body: Any
+) -> None:
+    response = await client.post(webhook_url(tenant.callback_key), data=json.dumps(body))
+    assert response.status == 400
+    assert await router_depth(broker) == 0
+
+
+async def test_body_over_the_size_limit_is_413(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant, settings: Settings
+) -> None:
+    body = gupshup_fixture("v2_text.json")
+    body["payload"]["payload"]["text"] = "x" * (settings.webhook_max_body_bytes + 1)
+    response = await client.post(webhook_url(tenant.callback_key), data=json.dumps(body))
+    assert response.status == 413
+    assert await router_depth(broker) == 0
+
+
+async def test_payload_of_another_app_is_403_and_not_published(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
+) -> None:
+    body = gupshup_fixture("v2_text.json")
+    body["app"] = "SomeoneElsesApp"
+    response = await client.post(webhook_url(tenant.callback_key), json=body)
+    assert response.status == 403
+    assert await router_depth(broker) == 0
+
+
+async def test_v3_payload_of_another_gupshup_app_id_is_403(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
+) -> None:
+    body = gupshup_fixture("v3_text.json")
+    body["gs_app_id"] = "11111111-2222-4333-8444-555555555555"
+    response = await client.post(webhook_url(tenant.callback_key), json=body)
+    assert response.status == 403
+    assert await router_depth(broker) == 0
+
+
+async def test_platform_connectivity_check_is_accepted(
+    client: TestClient[Any, Any], tenant: Tenant
+) -> None:
+    response = await client.post(
+        webhook_url(tenant.callback_key),
+        json=gupshup_fixture("v2_platform_connectivity_check.json"),
+    )
+    assert response.status == 200
+    assert await response.read() == b""
+
+
+async def test_readyz_is_ready_with_the_broker_connected(client: TestClient[Any, Any]) -> None:
+    response = await client.get("/readyz")
+    assert response.status == 200
+    assert (await response.json())["checks"] == {"broker": True}
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_metrics_count_webhooks_by_status(
+    client: TestClient[Any, Any], tenant: Tenant
+) -> None:
+    await client.post(webhook_url("cbk_unknown"), json=gupshup_fixture("v2_text.json"))
+    await client.post(webhook_url(tenant.callback_key), json=gupshup_fixture("v2_text.json"))
+    response = await client.get("/metrics")
+    assert response.status == 200
+    text = await response.text()
+    assert 'realtybot_webhooks_total{status="200"}' in text
+    assert 'realtybot_webhooks_total{status="404"}' in text

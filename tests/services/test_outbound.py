@@ -1,0 +1,456 @@
+"""Outbound: each bubble reaches Gupshup at most once, in order; statuses land on the send."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from pydantic import TypeAdapter
+
+from sandbox import RunningSandbox, start_sandbox
+from services.outbound.handler import Outbound, OutboundEvent
+from shared.broker import Broker
+from shared.crypto import KeyRing
+from shared.gupshup.client import GupshupClient
+from shared.models import Bubble, DeliveryState, DeliveryStatus, SendCommand, utcnow
+from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.consents import ConsentRepository
+from shared.repositories.leads import LeadRepository
+from shared.repositories.threads import ThreadRepository
+from shared.settings import Settings
+from shared.store import Store
+from tests.services.conftest import (
+    AGENT_NUMBER,
+    API_KEY,
+    APP,
+    LEAD_PHONE,
+    LEAD_WA_ID,
+    RunningService,
+    ServiceRunner,
+    Tenant,
+    Tenants,
+    eventually,
+)
+
+AGENT_WA_ID = AGENT_NUMBER.lstrip("+")
+PROGRESS: tuple[DeliveryState, ...] = ("sent", "delivered", "read")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def sandbox(http: aiohttp.ClientSession) -> AsyncIterator[RunningSandbox]:
+    """A Gupshup sandbox with the agent's app registered under the agent's api key."""
+    running = await start_sandbox(port=0)
+    registration = {
+        "app": APP,
+        "api_key": API_KEY,
+        "number": AGENT_WA_ID,
+        "callback_url": "http://127.0.0.1:9/unused",
+        "format": "v2",
+    }
+    async with http.post(f"{running.base_url}/sandbox/v1/apps", json=registration) as response:
+        assert response.status == 200, await response.text()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def gupshup(sandbox: RunningSandbox, settings: Settings) -> AsyncIterator[GupshupClient]:
+    client = GupshupClient(sandbox.base_url, timeout_seconds=5)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def services(
+    gupshup: GupshupClient, settings: Settings, store: Store, broker: Broker
+) -> AsyncIterator[ServiceRunner]:
+    """As in conftest, but set up after (so stopped before) the Gupshup client closes."""
+    runner = ServiceRunner(settings)
+    yield runner
+    await runner.stop_all()
+
+
+@pytest.fixture
+async def tenant(tenants: Tenants) -> Tenant:
+    return await tenants.agent(api_key=API_KEY)
+
+
+async def start_outbound(
+    services: ServiceRunner, store: Store, settings: Settings, gupshup: GupshupClient
+) -> RunningService:
+    """Outbound consuming its stage, wired as services/outbound/__main__.py wires it."""
+    agents = AgentDirectory(
+        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
+    )
+    key_ring = KeyRing.from_settings(settings)
+    adapter: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
+    return await services.start(
+        "outbound",
+        "outbound",
+        adapter,
+        lambda b: Outbound(b, store, agents, key_ring, gupshup).handle,
+    )
+
+
+@pytest.fixture
+async def outbound(
+    services: ServiceRunner, store: Store, settings: Settings, gupshup: GupshupClient
+) -> RunningService:
+    return await start_outbound(services, store, settings, gupshup)
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """A lead's thread with the agent, as dedup left it."""
+
+    tenant: Tenant
+    lead_id: str
+    thread_id: str
+
+    def command(self, *texts: str, command_id: str = "rpl_one") -> SendCommand:
+        """A reply of `texts` to the lead, as the brain would publish it."""
+        return SendCommand(
+            event_id=command_id,
+            command_id=command_id,
+            org_id=self.tenant.org_id,
+            agent_id=self.tenant.agent_id,
+            thread_id=self.thread_id,
+            lead_id=self.lead_id,
+            destination=LEAD_PHONE,
+            bubbles=[Bubble(text=text) for text in texts],
+            created_at=utcnow(),
+        )
+
+
+async def start_conversation(
+    store: Store, tenant: Tenant, last_inbound: timedelta = timedelta(minutes=1)
+) -> Conversation:
+    """A lead and thread whose latest inbound message is `last_inbound` old."""
+    at = utcnow() - last_inbound
+    source = {"source": "organic"}
+    lead = await LeadRepository(store).get_or_create(
+        LEAD_PHONE,
+        name="Rachel Lim",
+        org_id=tenant.org_id,
+        agent_id=tenant.agent_id,
+        at=at,
+        source=source,
+    )
+    threads = ThreadRepository(store)
+    thread = await threads.get_or_create(
+        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead["_id"], at=at, source=source
+    )
+    await threads.touch_inbound(tenant.org_id, thread["_id"], at)
+    return Conversation(tenant, lead["_id"], thread["_id"])
+
+
+@pytest.fixture
+async def conversation(store: Store, tenant: Tenant) -> Conversation:
+    """A lead who wrote to the agent a minute ago (the 24-hour window is open)."""
+    return await start_conversation(store, tenant)
+
+
+async def sandbox_messages(
+    http: aiohttp.ClientSession, sandbox: RunningSandbox
+) -> list[dict[str, Any]]:
+    """What Gupshup accepted from the agent's app, oldest first."""
+    async with http.get(f"{sandbox.base_url}/sandbox/v1/messages", params={"app": APP}) as response:
+        assert response.status == 200
+        messages: list[dict[str, Any]] = await response.json()
+        return messages
+
+
+async def inject_fault(http: aiohttp.ClientSession, sandbox: RunningSandbox, **fault: Any) -> None:
+    async with http.post(f"{sandbox.base_url}/sandbox/v1/faults", json={"app": APP, **fault}) as r:
+        assert r.status == 200, await r.text()
+
+
+async def wait_for_sandbox_count(
+    http: aiohttp.ClientSession, sandbox: RunningSandbox, count: int
+) -> list[dict[str, Any]]:
+    async def reached() -> bool:
+        return len(await sandbox_messages(http, sandbox)) >= count
+
+    await eventually(reached)
+    return await sandbox_messages(http, sandbox)
+
+
+async def test_bubbles_reach_gupshup_in_order_from_the_agent_to_the_lead(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    command = conversation.command("Hi Rachel! I'm Mia.", "What budget do you have in mind?")
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+
+    sent = await sandbox_messages(http, sandbox)
+    assert [m["text"] for m in sent] == ["Hi Rachel! I'm Mia.", "What budget do you have in mind?"]
+    assert {(m["source"], m["destination"], m["type"]) for m in sent} == {
+        (AGENT_WA_ID, LEAD_WA_ID, "text")
+    }
+    sends = await store.db["sends"].find({}).sort("index", 1).to_list()
+    assert [s["state"] for s in sends] == ["submitted", "submitted"]
+    assert [s["gupshup_message_id"] for s in sends] == [m["messageId"] for m in sent]
+
+
+async def test_redelivered_command_sends_nothing_more(
+    outbound: RunningService,
+    broker: Broker,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    command = conversation.command("First bubble", "Second bubble")
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 2)
+
+    sent = await sandbox_messages(http, sandbox)
+    assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
+
+
+async def test_throttled_send_is_retried_and_arrives_once(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    await inject_fault(http, sandbox, mode="429", count=1)
+    command = conversation.command("First bubble", "Second bubble")
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+
+    assert outbound.outcome_count("retried") == 1
+    sent = await sandbox_messages(http, sandbox)
+    assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
+    cursor = store.db["sends"].find({"command_id": command.command_id}).sort("index", 1)
+    sends = await cursor.to_list()
+    assert [s["state"] for s in sends] == ["submitted", "submitted"]
+    assert [s["gupshup_message_id"] for s in sends] == [m["messageId"] for m in sent]
+
+
+async def test_ambiguous_500_is_not_resent_and_is_recorded_and_dead_lettered(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # Gupshup accepted the message but answered 500: a second request would be a duplicate.
+    await inject_fault(http, sandbox, mode="500", count=1, accept=True)
+    command = conversation.command("Only bubble")
+    await broker.publish(command, message_id=command.command_id)
+    dead = await broker.fetch(broker.topology.dead_letter_queue("outbound"), timeout=5)
+    assert dead is not None
+    reason = str(dead.headers["x-dead-reason"])
+    assert "500" in reason, reason
+    assert SendCommand.model_validate_json(dead.body).command_id == command.command_id
+    assert outbound.outcome_count("retried") == 0
+
+    send = await store.db["sends"].find_one({"command_id": command.command_id})
+    assert send is not None
+    assert send["state"] == "unknown"
+    assert "500" in send["error"]
+
+    # Replaying the dead letter must not send the bubble a second time either.
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+    sent = await sandbox_messages(http, sandbox)
+    assert [m["text"] for m in sent] == ["Only bubble"]
+
+
+async def test_delivery_status_updates_the_send(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    command = conversation.command("Only bubble")
+    await broker.publish(command, message_id=command.command_id)
+    [sent] = await wait_for_sandbox_count(http, sandbox, 1)
+    await outbound.wait_for("ok", 1)
+
+    status = DeliveryStatus(
+        event_id="evt-status",
+        org_id=conversation.tenant.org_id,
+        agent_id=conversation.tenant.agent_id,
+        status="delivered",
+        gupshup_message_id=sent["messageId"],
+        whatsapp_message_id="wamid.delivered-one",
+        destination=LEAD_WA_ID,
+        at=utcnow(),
+    )
+    await broker.publish(status, message_id=status.event_id)
+    await outbound.wait_for("ok", 2)
+
+    send = await store.db["sends"].find_one({"gupshup_message_id": sent["messageId"]})
+    assert send is not None
+    assert send["status"] == "delivered"
+    assert send["whatsapp_message_id"] == "wamid.delivered-one"
+
+
+def delivery_status(
+    conversation: Conversation, gupshup_id: str, status: DeliveryState, *, at_offset_s: int = 0
+) -> DeliveryStatus:
+    return DeliveryStatus(
+        event_id=f"evt-{gupshup_id}-{status}",
+        org_id=conversation.tenant.org_id,
+        agent_id=conversation.tenant.agent_id,
+        status=status,
+        gupshup_message_id=gupshup_id,
+        whatsapp_message_id=f"wamid.{gupshup_id}",
+        destination=LEAD_WA_ID,
+        at=utcnow() + timedelta(seconds=at_offset_s),
+    )
+
+
+def finished(*replicas: RunningService) -> int:
+    """Messages the replicas acked, whether handled or dead-lettered."""
+    return sum(r.outcome_count("ok") + r.outcome_count("dead_lettered") for r in replicas)
+
+
+async def test_late_status_does_not_move_the_send_backwards(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    command = conversation.command("Only bubble")
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+    [sent] = await sandbox_messages(http, sandbox)
+
+    read = delivery_status(conversation, sent["messageId"], "read", at_offset_s=2)
+    await broker.publish(read, message_id=read.event_id)
+    await outbound.wait_for("ok", 2)
+    delivered = delivery_status(conversation, sent["messageId"], "delivered", at_offset_s=1)
+    await broker.publish(delivered, message_id=delivered.event_id)
+    await outbound.wait_for("ok", 3)
+
+    send = await store.db["sends"].find_one({"gupshup_message_id": sent["messageId"]})
+    assert send is not None and send["status"] == "read"
+
+
+async def test_concurrent_statuses_leave_every_send_at_its_furthest_status(
+    services: ServiceRunner,
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    settings: Settings,
+    gupshup: GupshupClient,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # Gupshup posts sent, delivered and read within milliseconds; replicas handle them at once.
+    replica = await start_outbound(services, store, settings, gupshup)
+    bubbles = 40
+    command = conversation.command(*(f"Bubble {n}" for n in range(bubbles)))
+    await broker.publish(command, message_id=command.command_id)
+
+    async def command_done() -> bool:
+        return finished(outbound, replica) >= 1
+
+    await eventually(command_done)
+    sent = await sandbox_messages(http, sandbox)
+    assert len(sent) == bubbles
+    statuses = [
+        delivery_status(conversation, message["messageId"], status, at_offset_s=offset)
+        for message in sent
+        for offset, status in enumerate(PROGRESS)
+    ]
+    await asyncio.gather(*(broker.publish(s, message_id=s.event_id) for s in statuses))
+
+    async def statuses_done() -> bool:
+        return finished(outbound, replica) >= 1 + len(statuses)
+
+    await eventually(statuses_done, timeout=20)
+    assert sum(r.outcome_count("dead_lettered") for r in (outbound, replica)) == 0
+    sends = await store.db["sends"].find({}).to_list()
+    behind = [s["status"] for s in sends if s["status"] != "read"]
+    assert behind == [], f"{len(behind)} of {bubbles} sends lost their 'read' status"
+
+
+async def test_command_naming_an_agent_of_another_organization_is_dead_lettered(
+    outbound: RunningService,
+    broker: Broker,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    command = conversation.command("Only bubble").model_copy(update={"org_id": "org_intruder"})
+    await broker.publish(command, message_id=command.command_id)
+    dead = await broker.fetch(broker.topology.dead_letter_queue("outbound"), timeout=5)
+    assert dead is not None
+    assert conversation.tenant.agent_id in str(dead.headers["x-dead-reason"])
+    assert await sandbox_messages(http, sandbox) == []
+
+
+async def test_nothing_is_sent_to_a_lead_who_opted_out(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # DESIGN 2.6: nothing to an opted-out number except the opt-out confirmation.
+    await ConsentRepository(store).record(
+        org_id=conversation.tenant.org_id,
+        lead_id=conversation.lead_id,
+        agent_id=conversation.tenant.agent_id,
+        opted_out=True,
+        how="gupshup-user-event",
+        at=utcnow(),
+    )
+    command = conversation.command("Are you looking to buy or to rent?")
+    await broker.publish(command, message_id=command.command_id)
+
+    async def handled() -> bool:
+        return finished(outbound) >= 1
+
+    await eventually(handled)
+    assert await sandbox_messages(http, sandbox) == []
+
+
+async def test_free_form_reply_outside_the_24_hour_window_is_not_sent(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    tenant: Tenant,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # DESIGN 2.6: free-form messages only inside 24 hours of the lead's last inbound message.
+    stale = await start_conversation(store, tenant, last_inbound=timedelta(hours=25))
+    command = stale.command("Are you still looking?")
+    await broker.publish(command, message_id=command.command_id)
+
+    async def handled() -> bool:
+        return finished(outbound) >= 1
+
+    await eventually(handled)
+    assert await sandbox_messages(http, sandbox) == []
