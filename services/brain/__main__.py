@@ -6,7 +6,7 @@ from pydantic import TypeAdapter
 
 from services.brain.handler import Brain
 from shared.models import ThreadWork
-from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.agents import AgentDirectory
 from shared.service import Runtime, run_consumer_service, service_main
 from shared.settings import Settings
 
@@ -14,11 +14,7 @@ from shared.settings import Settings
 async def setup(runtime: Runtime) -> None:
     """Start consuming the brain's queue."""
     settings = runtime.settings
-    agents = AgentDirectory(
-        AgentRepository(runtime.store),
-        settings.agent_cache_seconds,
-        settings.agent_negative_cache_seconds,
-    )
+    agents = AgentDirectory.for_store(runtime.store, settings)
     brain = Brain(runtime.broker, runtime.store, agents, settings.lease_seconds)
     await runtime.broker.consume("brain", TypeAdapter(ThreadWork), brain.handle)
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from aiohttp import web
-
 from services.ingress.admin import create_admin_app
-from services.ingress.webhooks import WEBHOOK_PATH, WebhookReceiver
+from services.ingress.webhooks import create_webhook_app
 from shared.broker import Broker
-from shared.health import add_health_routes, start_http
+from shared.health import start_http
 from shared.logs import get_logger
-from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.agents import AgentDirectory
 from shared.service import service_main, wait_for_stop_signal
 from shared.settings import Settings
 from shared.store import Store
@@ -21,17 +19,8 @@ async def main(settings: Settings) -> None:
     """Serve webhooks and the admin API until SIGTERM."""
     broker = Broker(settings, "ingress")
     store = Store(settings)
-    agents = AgentDirectory(
-        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
-    )
-
-    async def readiness() -> dict[str, bool]:
-        # Ingress keeps accepting known agents' webhooks while the store is down.
-        return {"broker": broker.is_ready()}
-
-    webhooks = web.Application(client_max_size=settings.webhook_max_body_bytes)
-    webhooks.router.add_post(WEBHOOK_PATH, WebhookReceiver(broker, agents).receive)
-    add_health_routes(webhooks, readiness)
+    agents = AgentDirectory.for_store(store, settings)
+    webhooks = create_webhook_app(settings, broker, agents)
     admin = create_admin_app(store)
 
     await broker.connect()

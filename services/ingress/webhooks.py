@@ -10,10 +10,12 @@ from aiohttp import web
 
 from shared.broker import Broker, PublishFailed
 from shared.gupshup.parsers import MalformedPayload, app_identity, parse_webhook
+from shared.health import add_health_routes
 from shared.logs import get_logger
 from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
 from shared.models import RawWebhook, utcnow
 from shared.repositories.agents import Agent, AgentDirectory
+from shared.settings import Settings
 
 log = get_logger(__name__)
 WEBHOOK_PATH = "/v1/webhooks/gupshup/{agent_key}"
@@ -34,6 +36,21 @@ def identity_mismatch(agent: Agent, body: dict[str, object]) -> str | None:
     if agent.gupshup_app_id and identity.app_id and identity.app_id != agent.gupshup_app_id:
         return "gs_app_id does not match the agent"
     return None
+
+
+def create_webhook_app(
+    settings: Settings, broker: Broker, agents: AgentDirectory
+) -> web.Application:
+    """The public application: the webhook route plus health and metrics."""
+
+    async def readiness() -> dict[str, bool]:
+        # Ingress keeps accepting known agents' webhooks while the store is down.
+        return {"broker": broker.is_ready()}
+
+    app = web.Application(client_max_size=settings.webhook_max_body_bytes)
+    app.router.add_post(WEBHOOK_PATH, WebhookReceiver(broker, agents).receive)
+    add_health_routes(app, readiness)
+    return app
 
 
 class WebhookReceiver:

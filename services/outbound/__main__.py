@@ -7,7 +7,7 @@ from pydantic import TypeAdapter
 from services.outbound.handler import Outbound, OutboundEvent
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
-from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.agents import AgentDirectory
 from shared.service import Runtime, run_consumer_service, service_main
 from shared.settings import Settings
 
@@ -18,11 +18,7 @@ async def main(settings: Settings) -> None:
     gupshup = GupshupClient(str(settings.gupshup_base_url), settings.gupshup_timeout_seconds)
 
     async def setup(runtime: Runtime) -> None:
-        agents = AgentDirectory(
-            AgentRepository(runtime.store),
-            settings.agent_cache_seconds,
-            settings.agent_negative_cache_seconds,
-        )
+        agents = AgentDirectory.for_store(runtime.store, settings)
         outbound = Outbound(runtime.broker, runtime.store, agents, key_ring, gupshup)
         adapter: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
         await runtime.broker.consume("outbound", adapter, outbound.handle)

@@ -18,7 +18,7 @@ from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository
 from shared.repositories.sends import SendRepository
 from shared.repositories.threads import ThreadRepository
-from shared.store import Store, with_retry
+from shared.store import Document, Store, with_retry
 
 log = get_logger(__name__)
 
@@ -81,17 +81,7 @@ class Outbound:
         )
         for index, bubble in enumerate(command.bubbles):
             send_id = f"{command.command_id}.{index}"
-            existing = await self._sends.claim(
-                send_id,
-                {
-                    "org_id": command.org_id,
-                    "agent_id": command.agent_id,
-                    "thread_id": command.thread_id,
-                    "command_id": command.command_id,
-                    "index": index,
-                    "destination": command.destination,
-                },
-            )
+            existing = await self._claim(command, index)
             if existing is not None:
                 SENDS.labels(agent.id, "duplicate").inc()
                 if existing["state"] == "sending":
@@ -135,6 +125,20 @@ class Outbound:
                     SENDS.labels(agent.id, "ambiguous").inc()
                     raise PermanentError(f"send may or may not have happened: {reason}")
 
+    async def _claim(self, command: SendCommand, index: int) -> Document | None:
+        """Claim one bubble of a command (None: ours to send; else the earlier claim)."""
+        return await self._sends.claim(
+            f"{command.command_id}.{index}",
+            {
+                "org_id": command.org_id,
+                "agent_id": command.agent_id,
+                "thread_id": command.thread_id,
+                "command_id": command.command_id,
+                "index": index,
+                "destination": command.destination,
+            },
+        )
+
     async def _rule_blocking(self, command: SendCommand) -> str | None:
         """Why WhatsApp's rules forbid this free-form reply now, or None."""
         if await self._consents.opted_out(command.org_id, command.lead_id):
@@ -149,17 +153,7 @@ class Outbound:
         """Record every bubble as skipped, with the reason, instead of sending it."""
         for index in range(len(command.bubbles)):
             send_id = f"{command.command_id}.{index}"
-            existing = await self._sends.claim(
-                send_id,
-                {
-                    "org_id": command.org_id,
-                    "agent_id": command.agent_id,
-                    "thread_id": command.thread_id,
-                    "command_id": command.command_id,
-                    "index": index,
-                    "destination": command.destination,
-                },
-            )
+            existing = await self._claim(command, index)
             if existing is None:
                 await self._sends.finish(send_id, "skipped", reason=reason)
         SENDS.labels(command.agent_id, f"skipped_{reason}").inc()

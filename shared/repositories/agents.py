@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from shared.crypto import KeyRing, hash_token, new_token
 from shared.ids import new_id
 from shared.models import utcnow
+from shared.settings import Settings
 from shared.store import Store, with_retry
 
 
@@ -154,6 +155,15 @@ class AgentDirectory:
         self._negative_ttl = negative_ttl
         self._by_key: dict[str, tuple[float, Agent | None]] = {}
         self._by_id: dict[str, tuple[float, Agent | None]] = {}
+
+    @classmethod
+    def for_store(cls, store: Store, settings: Settings) -> AgentDirectory:
+        """The directory every service uses, with the configured cache lifetimes."""
+        return cls(
+            AgentRepository(store),
+            settings.agent_cache_seconds,
+            settings.agent_negative_cache_seconds,
+        )
 
     async def by_callback_key(self, callback_key: str) -> Agent | None:
         """The agent for a callback key (store errors propagate when nothing is cached)."""

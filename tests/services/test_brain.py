@@ -11,7 +11,7 @@ from pydantic import TypeAdapter
 from services.brain.handler import Brain
 from shared.broker import Broker
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
-from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.agents import AgentDirectory
 from shared.repositories.leads import LeadRepository
 from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
@@ -32,9 +32,7 @@ from tests.services.conftest import (
 
 async def start_brain(services: ServiceRunner, store: Store, settings: Settings) -> RunningService:
     """The brain consuming its stage, wired as services/brain/__main__.py wires it."""
-    agents = AgentDirectory(
-        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
-    )
+    agents = AgentDirectory.for_store(store, settings)
     return await services.start(
         "brain",
         "brain",

@@ -10,11 +10,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from services.ingress.webhooks import WEBHOOK_PATH, WebhookReceiver
+from services.ingress.webhooks import WEBHOOK_PATH, create_webhook_app
 from shared.broker import Broker
-from shared.health import add_health_routes
 from shared.models import RawWebhook
-from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.agents import AgentDirectory
 from shared.settings import Settings
 from shared.store import Store
 from tests.services.conftest import Tenant, Tenants, fetch_event, gupshup_fixture
@@ -33,17 +32,8 @@ async def ingress_broker(settings: Settings, broker: Broker) -> AsyncIterator[Br
 async def client(
     settings: Settings, store: Store, ingress_broker: Broker
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
-    """The webhook application built as services/ingress/__main__.py builds it."""
-    agents = AgentDirectory(
-        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
-    )
-
-    async def readiness() -> dict[str, bool]:
-        return {"broker": ingress_broker.is_ready()}
-
-    app = web.Application(client_max_size=settings.webhook_max_body_bytes)
-    app.router.add_post(WEBHOOK_PATH, WebhookReceiver(ingress_broker, agents).receive)
-    add_health_routes(app, readiness)
+    """The webhook application, as the ingress service builds it."""
+    app = create_webhook_app(settings, ingress_broker, AgentDirectory.for_store(store, settings))
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     yield client

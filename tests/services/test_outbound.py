@@ -18,7 +18,7 @@ from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
 from shared.models import Bubble, DeliveryState, DeliveryStatus, SendCommand, utcnow
-from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.agents import AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leads import LeadRepository
 from shared.repositories.threads import ThreadRepository
@@ -90,9 +90,7 @@ async def start_outbound(
     services: ServiceRunner, store: Store, settings: Settings, gupshup: GupshupClient
 ) -> RunningService:
     """Outbound consuming its stage, wired as services/outbound/__main__.py wires it."""
-    agents = AgentDirectory(
-        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
-    )
+    agents = AgentDirectory.for_store(store, settings)
     key_ring = KeyRing.from_settings(settings)
     adapter: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
     return await services.start(

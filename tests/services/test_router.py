@@ -10,7 +10,7 @@ from pydantic import TypeAdapter
 from services.router.handler import Router
 from shared.broker import Broker
 from shared.models import DeliveryStatus, InboundMessage, RawWebhook, UserEvent, utcnow
-from shared.repositories.agents import AgentDirectory, AgentRepository
+from shared.repositories.agents import AgentDirectory
 from shared.settings import Settings
 from shared.store import Store
 from tests.services.conftest import (
@@ -27,9 +27,7 @@ from tests.services.conftest import (
 @pytest.fixture
 async def router(services: ServiceRunner, store: Store, settings: Settings) -> RunningService:
     """The router consuming its stage, wired as services/router/__main__.py wires it."""
-    agents = AgentDirectory(
-        AgentRepository(store), settings.agent_cache_seconds, settings.agent_negative_cache_seconds
-    )
+    agents = AgentDirectory.for_store(store, settings)
     return await services.start(
         "router", "router", TypeAdapter(RawWebhook), lambda b: Router(b, agents).handle
     )
