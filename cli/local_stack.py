@@ -238,7 +238,9 @@ def run(settings: Settings) -> int:
     if settings.mongodb_url == "mongodb://127.0.0.1:27017" and not port_open(27017):
         _infra("ferretdb-up")
         started_infra.append("ferretdb-down")
-    # SIGTERM (a supervisor, `kill`) stops the stack as cleanly as Ctrl-C does.
+    # Ctrl-C and SIGTERM stop the stack in order, even when started from a script that
+    # ignores SIGINT for background jobs.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     sandbox_port = int(str(settings.gupshup_base_url).rstrip("/").rsplit(":", 1)[-1])
     stack = StackProcesses(

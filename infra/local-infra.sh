@@ -55,7 +55,8 @@ CONF
     rmq_env
     /usr/lib/rabbitmq/bin/rabbitmq-plugins enable --offline rabbitmq_consistent_hash_exchange >/dev/null
     log "starting RabbitMQ (state in $RMQ_HOME)"
-    nohup /usr/lib/rabbitmq/bin/rabbitmq-server >"$RMQ_HOME/log/stdout.log" 2>&1 &
+    # A session of its own: a Ctrl-C meant for `make run` must not reach the server directly.
+    setsid nohup /usr/lib/rabbitmq/bin/rabbitmq-server >"$RMQ_HOME/log/stdout.log" 2>&1 &
     echo $! >"$RMQ_HOME/server.pid"
   )
   wait_port 5672 90 RabbitMQ
@@ -93,7 +94,7 @@ ferretdb_up() {
   ferretdb_build
   mkdir -p "$FDB_DIR/data"
   log "starting FerretDB (data in $FDB_DIR/data)"
-  nohup "$(ferretdb_binary)" -listen 127.0.0.1:27017 -data-dir "$FDB_DIR/data" >"$FDB_DIR/ferretdb.log" 2>&1 &
+  setsid nohup "$(ferretdb_binary)" -listen 127.0.0.1:27017 -data-dir "$FDB_DIR/data" >"$FDB_DIR/ferretdb.log" 2>&1 &
   echo $! >"$FDB_DIR/server.pid"
   wait_port 27017 30 FerretDB
   log "FerretDB ready on 127.0.0.1:27017"
