@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aio_pika
+import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
@@ -27,8 +28,16 @@ from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustConnection,
 )
+from aiormq.exceptions import AMQPConnectionError
 from pamqp.commands import Basic
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_never,
+    wait_exponential,
+)
 
 from shared.errors import Defer, PermanentError
 from shared.logs import get_logger
@@ -46,6 +55,8 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
     "brain": ("thread.work.*",),
     "outbound": ("send.command.*", "delivery.status.*", "template.event.*", "billing.event.*"),
 }
+# Event fields bound to every log line written while the event is handled.
+LOG_CONTEXT = ("org_id", "agent_id", "thread_id", "event_id")
 DELIVERY_LIMIT = 10  # crash loops on one message end in the dead-letter queue
 MAX_REASON_CHARS = 2000
 
@@ -114,14 +125,30 @@ class Broker:
         self._idle = asyncio.Event()
         self._idle.set()
 
-    async def connect(self) -> None:
-        """Open a self-healing connection and a confirming publish channel."""
-        self._connection = await aio_pika.connect_robust(
-            str(self.settings.amqp_url),
-            client_properties={"connection_name": f"realtybot-{self.service}"},
-            timeout=10,
-        )
-        self._publish_channel = await self._connection.channel(
+    async def connect(self, *, wait: bool = False) -> None:
+        """Open a self-healing connection and a confirming publish channel.
+
+        With `wait`, keep trying (pauses growing to 10 s) until the broker answers, so a
+        service started during a broker outage comes up by itself afterwards.
+        """
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((ConnectionError, OSError, AMQPConnectionError)),
+            stop=stop_never if wait else stop_after_attempt(1),
+            wait=wait_exponential(multiplier=0.5, max=10),
+            before_sleep=lambda state: log.warning(
+                "broker unreachable, retrying",
+                error=str(state.outcome.exception()) if state.outcome else None,
+            ),
+            reraise=True,
+        ):
+            with attempt:
+                connection = await aio_pika.connect_robust(
+                    str(self.settings.amqp_url),
+                    client_properties={"connection_name": f"realtybot-{self.service}"},
+                    timeout=10,
+                )
+        self._connection = connection
+        self._publish_channel = await connection.channel(
             publisher_confirms=True, on_return_raises=True
         )
         self._exchange = await self._publish_channel.get_exchange(
@@ -261,12 +288,23 @@ class Broker:
         adapter: TypeAdapter[E],
         handler: Callable[[E], Awaitable[None]],
     ) -> None:
-        attempt = _attempt(message)
         try:
             event = adapter.validate_json(message.body)
         except ValidationError as exc:
             await self._dead_letter(stage, message, f"unparseable message: {exc}", "unparseable")
             return
+        context = {key: getattr(event, key) for key in LOG_CONTEXT if hasattr(event, key)}
+        with structlog.contextvars.bound_contextvars(**context):
+            await self._run_handler(stage, message, event, handler)
+
+    async def _run_handler(
+        self,
+        stage: str,
+        message: AbstractIncomingMessage,
+        event: E,
+        handler: Callable[[E], Awaitable[None]],
+    ) -> None:
+        attempt = _attempt(message)
         try:
             await handler(event)
         except Defer as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
@@ -41,29 +42,49 @@ class Runtime:
 Setup = Callable[[Runtime], Awaitable[None]]
 
 
-async def wait_for_stop_signal() -> None:
-    """Return on SIGTERM or SIGINT."""
+def stop_requested() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
+
+
+async def until_stopped(stop: asyncio.Event, starting: Awaitable[None]) -> bool:
+    """Run the start-up unless a stop comes first; True when it finished."""
+    start = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if not start.done():
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await start
+        return False
+    stopped.cancel()
+    start.result()  # start-up errors end the process
+    return True
 
 
 async def run_consumer_service(name: str, settings: Settings, setup: Setup) -> None:
-    """Serve health and metrics, connect, let `setup` start consuming, stop on a signal."""
+    """Serve health and metrics, connect (waiting for the broker), consume, stop on a signal."""
     runtime = Runtime(name, settings, Broker(settings, name), Store(settings))
     app = web.Application()
     add_health_routes(app, runtime.readiness)
     http = await start_http(app, settings.http_host, settings.service_port(name))
-    try:
-        await runtime.broker.connect()
+    stop = stop_requested()
+
+    async def start() -> None:
+        await runtime.broker.connect(wait=True)
         await runtime.broker.declare_topology()
         await setup(runtime)
-        log.info("service started", port=settings.service_port(name))
-        await wait_for_stop_signal()
-        log.info("stopping: finishing in-flight messages")
-        await runtime.broker.stop_consuming(settings.shutdown_grace_seconds)
+
+    try:
+        if await until_stopped(stop, start()):
+            log.info("service started", port=settings.service_port(name))
+            await stop.wait()
+            log.info("stopping: finishing in-flight messages")
+            await runtime.broker.stop_consuming(settings.shutdown_grace_seconds)
     finally:
         await runtime.broker.close()
         await runtime.store.close()

@@ -88,6 +88,7 @@ class Dedup:
             )
             return
         INBOUND_STORED.labels("stored" if created else "resumed").inc()
+        log.info("inbound message stored", phone=phone, thread_id=thread["_id"], type=message.type)
         await self._threads.touch_inbound(message.org_id, thread["_id"], message.sent_at)
         work = ThreadWork(
             event_id=derived_id("wrk", stored["_id"]),

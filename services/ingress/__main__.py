@@ -8,7 +8,7 @@ from shared.broker import Broker
 from shared.health import start_http
 from shared.logs import get_logger
 from shared.repositories.agents import AgentDirectory
-from shared.service import service_main, wait_for_stop_signal
+from shared.service import service_main, stop_requested, until_stopped
 from shared.settings import Settings
 from shared.store import Store
 
@@ -23,13 +23,20 @@ async def main(settings: Settings) -> None:
     webhooks = create_webhook_app(settings, broker, agents)
     admin = create_admin_app(store)
 
-    await broker.connect()
-    await broker.declare_topology()
     public = await start_http(webhooks, settings.http_host, settings.ingress_port)
     internal = await start_http(admin, settings.http_host, settings.admin_port)
+    stop = stop_requested()
+
+    async def connect() -> None:
+        # Until the broker answers, webhooks get 503 and Gupshup retries them.
+        await broker.connect(wait=True)
+        await broker.declare_topology()
+
     log.info("service started", port=settings.ingress_port, admin_port=settings.admin_port)
     try:
-        await wait_for_stop_signal()
+        if await until_stopped(stop, connect()):
+            log.info("connected to the broker")
+            await stop.wait()
         log.info("stopping: finishing in-flight requests")
     finally:
         await public.cleanup()  # stops accepting, waits for requests in progress

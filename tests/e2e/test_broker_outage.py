@@ -47,6 +47,7 @@ class PrivateRabbitMQ:
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
             "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
         }
+        base.mkdir(parents=True, exist_ok=True)
         (base / "rabbitmq.conf").write_text("loopback_users = none\nlog.console = false\n")
         (base / "enabled_plugins").write_text("[].\n")
         self.process: subprocess.Popen[bytes] | None = None
@@ -72,31 +73,64 @@ class PrivateRabbitMQ:
 
     async def stop(self) -> None:
         """Stop the node and wait until its port is closed."""
+        if self.process is None:
+            return
         subprocess.run(
             [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "stop"],
             env=self.env,
             check=False,
             capture_output=True,
         )
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
         while port_open(self.port):
             await asyncio.sleep(0.1)
 
 
 @pytest.fixture
 async def rabbitmq(tmp_path: Path) -> AsyncIterator[PrivateRabbitMQ]:
-    """A private RabbitMQ node, stopped at the end."""
+    """A private RabbitMQ node (not started yet), stopped at the end."""
     if not (RABBITMQ_BIN / "rabbitmq-server").exists():
         pytest.fail("rabbitmq-server is not installed (make test installs it)")
-    node = PrivateRabbitMQ(tmp_path)
-    await node.start()
+    node = PrivateRabbitMQ(tmp_path / "rabbitmq")
     yield node
     await node.stop()
+
+
+def text_webhook(message_id: str) -> dict[str, object]:
+    """A lead's text message as Gupshup posts it (v2)."""
+    return {
+        "app": "OutageApp",
+        "timestamp": 1764050000000,
+        "version": 2,
+        "type": "message",
+        "payload": {
+            "id": message_id,
+            "source": "6598887777",
+            "type": "text",
+            "payload": {"text": "Hello?"},
+            "sender": {"phone": "6598887777", "name": "Rachel"},
+        },
+    }
+
+
+async def post_until_accepted(
+    http: aiohttp.ClientSession, url: str, body: dict[str, object]
+) -> None:
+    """Retry like Gupshup does: every answer is 503 until one is 200 with an empty body."""
+    deadline = time.monotonic() + 60
+    while True:
+        async with http.post(url, json=body) as response:
+            if response.status == 200:
+                assert await response.read() == b""
+                return
+            assert response.status == 503
+        assert time.monotonic() < deadline, "ingress did not recover"
+        await asyncio.sleep(0.5)
 
 
 async def test_ingress_answers_503_while_rabbitmq_is_down_and_accepts_after(
@@ -118,48 +152,40 @@ async def test_ingress_answers_503_while_rabbitmq_is_down_and_accepts_after(
         gupshup_app="OutageApp",
         gupshup_api_key="k",
     )
+    # Ingress starts while the broker is down, as after a cluster-wide restart.
     ingress = StackProcesses(stack_env(settings), sandbox_port=0, log_dir=tmp_path / "logs")
     ingress.start(names=("ingress",), sandbox=False)
-    url = f"http://127.0.0.1:{settings.ingress_port}/v1/webhooks/gupshup/{key}"
-    webhook = {
-        "app": "OutageApp",
-        "timestamp": 1764050000000,
-        "version": 2,
-        "type": "message",
-        "payload": {
-            "id": "wamid.outage1",
-            "source": "6598887777",
-            "type": "text",
-            "payload": {"text": "Hello?"},
-            "sender": {"phone": "6598887777", "name": "Rachel"},
-        },
-    }
+    base = f"http://127.0.0.1:{settings.ingress_port}"
+    url = f"{base}/v1/webhooks/gupshup/{key}"
     try:
-        await ingress.wait_ready(timeout=30)
         async with aiohttp.ClientSession() as http:
-            await rabbitmq.stop()
-            async with http.post(url, json=webhook) as response:
+            while not port_open(settings.ingress_port):
+                await asyncio.sleep(0.1)
+            async with http.post(url, json=text_webhook("wamid.before-start")) as response:
                 assert response.status == 503
-            async with http.get(f"http://127.0.0.1:{settings.ingress_port}/readyz") as response:
+            async with http.get(f"{base}/readyz") as response:
                 assert response.status == 503
+            async with http.get(f"{base}/healthz") as response:
+                assert response.status == 200  # alive: Kubernetes must not restart it
 
             await rabbitmq.start()
-            deadline = time.monotonic() + 60
-            while True:  # Gupshup keeps retrying; so do we, until the broker is back
-                async with http.post(url, json=webhook) as response:
-                    if response.status == 200:
-                        assert await response.read() == b""
-                        break
-                    assert response.status == 503
-                assert time.monotonic() < deadline, "ingress did not recover"
-                await asyncio.sleep(0.5)
+            await post_until_accepted(http, url, text_webhook("wamid.before-start"))
+
+            await rabbitmq.stop()
+            async with http.post(url, json=text_webhook("wamid.outage")) as response:
+                assert response.status == 503
+            await rabbitmq.start()
+            await post_until_accepted(http, url, text_webhook("wamid.outage"))
 
         broker = Broker(settings, "test")
         await broker.connect()
-        raw = await broker.fetch(broker.topology.queue("router"), timeout=5)
+        received = [
+            await broker.fetch(broker.topology.queue("router"), timeout=5) for _ in range(2)
+        ]
         await broker.close()
-        assert raw is not None and b"wamid.outage1" in raw.body
+        bodies = b" ".join(m.body for m in received if m is not None)
+        assert b"wamid.before-start" in bodies and b"wamid.outage" in bodies
     finally:
-        ingress.stop()
+        assert ingress.stop() == {"ingress": 0}
         await store.client.drop_database(settings.mongodb_db)
         await store.close()

@@ -189,3 +189,38 @@ async def test_a_stopped_service_loses_nothing_and_catches_up_after_restart(
     await stack.processes.wait_ready()
     sent = await settled_reply(stack, agent, lead)
     assert len(sent) == 2
+
+
+async def test_logs_carry_no_secret_and_no_full_phone_number(stack: Stack) -> None:
+    agent = await stack.onboard()
+    lead = new_lead()
+    await stack.lead_says(agent, lead, "Hi, my number is +" + lead)
+    sent = await settled_reply(stack, agent, lead)
+    await stack.control(
+        "POST",
+        "/sandbox/v1/statuses",
+        {"app": agent.app, "messageId": sent[0]["messageId"], "status": "read"},
+    )
+    async with stack.http.post(agent.callback_url, data=b"{broken") as response:
+        assert response.status == 400  # a warning is logged for it
+    await asyncio.sleep(1.0)
+
+    callback_key = agent.callback_url.rsplit("/", 1)[1]
+    logs = {
+        path.name: path.read_text()
+        for path in stack.log_dir.glob("*.log")
+        if path.name != "sandbox.log"
+    }  # the sandbox plays Gupshup, not us
+    assert "ingress.log" in logs and "outbound.log" in logs
+    stored = [
+        json.loads(line)
+        for line in logs["dedup.log"].splitlines()
+        if agent.agent.id in line and "inbound message stored" in line
+    ]
+    assert len(stored) == 1
+    assert stored[0]["phone"] == "…" + lead[-4:]  # shortened, still useful to correlate
+    assert stored[0]["org_id"] == agent.org.id  # every line carries its tenant
+    for name, text in logs.items():
+        assert agent.api_key not in text, name
+        assert callback_key not in text, name
+        assert lead not in text, name
