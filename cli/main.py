@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from shared.broker import Broker
+from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
 from shared.logs import configure_logging
 from shared.phones import InvalidPhoneNumber, normalize_phone
@@ -124,6 +124,31 @@ async def topology_declare(settings: Settings, _args: argparse.Namespace) -> dic
     return {"prefix": settings.broker_prefix, "exchange": broker.topology.exchange}
 
 
+async def dlq_stats(settings: Settings, _args: argparse.Namespace) -> dict[str, Any]:
+    """How many messages wait in each stage's dead-letter queue."""
+    broker = Broker(settings, "cli")
+    await broker.connect()
+    try:
+        depths = {
+            stage: await broker.queue_depth(broker.topology.dead_letter_queue(stage))
+            for stage in STAGE_BINDINGS
+        }
+    finally:
+        await broker.close()
+    return {"dead_letters": depths}
+
+
+async def dlq_replay(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Send a stage's dead-lettered messages through the stage again (after a fix)."""
+    broker = Broker(settings, "cli")
+    await broker.connect()
+    try:
+        count = await broker.replay_dead_letters(args.stage, args.limit)
+    finally:
+        await broker.close()
+    return {"stage": args.stage, "replayed": count}
+
+
 def _positive_rate(value: str) -> float:
     rate = float(value)
     if not 0 < rate <= 1000:
@@ -169,6 +194,15 @@ def build_parser() -> argparse.ArgumentParser:
     topology.add_parser("declare", help="declare exchanges and queues").set_defaults(
         run=topology_declare
     )
+
+    dlq = commands.add_parser("dlq", help="dead-letter queues").add_subparsers(
+        dest="action", required=True
+    )
+    dlq.add_parser("stats", help="messages waiting per stage").set_defaults(run=dlq_stats)
+    replay = dlq.add_parser("replay", help="re-process a stage's dead letters")
+    replay.add_argument("--stage", required=True, choices=sorted(STAGE_BINDINGS))
+    replay.add_argument("--limit", type=int, default=None)
+    replay.set_defaults(run=dlq_replay)
 
     run = commands.add_parser("run", help="run the whole local stack in the foreground")
     run.set_defaults(run=None, local="run")

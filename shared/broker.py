@@ -418,6 +418,38 @@ class Broker:
             q = await channel.declare_queue(queue, passive=True)
             return int(q.declaration_result.message_count or 0)
 
+    async def replay_dead_letters(self, stage: str, limit: int | None = None) -> int:
+        """Move dead-lettered messages back to their stage's queue with a fresh retry budget."""
+        assert self._connection is not None, "connect() first"
+        replayed = 0
+        async with self._connection.channel() as channel:
+            dead = await channel.get_queue(self.topology.dead_letter_queue(stage), ensure=False)
+            while limit is None or replayed < limit:
+                message = await dead.get(fail=False, no_ack=False)
+                if message is None:
+                    break
+                headers = {
+                    key: value
+                    for key, value in (message.headers or {}).items()
+                    if not key.startswith("x-") or key == "x-original-routing-key"
+                }
+                headers["x-replayed-at"] = datetime.now(UTC).isoformat()
+                copy = aio_pika.Message(
+                    message.body,
+                    content_type=message.content_type,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    message_id=message.message_id,
+                    type=message.type,
+                    headers=headers,
+                    timestamp=message.timestamp,
+                )
+                # Confirmed in the stage's queue before it leaves the dead-letter queue.
+                await self._publish_to_queue(self.topology.queue(stage), copy)
+                await message.ack()
+                replayed += 1
+        log.info("dead letters replayed", stage=stage, count=replayed)
+        return replayed
+
     async def delete_topology(self) -> None:
         """Delete every queue and the exchange of this prefix (tests and teardown)."""
         assert self._connection is not None, "connect() first"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -152,3 +153,28 @@ async def test_admin_api_is_scoped_to_the_api_keys_organization(stack: Stack) ->
     assert [a["agent_id"] for a in agents] == [ours["agent_id"]]
     assert theirs.agent.id not in json.dumps(agents)
     assert "admin-secret-key" not in json.dumps(agents) and "credentials" not in agents[0]
+
+
+async def test_operator_sees_and_replays_dead_letters(stack: Stack) -> None:
+    agent = await stack.onboard()
+    result = await stack.control(
+        "POST", "/sandbox/v1/inbound", {"app": agent.app, "from": "999999999", "name": "?", "text": "hi"}
+    )
+    assert result["callback_status"] == 200  # accepted: the number is judged downstream
+
+    async def dead_in_dedup() -> int:
+        stats = ok_json(realtybot(stack.settings, "dlq", "stats"))
+        return int(stats["dead_letters"]["dedup"])
+
+    deadline = asyncio.get_running_loop().time() + 20
+    while (count := await dead_in_dedup()) < 1:
+        assert asyncio.get_running_loop().time() < deadline, "nothing was dead-lettered"
+        await asyncio.sleep(0.3)
+
+    replay = ok_json(realtybot(stack.settings, "dlq", "replay", "--stage", "dedup"))
+    assert replay == {"stage": "dedup", "replayed": count}
+    # Still unfixable, so it comes back, with its reason, instead of vanishing.
+    deadline = asyncio.get_running_loop().time() + 20
+    while await dead_in_dedup() < count:
+        assert asyncio.get_running_loop().time() < deadline, "a replayed message was lost"
+        await asyncio.sleep(0.3)

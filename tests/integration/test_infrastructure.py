@@ -97,3 +97,32 @@ async def test_unparseable_message_is_dead_lettered(broker: Broker) -> None:
     await broker.stop_consuming(grace_seconds=5)
     assert dead is not None
     assert "unparseable" in str(dead.headers["x-dead-reason"])
+
+
+async def test_dead_letters_are_replayed_once_the_cause_is_fixed(broker: Broker) -> None:
+    handled: list[str] = []
+    broken = True
+
+    async def handler(event: ThreadWork) -> None:
+        if broken:
+            raise PermanentError("the agent's configuration is incomplete")
+        handled.append(event.thread_id)
+
+    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.publish(work(5), message_id="m5")
+    dead_queue = broker.topology.dead_letter_queue("brain")
+    for _ in range(100):
+        if await broker.queue_depth(dead_queue) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert await broker.queue_depth(dead_queue) == 1
+
+    broken = False  # the operator fixed the cause
+    assert await broker.replay_dead_letters("brain") == 1
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.05)
+    await broker.stop_consuming(grace_seconds=5)
+    assert handled == ["thr_5"]
+    assert await broker.queue_depth(dead_queue) == 0
