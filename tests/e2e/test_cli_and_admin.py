@@ -157,9 +157,8 @@ async def test_admin_api_is_scoped_to_the_api_keys_organization(stack: Stack) ->
 
 async def test_operator_sees_and_replays_dead_letters(stack: Stack) -> None:
     agent = await stack.onboard()
-    result = await stack.control(
-        "POST", "/sandbox/v1/inbound", {"app": agent.app, "from": "999999999", "name": "?", "text": "hi"}
-    )
+    not_a_number = {"app": agent.app, "from": "999999999", "name": "?", "text": "hi"}
+    result = await stack.control("POST", "/sandbox/v1/inbound", not_a_number)
     assert result["callback_status"] == 200  # accepted: the number is judged downstream
 
     async def dead_in_dedup() -> int:
