@@ -203,3 +203,7 @@ class SendCommand(TenantEvent):
     destination: str  # the lead, E.164
     bubbles: list[Bubble]
     created_at: datetime
+
+    def send_id(self, index: int) -> str:
+        """The id of one bubble's send: also its message's provider id until Gupshup's is known."""
+        return f"{self.command_id}.{index}"

@@ -14,7 +14,7 @@ from shared.metrics import REPLIES
 from shared.models import Bubble, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.leases import ThreadLeases
-from shared.repositories.messages import MessageRepository
+from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.replies import ReplyRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Document, Store
@@ -104,10 +104,10 @@ class Brain:
 
     async def _store_outbound(self, command: SendCommand) -> None:
         for index, bubble in enumerate(command.bubbles):
-            send_id = f"{command.command_id}.{index}"
+            send_id = command.send_id(index)
             await self._messages.store_outbound(
                 {
-                    "_id": derived_id("msg", command.agent_id, send_id),
+                    "_id": message_id(command.agent_id, send_id),
                     "org_id": command.org_id,
                     "agent_id": command.agent_id,
                     "thread_id": command.thread_id,

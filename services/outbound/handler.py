@@ -8,14 +8,13 @@ from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.errors import PermanentError, TransientError
 from shared.gupshup.client import Ambiguous, GupshupClient, NotReached, Refused, Submitted
-from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import DELIVERY_STATUSES, SENDS
 from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent, utcnow
 from shared.phones import wa_id
 from shared.repositories.agents import AgentDirectory
 from shared.repositories.consents import ConsentRepository
-from shared.repositories.messages import MessageRepository
+from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.sends import SendRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Document, Store, with_retry
@@ -80,7 +79,7 @@ class Outbound:
             agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
         )
         for index, bubble in enumerate(command.bubbles):
-            send_id = f"{command.command_id}.{index}"
+            send_id = command.send_id(index)
             existing = await self._claim(command, index)
             if existing is not None:
                 SENDS.labels(agent.id, "duplicate").inc()
@@ -99,14 +98,11 @@ class Outbound:
                 message={"type": "text", "text": bubble.text},
             )
             match result:
-                case Submitted(message_id=message_id):
+                case Submitted(message_id=gupshup_id):
                     now = utcnow()
-                    await self._sends.finish(send_id, "submitted", gupshup_message_id=message_id)
+                    await self._sends.finish(send_id, "submitted", gupshup_message_id=gupshup_id)
                     await self._messages.set_provider_id(
-                        command.org_id,
-                        derived_id("msg", command.agent_id, send_id),
-                        message_id,
-                        now,
+                        command.org_id, message_id(command.agent_id, send_id), gupshup_id, now
                     )
                     await self._threads.update_state(
                         command.org_id, command.thread_id, {"last_outbound_at": now}
@@ -128,7 +124,7 @@ class Outbound:
     async def _claim(self, command: SendCommand, index: int) -> Document | None:
         """Claim one bubble of a command (None: ours to send; else the earlier claim)."""
         return await self._sends.claim(
-            f"{command.command_id}.{index}",
+            command.send_id(index),
             {
                 "org_id": command.org_id,
                 "agent_id": command.agent_id,
@@ -152,7 +148,7 @@ class Outbound:
     async def _skip(self, command: SendCommand, reason: str) -> None:
         """Record every bubble as skipped, with the reason, instead of sending it."""
         for index in range(len(command.bubbles)):
-            send_id = f"{command.command_id}.{index}"
+            send_id = command.send_id(index)
             existing = await self._claim(command, index)
             if existing is None:
                 await self._sends.finish(send_id, "skipped", reason=reason)

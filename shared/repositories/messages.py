@@ -13,6 +13,11 @@ from shared.models import InboundMessage
 from shared.store import Document, Store, with_retry
 
 
+def message_id(agent_id: str, provider_message_id: str) -> str:
+    """A message's id follows from its agent and its first provider id (or our send id)."""
+    return derived_id("msg", agent_id, provider_message_id)
+
+
 class MessageRepository:
     """Store inbound messages idempotently and read a thread's unanswered ones."""
 
@@ -24,7 +29,7 @@ class MessageRepository:
     ) -> tuple[Document, bool]:
         """Store a lead's message once; return it and whether this call stored it."""
         doc: Document = {
-            "_id": derived_id("msg", message.agent_id, message.provider_message_id),
+            "_id": message_id(message.agent_id, message.provider_message_id),
             "org_id": message.org_id,
             "agent_id": message.agent_id,
             "thread_id": thread_id,

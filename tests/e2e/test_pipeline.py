@@ -63,6 +63,11 @@ async def test_lead_message_gets_one_reply_from_the_agents_number(stack: Stack) 
     assert thread is not None and thread["org_id"] == agent.org.id
     assert thread["profile"]["bedrooms"] == "3" and thread["profile"]["area"] == "Tampines"
     assert thread["last_inbound_at"] is not None and thread["last_outbound_at"] is not None
+    # The thread's history holds the lead's message and both bubbles under Gupshup's ids.
+    history = await stack.store.db["messages"].find({"thread_id": thread["_id"]}).to_list()
+    assert sorted(m["direction"] for m in history) == ["in", "out", "out"]
+    outgoing = {m["provider_message_id"] for m in history if m["direction"] == "out"}
+    assert outgoing == {m["messageId"] for m in sent}
 
 
 async def test_conversation_continues_with_the_next_question(stack: Stack) -> None:
