@@ -8,16 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import json
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
-from shared.logs import configure_logging
+from shared.ids import new_id
+from shared.logs import configure_logging, get_logger
+from shared.models import AgentChanged
 from shared.phones import InvalidPhoneNumber, normalize_phone
 from shared.repositories.agents import AgentNumberTaken, AgentRepository, Persona
+from shared.repositories.api_keys import ApiKeyRepository
+from shared.repositories.audit import AuditLog
 from shared.repositories.organizations import (
     OrganizationExists,
     OrganizationRepository,
@@ -25,6 +31,8 @@ from shared.repositories.organizations import (
 )
 from shared.settings import ConfigError, Settings, load_settings
 from shared.store import Store
+
+log = get_logger("cli")
 
 
 class CommandError(Exception):
@@ -36,24 +44,61 @@ def callback_url(settings: Settings, callback_key: str) -> str:
     return f"{str(settings.public_base_url).rstrip('/')}/v1/webhooks/gupshup/{callback_key}"
 
 
-async def org_create(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    """Create an organization and its first admin API key."""
+@contextlib.asynccontextmanager
+async def opened_store(settings: Settings) -> AsyncIterator[Store]:
+    """The store, closed when the command ends."""
     store = Store(settings)
     try:
-        org, api_key = await OrganizationRepository(store).create(
-            args.name, OrganizationSettings(region=args.region, timezone=args.timezone)
-        )
-    except OrganizationExists as exc:
-        raise CommandError(str(exc)) from None
+        yield store
     finally:
         await store.close()
+
+
+async def announce_change(settings: Settings, org_id: str, agent_id: str) -> None:
+    """Tell running services to drop their cached view of an agent (best effort)."""
+    broker = Broker(settings, "cli")
+    try:
+        await broker.connect()
+        await broker.broadcast_config_change(
+            AgentChanged(event_id=new_id("chg"), org_id=org_id, agent_id=agent_id)
+        )
+    except Exception as exc:  # the change is stored; caches expire by themselves
+        log.warning(
+            "change not broadcast; services pick it up when their cache expires", error=str(exc)
+        )
+    finally:
+        await broker.close()
+
+
+async def audit(
+    store: Store, org_id: str | None, action: str, target: str, after: dict[str, Any] | None = None
+) -> None:
+    """Record a CLI write in the audit log."""
+    try:
+        actor = f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # a container user without a passwd entry
+        actor = "cli"
+    await AuditLog(store).record(
+        org_id=org_id, actor=actor, action=action, target=target, after=after
+    )
+
+
+async def org_create(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Create an organization and its first admin API key."""
+    async with opened_store(settings) as store:
+        try:
+            org, api_key = await OrganizationRepository(store).create(
+                args.name, OrganizationSettings(region=args.region, timezone=args.timezone)
+            )
+        except OrganizationExists as exc:
+            raise CommandError(str(exc)) from None
+        await audit(store, org.id, "organization.create", org.id, {"name": org.name})
     return {"org_id": org.id, "name": org.name, "slug": org.slug, "api_key": api_key}
 
 
 async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Add an agent to an organization and print its callback URL."""
-    store = Store(settings)
-    try:
+    async with opened_store(settings) as store:
         org = await OrganizationRepository(store).get(args.org)
         if org is None:
             raise CommandError(f"no organization {args.org}")
@@ -81,8 +126,7 @@ async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, A
             )
         except AgentNumberTaken as exc:
             raise CommandError(str(exc)) from None
-    finally:
-        await store.close()
+        await audit(store, org.id, "agent.create", agent.id, agent.public())
     return {
         "agent_id": agent.id,
         "org_id": org.id,
@@ -93,23 +137,75 @@ async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, A
 
 async def agent_rotate_key(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Issue a new callback key; the old URL stops working."""
-    store = Store(settings)
-    try:
-        key = await AgentRepository(store).rotate_callback_key(args.org, args.agent)
-    except LookupError as exc:
-        raise CommandError(str(exc)) from None
-    finally:
-        await store.close()
+    async with opened_store(settings) as store:
+        try:
+            key = await AgentRepository(store).rotate_callback_key(args.org, args.agent)
+        except LookupError:
+            raise CommandError(f"no agent {args.agent} in organization {args.org}") from None
+        await audit(store, args.org, "agent.callback_key", args.agent)
+    await announce_change(settings, args.org, args.agent)
     return {"agent_id": args.agent, "callback_url": callback_url(settings, key)}
+
+
+async def agent_set_status(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Suspend an agent (inbound kept, nothing answered or sent) or reactivate it."""
+    status = "suspended" if args.action == "suspend" else "active"
+    async with opened_store(settings) as store:
+        changed = await AgentRepository(store).update(args.org, args.agent, {"status": status})
+        if changed is None:
+            raise CommandError(f"no agent {args.agent} in organization {args.org}")
+        await audit(store, args.org, f"agent.{args.action}", args.agent, {"status": status})
+    await announce_change(settings, args.org, args.agent)
+    return {"agent_id": args.agent, "status": status}
+
+
+async def platform_key_create(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Issue a platform-operator key (it can create organizations)."""
+    async with opened_store(settings) as store:
+        key, plain = await ApiKeyRepository(store).issue("platform", None, args.name)
+        await audit(store, None, "platform_key.create", key.id, key.public())
+    return {"key_id": key.id, "api_key": plain}
+
+
+async def api_key_create(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Issue another API key of an organization."""
+    async with opened_store(settings) as store:
+        if await OrganizationRepository(store).get(args.org) is None:
+            raise CommandError(f"no organization {args.org}")
+        key, plain = await ApiKeyRepository(store).issue("org", args.org, args.name)
+        await audit(store, args.org, "api_key.create", key.id, key.public())
+    return {"key_id": key.id, "org_id": args.org, "api_key": plain}
+
+
+async def api_key_revoke(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Revoke an organization's API key."""
+    async with opened_store(settings) as store:
+        key = await ApiKeyRepository(store).revoke(args.org, args.key)
+        if key is None:
+            raise CommandError(f"no API key {args.key} in organization {args.org}")
+        await audit(store, args.org, "api_key.revoke", key.id, key.public())
+    return {"key_id": key.id, "revoked": True}
+
+
+async def keys_rotate(settings: Settings, _args: argparse.Namespace) -> dict[str, Any]:
+    """Re-encrypt every stored credential under the active key of CREDENTIALS_KEYS."""
+    ring = KeyRing.from_settings(settings)
+    async with opened_store(settings) as store:
+        agents, credentials = await AgentRepository(store, ring).reencrypt_all()
+        await audit(
+            store,
+            None,
+            "credentials.rotate",
+            ring.active_id,
+            {"agents": agents, "credentials": credentials},
+        )
+    return {"active_key": ring.active_id, "agents": agents, "credentials": credentials}
 
 
 async def migrate(settings: Settings, _args: argparse.Namespace) -> dict[str, Any]:
     """Create or update the store's collections and indexes."""
-    store = Store(settings)
-    try:
+    async with opened_store(settings) as store:
         applied = await store.migrate()
-    finally:
-        await store.close()
     return {"database": settings.mongodb_db, "applied": applied}
 
 
@@ -186,6 +282,40 @@ def build_parser() -> argparse.ArgumentParser:
     rotate.add_argument("--org", required=True)
     rotate.add_argument("--agent", required=True)
     rotate.set_defaults(run=agent_rotate_key)
+    for action, text in (
+        ("suspend", "stop answering and sending for an agent"),
+        ("activate", "let a suspended agent work again"),
+    ):
+        status = agent.add_parser(action, help=text)
+        status.add_argument("--org", required=True)
+        status.add_argument("--agent", required=True)
+        status.set_defaults(run=agent_set_status)
+
+    platform = commands.add_parser("platform-key", help="platform-operator keys").add_subparsers(
+        dest="action", required=True
+    )
+    platform_create = platform.add_parser("create", help="issue a key that creates organizations")
+    platform_create.add_argument("--name", default="platform operator")
+    platform_create.set_defaults(run=platform_key_create)
+
+    api_key = commands.add_parser("api-key", help="organization API keys").add_subparsers(
+        dest="action", required=True
+    )
+    key_create = api_key.add_parser("create", help="issue another key of an organization")
+    key_create.add_argument("--org", required=True)
+    key_create.add_argument("--name", default="admin")
+    key_create.set_defaults(run=api_key_create)
+    key_revoke = api_key.add_parser("revoke", help="revoke a key")
+    key_revoke.add_argument("--org", required=True)
+    key_revoke.add_argument("--key", required=True, help="the key id")
+    key_revoke.set_defaults(run=api_key_revoke)
+
+    keys = commands.add_parser("keys", help="the credentials key ring").add_subparsers(
+        dest="action", required=True
+    )
+    keys.add_parser("rotate", help="re-encrypt every credential under the active key").set_defaults(
+        run=keys_rotate
+    )
 
     commands.add_parser("migrate", help="create the store's indexes").set_defaults(run=migrate)
     topology = commands.add_parser("topology", help="broker topology").add_subparsers(

@@ -42,6 +42,7 @@ from tenacity import (
 from shared.errors import Defer, PermanentError
 from shared.logs import get_logger
 from shared.metrics import DEAD_LETTERED, HANDLER_DURATION, IN_FLIGHT, MESSAGES_PROCESSED
+from shared.models import AgentChanged
 from shared.settings import Settings
 
 log = get_logger(__name__)
@@ -82,6 +83,11 @@ class Topology:
     def exchange(self) -> str:
         """The topic exchange every event is published to."""
         return f"{self.prefix}.events"
+
+    @property
+    def config_exchange(self) -> str:
+        """The fanout exchange that tells every process about configuration changes."""
+        return f"{self.prefix}.config"
 
     def queue(self, stage: str) -> str:
         """The work queue of a stage."""
@@ -178,6 +184,9 @@ class Broker:
             exchange = await channel.declare_exchange(
                 t.exchange, aio_pika.ExchangeType.TOPIC, durable=True
             )
+            await channel.declare_exchange(
+                t.config_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+            )
             for stage, patterns in STAGE_BINDINGS.items():
                 await channel.declare_queue(
                     t.dead_letter_queue(stage), durable=True, arguments=_quorum()
@@ -230,19 +239,58 @@ class Broker:
             raise PublishFailed("not connected to the broker")
         await self._confirmed(self._exchange, message, kind)
 
+    async def broadcast_config_change(self, change: AgentChanged) -> None:
+        """Tell every running process that an agent's configuration changed."""
+        if self._publish_channel is None:
+            raise PublishFailed("not connected to the broker")
+        exchange = await self._publish_channel.get_exchange(
+            self.topology.config_exchange, ensure=False
+        )
+        message = aio_pika.Message(
+            change.model_dump_json().encode(),
+            content_type="application/json",
+            type=change.kind,
+            message_id=change.event_id,
+        )
+        # Not mandatory: with no process running, nobody has anything cached to drop.
+        await self._confirmed(exchange, message, "", mandatory=False)
+
+    async def on_config_change(self, callback: Callable[[AgentChanged], None]) -> None:
+        """Call `callback` for every configuration change broadcast while this process runs."""
+        assert self._connection is not None, "connect() first"
+        channel = await self._connection.channel(publisher_confirms=False)
+        queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self.topology.config_exchange)
+
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            async with message.process(ignore_processed=True):
+                try:
+                    change = AgentChanged.model_validate_json(message.body)
+                except ValidationError:
+                    log.warning("ignoring an unreadable configuration change")
+                    return
+                callback(change)
+
+        await queue.consume(on_message)
+
     async def _publish_to_queue(self, queue: str, message: aio_pika.Message) -> None:
         if self._publish_channel is None:
             raise PublishFailed("not connected to the broker")
         await self._confirmed(self._publish_channel.default_exchange, message, queue)
 
     async def _confirmed(
-        self, exchange: AbstractExchange, message: aio_pika.Message, routing_key: str
+        self,
+        exchange: AbstractExchange,
+        message: aio_pika.Message,
+        routing_key: str,
+        *,
+        mandatory: bool = True,
     ) -> None:
         try:
             confirm = await exchange.publish(
                 message,
                 routing_key=routing_key,
-                mandatory=True,
+                mandatory=mandatory,
                 timeout=self.settings.publish_timeout_seconds,
             )
         except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
@@ -461,3 +509,4 @@ class Broker:
                 for name in names:
                     await channel.queue_delete(name)
             await channel.exchange_delete(t.exchange)
+            await channel.exchange_delete(t.config_exchange)

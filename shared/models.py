@@ -184,6 +184,12 @@ class ThreadWork(TenantEvent):
     lead_id: str
 
 
+class AgentChanged(TenantEvent):
+    """An agent's configuration changed: every replica drops what it cached about the agent."""
+
+    kind: Literal["config.agent_changed.v1"] = "config.agent_changed.v1"
+
+
 class Bubble(BaseModel):
     """One WhatsApp message of a reply."""
 

@@ -92,6 +92,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
     indexes: dict[str, list[IndexModel]] = {
         "organizations": [unique("slug", name="slug_unique")],
         "api_keys": [unique("key_hash", name="key_hash_unique"), plain("org_id", name="org")],
+        "audit_log": [plain("org_id", "at", name="org_time")],
         "agents": [
             unique("number", name="number_unique"),
             unique("callback_key_hash", name="callback_key_unique"),

@@ -15,6 +15,7 @@ async def setup(runtime: Runtime) -> None:
     """Start consuming the brain's queue."""
     settings = runtime.settings
     agents = AgentDirectory.for_store(runtime.store, settings)
+    await runtime.broker.on_config_change(agents.forget)
     brain = Brain(runtime.broker, runtime.store, agents, settings.lease_seconds)
     await runtime.broker.consume("brain", TypeAdapter(ThreadWork), brain.handle)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.ingress.admin import create_admin_app
 from services.ingress.webhooks import create_webhook_app
 from shared.broker import Broker
+from shared.crypto import KeyRing
 from shared.health import start_http
 from shared.logs import get_logger
 from shared.repositories.agents import AgentDirectory
@@ -21,7 +22,7 @@ async def main(settings: Settings) -> None:
     store = Store(settings)
     agents = AgentDirectory.for_store(store, settings)
     webhooks = create_webhook_app(settings, broker, agents)
-    admin = create_admin_app(store)
+    admin = create_admin_app(settings, store, broker, KeyRing.from_settings(settings))
 
     public = await start_http(webhooks, settings.http_host, settings.ingress_port)
     internal = await start_http(admin, settings.http_host, settings.admin_port)
@@ -31,6 +32,7 @@ async def main(settings: Settings) -> None:
         # Until the broker answers, webhooks get 503 and Gupshup retries them.
         await broker.connect(wait=True)
         await broker.declare_topology()
+        await broker.on_config_change(agents.forget)
 
     log.info("service started", port=settings.ingress_port, admin_port=settings.admin_port)
     try:

@@ -15,6 +15,7 @@ async def setup(runtime: Runtime) -> None:
     """Start consuming the router's queue."""
     settings = runtime.settings
     agents = AgentDirectory.for_store(runtime.store, settings)
+    await runtime.broker.on_config_change(agents.forget)
     router = Router(runtime.broker, agents)
     await runtime.broker.consume("router", TypeAdapter(RawWebhook), router.handle)
 

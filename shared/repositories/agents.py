@@ -11,19 +11,24 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.crypto import KeyRing, hash_token, new_token
 from shared.ids import new_id
-from shared.models import utcnow
+from shared.models import AgentChanged, utcnow
 from shared.settings import Settings
 from shared.store import Store, with_retry
+
+CREDENTIAL_FIELDS = ("gupshup_api_key", "partner_app_token", "app_secret")
 
 
 class Persona(BaseModel):
     """How the bot speaks for the agent."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     bot_name: str = Field(default="Ava", min_length=1, max_length=40)
     tone: Literal["friendly", "professional", "casual"] = "friendly"
     language: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
     greeting: str | None = Field(default=None, max_length=300)
     signature: str | None = Field(default=None, max_length=100)
+    instructions: str | None = Field(default=None, max_length=2000)
 
 
 class Agent(BaseModel):
@@ -42,6 +47,7 @@ class Agent(BaseModel):
     persona: Persona = Field(default_factory=Persona)
     rate_per_second: float = 20.0
     notify_number: str | None = None
+    timezone: str = "Asia/Singapore"
     status: Literal["active", "suspended"] = "active"
     created_at: datetime
 
@@ -49,6 +55,11 @@ class Agent(BaseModel):
     def active(self) -> bool:
         """True unless the agent is suspended."""
         return self.status == "active"
+
+    def public(self) -> dict[str, object]:
+        """What the admin API shows of an agent: never credentials or the callback key."""
+        shown = self.model_dump(mode="json", exclude={"credentials", "callback_key_hash", "id"})
+        return {"agent_id": self.id, **shown, "credentials_set": sorted(self.credentials)}
 
 
 class AgentNumberTaken(Exception):
@@ -74,6 +85,8 @@ class AgentRepository:
         persona: Persona | None = None,
         rate_per_second: float = 20.0,
         notify_number: str | None = None,
+        timezone: str = "Asia/Singapore",
+        extra_credentials: dict[str, str] | None = None,
     ) -> tuple[Agent, str]:
         """Create an agent; return it and its callback key (shown once, stored hashed)."""
         if self._key_ring is None:
@@ -89,13 +102,16 @@ class AgentRepository:
             gupshup_app_id=gupshup_app_id,
             callback_key_hash=hash_token(callback_key),
             credentials={
-                "gupshup_api_key": self._key_ring.encrypt(
-                    gupshup_api_key, agent_id=agent_id, field="gupshup_api_key"
-                )
+                name: self._key_ring.encrypt(value, agent_id=agent_id, field=name)
+                for name, value in {
+                    "gupshup_api_key": gupshup_api_key,
+                    **(extra_credentials or {}),
+                }.items()
             },
             persona=persona or Persona(),
             rate_per_second=rate_per_second,
             notify_number=notify_number,
+            timezone=timezone,
             created_at=utcnow(),
         )
         try:
@@ -103,6 +119,75 @@ class AgentRepository:
         except DuplicateKeyError:
             raise AgentNumberTaken(f"the number {number} belongs to another agent") from None
         return agent, callback_key
+
+    async def update(
+        self, org_id: str, agent_id: str, fields: dict[str, object]
+    ) -> tuple[Agent, Agent] | None:
+        """Change an agent's settings; (before, after), or None when the org has no such agent."""
+        before = await self.get_in_org(org_id, agent_id)
+        if before is None:
+            return None
+        if fields:
+            try:
+                await with_retry(
+                    lambda: self._agents.update_one(
+                        {"_id": agent_id, "org_id": org_id}, {"$set": fields}
+                    )
+                )
+            except DuplicateKeyError:
+                raise AgentNumberTaken("that number belongs to another agent") from None
+        after = await self.get_in_org(org_id, agent_id)
+        assert after is not None
+        return before, after
+
+    async def set_credentials(self, org_id: str, agent_id: str, secrets: dict[str, str]) -> bool:
+        """Encrypt and store credentials (write-only); False when the org has no such agent."""
+        if self._key_ring is None:
+            raise RuntimeError("storing credentials needs the credentials key ring")
+        ring = self._key_ring
+        sealed = {
+            f"credentials.{name}": ring.encrypt(value, agent_id=agent_id, field=name)
+            for name, value in secrets.items()
+        }
+        result = await with_retry(
+            lambda: self._agents.update_one({"_id": agent_id, "org_id": org_id}, {"$set": sealed})
+        )
+        return result.matched_count == 1
+
+    async def reencrypt_all(self) -> tuple[int, int]:
+        """Re-encrypt every credential not under the active key; (agents, credentials) changed.
+
+        Each credential is decrypted with whichever ring key made it, so services holding the
+        same ring keep working throughout.
+        """
+        if self._key_ring is None:
+            raise RuntimeError("re-encrypting needs the credentials key ring")
+        ring = self._key_ring
+        agents = credentials = 0
+        async for doc in self._agents.find({}, {"credentials": 1}):
+            stale = {
+                name: sealed
+                for name, sealed in (doc.get("credentials") or {}).items()
+                if sealed.get("kid") != ring.active_id
+            }
+            if not stale:
+                continue
+            fresh = {
+                f"credentials.{name}": ring.encrypt(
+                    ring.decrypt(sealed, agent_id=doc["_id"], field=name),
+                    agent_id=doc["_id"],
+                    field=name,
+                )
+                for name, sealed in stale.items()
+            }
+            await with_retry(
+                lambda f=fresh, i=doc["_id"]: self._agents.update_one(  # type: ignore[misc]
+                    {"_id": i}, {"$set": f}
+                )
+            )
+            agents += 1
+            credentials += len(stale)
+        return agents, credentials
 
     async def get(self, agent_id: str) -> Agent | None:
         """An agent by id."""
@@ -164,6 +249,13 @@ class AgentDirectory:
             settings.agent_cache_seconds,
             settings.agent_negative_cache_seconds,
         )
+
+    def forget(self, change: AgentChanged) -> None:
+        """Drop everything cached about an agent (its configuration changed somewhere)."""
+        self._by_id.pop(change.agent_id, None)
+        for key_hash, (_at, agent) in list(self._by_key.items()):
+            if agent is not None and agent.id == change.agent_id:
+                del self._by_key[key_hash]
 
     async def by_callback_key(self, callback_key: str) -> Agent | None:
         """The agent for a callback key (store errors propagate when nothing is cached)."""

@@ -8,10 +8,10 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
-from shared.crypto import hash_token, new_token
 from shared.ids import new_id
 from shared.models import utcnow
-from shared.store import Document, Store, with_retry
+from shared.repositories.api_keys import ApiKeyRepository
+from shared.store import Store, with_retry
 
 
 class OrganizationSettings(BaseModel):
@@ -48,8 +48,8 @@ class OrganizationRepository:
     """Create and read organizations."""
 
     def __init__(self, store: Store) -> None:
+        self._store = store
         self._orgs = store.db["organizations"]
-        self._keys = store.db["api_keys"]
 
     async def create(self, name: str, settings: OrganizationSettings) -> tuple[Organization, str]:
         """Create an organization and its first admin API key (returned once, stored hashed)."""
@@ -64,15 +64,21 @@ class OrganizationRepository:
             await with_retry(lambda: self._orgs.insert_one(org.model_dump(by_alias=True)))
         except DuplicateKeyError:
             raise OrganizationExists(f"an organization with slug {org.slug!r} exists") from None
-        api_key = new_token("rbk")
-        key_doc: Document = {
-            "_id": new_id("key"),
-            "org_id": org.id,
-            "key_hash": hash_token(api_key),
-            "created_at": utcnow(),
-        }
-        await with_retry(lambda: self._keys.insert_one(key_doc))
+        _key, api_key = await ApiKeyRepository(self._store).issue("org", org.id, "first key")
         return org, api_key
+
+    async def update(
+        self, org_id: str, fields: dict[str, object]
+    ) -> tuple[Organization, Organization] | None:
+        """Change an organization; (before, after), or None when it does not exist."""
+        before = await self.get(org_id)
+        if before is None:
+            return None
+        if fields:
+            await with_retry(lambda: self._orgs.update_one({"_id": org_id}, {"$set": fields}))
+        after = await self.get(org_id)
+        assert after is not None
+        return before, after
 
     async def get(self, org_id: str) -> Organization | None:
         """An organization by id."""

@@ -149,7 +149,7 @@ async def test_admin_api_is_scoped_to_the_api_keys_organization(stack: Stack) ->
         assert response.status == 200
         assert (await response.json())["org_id"] == org["org_id"]
     async with stack.http.get(f"{admin}/v1/agents", headers=auth) as response:
-        agents = await response.json()
+        agents = (await response.json())["items"]
     assert [a["agent_id"] for a in agents] == [ours["agent_id"]]
     assert theirs.agent.id not in json.dumps(agents)
     assert "admin-secret-key" not in json.dumps(agents) and "credentials" not in agents[0]

@@ -1,0 +1,24 @@
+"""The admin API, served by ingress on its internal listener."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.ingress.admin import agents, organizations
+from services.ingress.admin.context import AdminContext
+from services.ingress.admin.framework import RouteTable, build_app
+from shared.broker import Broker
+from shared.crypto import KeyRing
+from shared.settings import Settings
+from shared.store import Store
+
+
+def create_admin_app(
+    settings: Settings, store: Store, broker: Broker, key_ring: KeyRing
+) -> web.Application:
+    """The admin application with every endpoint module registered."""
+    ctx = AdminContext(settings, store, broker, key_ring)
+    table = RouteTable()
+    for module in (organizations, agents):
+        module.register(table, ctx)
+    return build_app(table, ctx.keys, "realtybot admin API")

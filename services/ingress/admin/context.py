@@ -1,0 +1,52 @@
+"""What the admin endpoints share: repositories, the broker and the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.broker import Broker, PublishFailed
+from shared.crypto import KeyRing
+from shared.ids import new_id
+from shared.logs import get_logger
+from shared.models import AgentChanged
+from shared.repositories.agents import AgentRepository
+from shared.repositories.api_keys import ApiKeyRepository
+from shared.repositories.audit import AuditLog
+from shared.repositories.organizations import OrganizationRepository
+from shared.settings import Settings
+from shared.store import Store
+
+log = get_logger(__name__)
+
+
+@dataclass
+class AdminContext:
+    """Dependencies of the admin endpoints."""
+
+    settings: Settings
+    store: Store
+    broker: Broker
+    key_ring: KeyRing
+
+    def __post_init__(self) -> None:
+        self.orgs = OrganizationRepository(self.store)
+        self.agents = AgentRepository(self.store, self.key_ring)
+        self.keys = ApiKeyRepository(self.store)
+        self.audit = AuditLog(self.store)
+
+    def callback_url(self, callback_key: str) -> str:
+        """The URL Gupshup posts an agent's events to."""
+        base = str(self.settings.public_base_url).rstrip("/")
+        return f"{base}/v1/webhooks/gupshup/{callback_key}"
+
+    async def agent_changed(self, org_id: str, agent_id: str) -> None:
+        """Tell every replica to drop its cached view of the agent (best effort)."""
+        change = AgentChanged(event_id=new_id("chg"), org_id=org_id, agent_id=agent_id)
+        try:
+            await self.broker.broadcast_config_change(change)
+        except PublishFailed as exc:
+            log.warning(
+                "configuration change not broadcast; caches expire on their own",
+                agent_id=agent_id,
+                error=str(exc),
+            )

@@ -1,0 +1,279 @@
+"""The admin API's plumbing: routes that describe themselves, authentication, JSON errors.
+
+Each route declares its method, path, scope and body model; the OpenAPI document is built
+from the same declarations, so it cannot drift from what is served.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from shared.logs import get_logger
+from shared.repositories.api_keys import ApiKey, ApiKeyRepository
+
+log = get_logger(__name__)
+
+Scope = Literal["org", "platform", "public"]
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class Body(BaseModel):
+    """Base of request bodies: unknown fields are rejected, values are not coerced loosely."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class ApiError(Exception):
+    """An error answered as `{"error": {"code", "message", "fields"?}}`."""
+
+    def __init__(
+        self, status: int, code: str, message: str, fields: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields
+
+
+def not_found(what: str) -> ApiError:
+    """The answer for anything absent or belonging to another organization (never 403)."""
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authenticated request, as a handler sees it."""
+
+    request: web.Request
+    key: ApiKey | None
+    body: Any
+
+    @property
+    def org_id(self) -> str:
+        """The caller's organization (org-scoped routes only)."""
+        assert self.key is not None and self.key.org_id is not None
+        return self.key.org_id
+
+    @property
+    def actor(self) -> str:
+        """Who is calling, for the audit log."""
+        return f"api-key:{self.key.id}" if self.key else "anonymous"
+
+    def param(self, name: str) -> str:
+        """A path parameter."""
+        return self.request.match_info[name]
+
+    def query_int(self, name: str, default: int, low: int, high: int) -> int:
+        """An integer query parameter within bounds, or a 422 naming it."""
+        raw = self.request.query.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ApiError(
+                422, "invalid", "invalid query parameter", {name: "must be an integer"}
+            ) from None
+        if not low <= value <= high:
+            raise ApiError(
+                422,
+                "invalid",
+                "invalid query parameter",
+                {name: f"must be between {low} and {high}"},
+            )
+        return value
+
+
+Handler = Callable[[Call], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A declared endpoint."""
+
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    scope: Scope
+    body: type[BaseModel] | None
+    status: int
+
+
+@dataclass
+class RouteTable:
+    """Collects routes from the endpoint modules."""
+
+    routes: list[Route] = field(default_factory=list)
+
+    def add(
+        self,
+        method: str,
+        path: str,
+        summary: str,
+        *,
+        scope: Scope = "org",
+        body: type[BaseModel] | None = None,
+        status: int = 200,
+    ) -> Callable[[Handler], Handler]:
+        """Declare the decorated function as an endpoint."""
+
+        def register(handler: Handler) -> Handler:
+            self.routes.append(Route(method, path, summary, handler, scope, body, status))
+            return handler
+
+        return register
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON answer (datetimes as ISO-8601)."""
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def _validation_fields(exc: ValidationError) -> dict[str, str]:
+    return {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}
+
+
+def build_app(table: RouteTable, keys: ApiKeyRepository, title: str) -> web.Application:
+    """The aiohttp application serving a route table and its OpenAPI description."""
+
+    async def authenticate(request: web.Request, scope: Scope) -> ApiKey | None:
+        if scope == "public":
+            return None
+        kind, _, token = request.headers.get("Authorization", "").partition(" ")
+        if kind.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer ...)")
+        # Looked up by its SHA-256: response timing says nothing about the key's characters.
+        key = await keys.authenticate(token.strip())
+        if key is None:
+            raise ApiError(401, "unauthenticated", "unknown or revoked API key")
+        if key.scope != scope:
+            raise ApiError(403, "forbidden", f"this endpoint needs a {scope} key")
+        return key
+
+    def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            key = await authenticate(request, route.scope)
+            body: Any = None
+            if route.body is not None:
+                raw = await request.read()
+                try:
+                    body = route.body.model_validate_json(raw or b"{}")
+                except ValidationError as exc:
+                    raise ApiError(
+                        422, "invalid", "the request body is invalid", _validation_fields(exc)
+                    ) from None
+            return await route.handler(Call(request, key, body))
+
+        return handle
+
+    @web.middleware
+    async def errors(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+            if exc.fields:
+                error["fields"] = exc.fields
+            return json_response({"error": error}, status=exc.status)
+        except web.HTTPRequestEntityTooLarge:
+            return json_response(
+                {"error": {"code": "too_large", "message": "request body too large"}}, status=413
+            )
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
+            return json_response(
+                {"error": {"code": code, "message": exc.reason}}, status=exc.status
+            )
+
+    app = web.Application(middlewares=[errors], client_max_size=MAX_BODY_BYTES)
+    for route in table.routes:
+        app.router.add_route(route.method, route.path, endpoint(route))
+    spec = openapi(table, title)
+
+    async def serve_spec(_request: web.Request) -> web.Response:
+        return json_response(spec)
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return json_response({"status": "alive"})
+
+    app.router.add_get("/v1/openapi.json", serve_spec)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "fields": {"type": "object", "additionalProperties": {"type": "string"}},
+            },
+            "required": ["code", "message"],
+        }
+    },
+}
+
+
+def openapi(table: RouteTable, title: str) -> dict[str, Any]:
+    """An OpenAPI 3 document describing every declared route."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for route in table.routes:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": route.handler.__name__,
+            "responses": {
+                str(route.status): {"description": "success"},
+                "default": {
+                    "description": "error",
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                },
+            },
+            "security": [] if route.scope == "public" else [{"bearer": []}],
+        }
+        if route.body is not None:
+            schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(schema.pop("$defs", {}))
+            schemas[route.body.__name__] = schema
+            operation["requestBody"] = {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
+                    }
+                },
+            }
+        parameters = [
+            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
+            for part in route.path.split("/")
+            if part.startswith("{")
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": title, "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }

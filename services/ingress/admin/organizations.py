@@ -1,0 +1,171 @@
+"""Organizations and their API keys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from zoneinfo import available_timezones
+
+import phonenumbers
+from aiohttp import web
+from pydantic import AfterValidator, Field
+
+from services.ingress.admin.context import AdminContext
+from services.ingress.admin.framework import (
+    ApiError,
+    Body,
+    Call,
+    RouteTable,
+    json_response,
+    not_found,
+)
+from shared.repositories.organizations import Organization, OrganizationExists, OrganizationSettings
+
+
+def _region(value: str) -> str:
+    if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("unknown region code")
+    return value.upper()
+
+
+def _zone(value: str) -> str:
+    if value not in available_timezones():
+        raise ValueError("unknown time zone")
+    return value
+
+
+Region = Annotated[str, AfterValidator(_region)]
+TimeZone = Annotated[str, AfterValidator(_zone)]
+
+
+class OrganizationCreate(Body):
+    """A new organization (platform-operator key)."""
+
+    name: str = Field(min_length=2, max_length=100)
+    region: Region = "SG"
+    timezone: TimeZone = "Asia/Singapore"
+
+
+class OrganizationUpdate(Body):
+    """Changes to the caller's organization."""
+
+    name: str | None = Field(default=None, min_length=2, max_length=100)
+    region: Region | None = None
+    timezone: TimeZone | None = None
+
+
+class KeyCreate(Body):
+    """A new API key of the caller's organization."""
+
+    name: str = Field(min_length=1, max_length=100)
+
+
+def public_org(org: Organization) -> dict[str, object]:
+    """What the API shows of an organization."""
+    return {
+        "org_id": org.id,
+        "name": org.name,
+        "slug": org.slug,
+        "status": org.status,
+        "settings": org.settings.model_dump(),
+        "created_at": org.created_at.isoformat(),
+    }
+
+
+def register(table: RouteTable, ctx: AdminContext) -> None:
+    """Declare the organization endpoints."""
+
+    @table.add(
+        "POST",
+        "/v1/organizations",
+        "Create an organization and its first API key",
+        scope="platform",
+        body=OrganizationCreate,
+        status=201,
+    )
+    async def create_organization(call: Call) -> web.StreamResponse:
+        body: OrganizationCreate = call.body
+        try:
+            org, api_key = await ctx.orgs.create(
+                body.name, OrganizationSettings(region=body.region, timezone=body.timezone)
+            )
+        except OrganizationExists as exc:
+            raise ApiError(409, "conflict", str(exc)) from None
+        await ctx.audit.record(
+            org_id=org.id,
+            actor=call.actor,
+            action="organization.create",
+            target=org.id,
+            after=public_org(org),
+        )
+        return json_response({**public_org(org), "api_key": api_key}, status=201)
+
+    @table.add("GET", "/v1/organization", "The caller's organization")
+    async def get_organization(call: Call) -> web.StreamResponse:
+        org = await ctx.orgs.get(call.org_id)
+        if org is None:
+            raise not_found("organization")
+        return json_response(public_org(org))
+
+    @table.add(
+        "PATCH", "/v1/organization", "Change the caller's organization", body=OrganizationUpdate
+    )
+    async def update_organization(call: Call) -> web.StreamResponse:
+        body: OrganizationUpdate = call.body
+        fields: dict[str, object] = {}
+        if body.name is not None:
+            fields["name"] = body.name
+        if body.region is not None:
+            fields["settings.region"] = body.region
+        if body.timezone is not None:
+            fields["settings.timezone"] = body.timezone
+        changed = await ctx.orgs.update(call.org_id, fields)
+        if changed is None:
+            raise not_found("organization")
+        before, after = changed
+        await ctx.audit.record(
+            org_id=call.org_id,
+            actor=call.actor,
+            action="organization.update",
+            target=call.org_id,
+            before=public_org(before),
+            after=public_org(after),
+        )
+        return json_response(public_org(after))
+
+    @table.add("GET", "/v1/api-keys", "The organization's API keys (never the keys themselves)")
+    async def list_keys(call: Call) -> web.StreamResponse:
+        return json_response(
+            {"items": [k.public() for k in await ctx.keys.list_in_org(call.org_id)]}
+        )
+
+    @table.add("POST", "/v1/api-keys", "Issue another API key", body=KeyCreate, status=201)
+    async def create_key(call: Call) -> web.StreamResponse:
+        body: KeyCreate = call.body
+        key, plain = await ctx.keys.issue("org", call.org_id, body.name)
+        await ctx.audit.record(
+            org_id=call.org_id,
+            actor=call.actor,
+            action="api_key.create",
+            target=key.id,
+            after=key.public(),
+        )
+        return json_response({**key.public(), "api_key": plain}, status=201)
+
+    @table.add("DELETE", "/v1/api-keys/{key_id}", "Revoke an API key", status=200)
+    async def revoke_key(call: Call) -> web.StreamResponse:
+        key = await ctx.keys.revoke(call.org_id, call.param("key_id"))
+        if key is None:
+            raise not_found("API key")
+        await ctx.audit.record(
+            org_id=call.org_id,
+            actor=call.actor,
+            action="api_key.revoke",
+            target=key.id,
+            after=key.public(),
+        )
+        return json_response(key.public())
+
+    @table.add("GET", "/v1/audit-log", "The organization's latest writes, newest first")
+    async def audit_log(call: Call) -> web.StreamResponse:
+        limit = call.query_int("limit", 100, 1, 500)
+        return json_response({"items": await ctx.audit.list_in_org(call.org_id, limit)})
