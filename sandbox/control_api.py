@@ -1,4 +1,7 @@
-"""The sandbox's control API: register apps, play the lead, read what was sent, inject faults."""
+"""The sandbox's control API: register apps, play the lead, read what was sent, inject faults.
+
+It also plays Meta reviewing templates, and sets Partner login credentials or expires tokens.
+"""
 
 from __future__ import annotations
 
@@ -22,10 +25,16 @@ from sandbox.state import (
     ErrorResponse,
     Fault,
     RegisteredApp,
+    TemplateStatus,
     new_whatsapp_id,
     now_ms,
 )
-from sandbox.webhooks import inbound_webhook, post_callback, status_webhook
+from sandbox.webhooks import (
+    inbound_webhook,
+    post_callback,
+    status_webhook,
+    template_event_webhook,
+)
 
 Digits = Annotated[str, StringConstraints(pattern=r"^\d{6,15}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
@@ -82,6 +91,38 @@ class RawEvent(BaseModel):
 
     app: str
     body: dict[str, Any]
+
+
+class TemplateStatusRequest(BaseModel):
+    """Body of `POST /sandbox/v1/templates/status`: Meta's verdict on a template."""
+
+    app: str
+    template_id: NonEmpty | None = None
+    element_name: NonEmpty | None = None
+    language: NonEmpty | None = None
+    status: Literal["APPROVED", "REJECTED", "PAUSED", "DISABLED"]
+    reason: NonEmpty | None = None
+    timestamp: NonNegativeInt | None = None
+
+    @model_validator(mode="after")
+    def _one_template(self) -> TemplateStatusRequest:
+        by_name = self.element_name is not None and self.language is not None
+        if (self.template_id is not None) == by_name:
+            raise ValueError('give "template_id", or "element_name" and "language"')
+        return self
+
+
+class PartnerCredentials(BaseModel):
+    """Body of `POST /sandbox/v1/partner/credentials`: what Partner login requires from now on."""
+
+    email: NonEmpty
+    password: NonEmpty
+
+
+class ExpireTokens(BaseModel):
+    """Body of `POST /sandbox/v1/partner/expire-tokens`."""
+
+    keep_app_tokens: bool = False
 
 
 class FaultRequest(BaseModel):
@@ -171,6 +212,44 @@ async def emit_raw_event(request: web.Request) -> web.Response:
     return web.json_response(result.as_json())
 
 
+async def set_template_status(request: web.Request) -> web.Response:
+    """`POST /sandbox/v1/templates/status`: approve, reject, pause or disable a template."""
+    body = await _parse(request, TemplateStatusRequest)
+    state = request.app[STATE_KEY]
+    app = state.app_named(body.app)
+    template = state.template_of(
+        app.name,
+        template_id=body.template_id,
+        element_name=body.element_name,
+        language=body.language,
+    )
+    timestamp = body.timestamp if body.timestamp is not None else now_ms()
+    status: TemplateStatus = body.status
+    template.status, template.modified_ms = status, timestamp
+    # Meta gives a reason with a rejection; the fixture's is the commonest one.
+    template.reason = body.reason or ("INVALID_FORMAT" if status == "REJECTED" else None)
+    webhook = template_event_webhook(app, template, timestamp_ms=timestamp)
+    result = await post_callback(request.app[HTTP_KEY], app.callback_url, webhook)
+    return web.json_response({**result.as_json(), "template": template.record()})
+
+
+async def set_partner_credentials(request: web.Request) -> web.Response:
+    """`POST /sandbox/v1/partner/credentials`: login accepts only this email and password."""
+    body = await _parse(request, PartnerCredentials)
+    request.app[STATE_KEY].partner_credentials = (body.email, body.password)
+    return web.json_response({"status": "ok"})
+
+
+async def expire_partner_tokens(request: web.Request) -> web.Response:
+    """`POST /sandbox/v1/partner/expire-tokens`: issued partner (and app) tokens stop working."""
+    body = await _parse(request, ExpireTokens)
+    state = request.app[STATE_KEY]
+    state.partner_tokens.clear()
+    if not body.keep_app_tokens:
+        state.app_tokens.clear()
+    return web.json_response({"status": "ok"})
+
+
 async def set_fault(request: web.Request) -> web.Response:
     """`POST /sandbox/v1/faults`: make send requests fail; mode "none" clears the fault."""
     body = await _parse(request, FaultRequest)
@@ -197,7 +276,7 @@ async def clear_faults(request: web.Request) -> web.Response:
 
 
 async def reset(request: web.Request) -> web.Response:
-    """`POST /sandbox/v1/reset`: forget apps, sends, faults and tokens."""
+    """`POST /sandbox/v1/reset`: forget apps, templates, sends, faults, credentials and tokens."""
     request.app[STATE_KEY].reset()
     return web.json_response({"status": "ok"})
 
@@ -209,7 +288,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def _parse(request: web.Request, model: type[Body]) -> Body:
     try:
-        return model.model_validate_json(await request.read())
+        # An empty body reads as {}, so a body whose fields all have defaults may be left out.
+        return model.model_validate_json(await request.read() or b"{}")
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"

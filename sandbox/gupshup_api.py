@@ -1,4 +1,9 @@
-"""Gupshup's own endpoints as the product calls them: session and template sends, Partner API."""
+"""Gupshup's own endpoints as the product calls them: session and template sends, Partner API.
+
+Partner templates are validated as Gupshup documents them (lower-case element names, the three
+categories, {{1}}..{{n}} placeholders, an example that fills them); the sandbox knows only
+TEXT templates. A template send must name an APPROVED template of the sending app.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,10 @@ from sandbox.state import (
     ErrorResponse,
     Fault,
     RegisteredApp,
+    SandboxState,
     SentMessage,
+    Template,
+    namespace_of,
     new_whatsapp_id,
     now_ms,
     utc_now,
@@ -26,6 +34,12 @@ from sandbox.state import (
 from sandbox.webhooks import emit_auto_statuses
 
 DIGITS = re.compile(r"\d{6,15}")
+ELEMENT_NAME = re.compile(r"[a-z0-9_]{1,200}")
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?")
+PLACEHOLDER = re.compile(r"\{\{(\d+)\}\}")
+TEMPLATE_CATEGORIES = ("AUTHENTICATION", "MARKETING", "UTILITY")
+MAX_CONTENT_CHARS = 1024
+MAX_VERTICAL_CHARS = 180
 FAULT_ANSWERS = {
     "429": (429, "Too Many Requests"),
     "500": (500, "Internal Server Error"),
@@ -52,6 +66,8 @@ async def _send(request: web.Request, *, is_template: bool) -> web.Response:
     if app is None or request.headers.get("apikey") != app.api_key:
         raise ErrorResponse(401, "Authentication Failed")
     sent = _parse_send(app, form, is_template, arrived)
+    if sent.template is not None:
+        _check_template_approved(state, app, sent.template)
     # Faults only hit well-formed requests, so a test's fault budget is spent where it expects.
     fault = state.take_fault(app.name)
     if fault is not None:
@@ -99,6 +115,18 @@ def _parse_send(
     )
 
 
+def _check_template_approved(
+    state: SandboxState, app: RegisteredApp, template: dict[str, Any]
+) -> None:
+    template_id = template["id"]
+    known = state.templates.get(app.name, {})
+    if not isinstance(template_id, str) or template_id not in known:
+        raise ErrorResponse(400, "Template does not exist")
+    status = known[template_id].status
+    if status != "APPROVED":
+        raise ErrorResponse(400, f"Template is not approved (status {status})")
+
+
 def _json_object(text: str | None, error: str) -> dict[str, Any]:
     try:
         value = json.loads(text or "")
@@ -124,9 +152,11 @@ async def _answer_fault(fault: Fault) -> web.Response:
 
 
 async def partner_login(request: web.Request) -> web.Response:
-    """`POST /partner/account/login`: any email and password get a partner token."""
+    """`POST /partner/account/login`: a partner token for the configured (or any) credentials."""
     form = await request.post()
-    if not form.get("email") or not form.get("password"):
+    email, password = str(form.get("email", "")), str(form.get("password", ""))
+    required = request.app[STATE_KEY].partner_credentials
+    if not email or not password or required not in (None, (email, password)):
         raise ErrorResponse(401, "Authentication Failed")
     token = secrets.token_urlsafe(32)
     request.app[STATE_KEY].partner_tokens.add(token)
@@ -146,11 +176,8 @@ async def partner_app_token(request: web.Request) -> web.Response:
 
 async def partner_subscription(request: web.Request) -> web.Response:
     """`POST /partner/app/{appId}/subscription`: point the app's callbacks at `url`."""
-    state = request.app[STATE_KEY]
+    app = _app_for_token(request)
     app_id = request.match_info["appId"]
-    app = state.app_with_id(app_id)
-    if request.headers.get("Authorization") != state.app_tokens.get(app_id):
-        raise ErrorResponse(401, "Authentication Failed")
     form = await request.post()
     url, version = str(form.get("url", "")), str(form.get("version", "2"))
     if not url.startswith(("http://", "https://")):
@@ -171,3 +198,97 @@ async def partner_subscription(request: web.Request) -> web.Response:
         "version": int(version),
     }
     return web.json_response({"status": "success", "subscription": subscription})
+
+
+async def partner_create_template(request: web.Request) -> web.Response:
+    """`POST /partner/app/{appId}/templates`: apply for a TEXT template; it starts PENDING."""
+    app = _app_for_token(request)
+    state = request.app[STATE_KEY]
+    form = {key: value for key, value in (await request.post()).items() if isinstance(value, str)}
+    template = _parse_template(request.match_info["appId"], form)
+    templates = state.templates.setdefault(app.name, {})
+    if any(
+        (known.element_name, known.language) == (template.element_name, template.language)
+        for known in templates.values()
+    ):
+        raise ErrorResponse(
+            400, "Template Already exists with same namespace and elementName and languageCode"
+        )
+    templates[template.id] = template
+    return web.json_response({"status": "success", "template": template.record()})
+
+
+async def partner_list_templates(request: web.Request) -> web.Response:
+    """`GET /partner/app/{appId}/templates`: the app's templates, oldest first."""
+    app = _app_for_token(request)
+    templates = request.app[STATE_KEY].templates.get(app.name, {}).values()
+    return web.json_response(
+        {"status": "success", "templates": [template.record() for template in templates]}
+    )
+
+
+def _app_for_token(request: web.Request) -> RegisteredApp:
+    """The app named by the path, if the request carries its app token (Partner API calls)."""
+    state = request.app[STATE_KEY]
+    app_id = request.match_info["appId"]
+    app = state.app_with_id(app_id)
+    if request.headers.get("Authorization") != state.app_tokens.get(app_id):
+        raise ErrorResponse(401, "Authentication Failed")
+    return app
+
+
+def _parse_template(app_id: str, form: dict[str, str]) -> Template:
+    element_name = form.get("elementName", "")
+    if not ELEMENT_NAME.fullmatch(element_name):
+        raise ErrorResponse(
+            400, "Invalid elementName: use up to 200 lowercase letters, digits and underscores"
+        )
+    # Gupshup documents en_US as the default language.
+    language = form.get("languageCode") or "en_US"
+    if not LANGUAGE_CODE.fullmatch(language):
+        raise ErrorResponse(400, "Invalid languageCode")
+    category = form.get("category", "")
+    if category not in TEMPLATE_CATEGORIES:
+        raise ErrorResponse(
+            400,
+            "Invalid category provided, kindly use category from these options "
+            + ",".join(TEMPLATE_CATEGORIES),
+        )
+    if form.get("templateType") != "TEXT":
+        raise ErrorResponse(400, "Invalid templateType: the sandbox supports TEXT only")
+    vertical = form.get("vertical", "")
+    if not vertical or len(vertical) > MAX_VERTICAL_CHARS:
+        raise ErrorResponse(400, f"vertical is required (at most {MAX_VERTICAL_CHARS} chars)")
+    content = form.get("content", "")
+    if not content.strip() or len(content) > MAX_CONTENT_CHARS:
+        raise ErrorResponse(400, f"content is required (at most {MAX_CONTENT_CHARS} chars)")
+    numbers = {int(number) for number in PLACEHOLDER.findall(content)}
+    if numbers != set(range(1, len(numbers) + 1)):
+        raise ErrorResponse(
+            400, "Invalid content: number the placeholders {{1}}, {{2}}, ... without gaps"
+        )
+    example = form.get("example", "")
+    if not _example_fills(content, example):
+        raise ErrorResponse(400, "Invalid example: it must be the content with sample values")
+    created = now_ms()
+    return Template(
+        id=str(uuid.uuid4()),
+        app_id=app_id,
+        namespace=namespace_of(app_id),
+        element_name=element_name,
+        language=language,
+        category=category,
+        template_type="TEXT",
+        vertical=vertical,
+        content=content,
+        example=example,
+        created_ms=created,
+        modified_ms=created,
+    )
+
+
+def _example_fills(content: str, example: str) -> bool:
+    """Whether `example` is `content` with each placeholder replaced by a non-empty value."""
+    literal_parts = PLACEHOLDER.split(content)[::2]
+    pattern = "(.+?)".join(re.escape(part) for part in literal_parts)
+    return re.fullmatch(pattern, example, flags=re.DOTALL) is not None

@@ -1,12 +1,14 @@
-"""In-memory state of the Gupshup sandbox: registered apps, accepted sends and injected faults."""
+"""In-memory state of the Gupshup sandbox: apps, templates, accepted sends and injected faults."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import hashlib
+import json
 import secrets
 import time
+import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from aiohttp import web
 
 WebhookFormat = Literal["v2", "v3"]
 FaultMode = Literal["429", "500", "503", "timeout"]
+TemplateStatus = Literal["PENDING", "APPROVED", "REJECTED", "PAUSED", "DISABLED"]
 
 
 class ErrorResponse(Exception):
@@ -57,6 +60,45 @@ class RegisteredApp:
             "number": self.number,
             "callback_url": self.callback_url,
             "format": self.format,
+        }
+
+
+@dataclass
+class Template:
+    """A WhatsApp template applied for through the Partner API; its status is set by tests."""
+
+    id: str
+    app_id: str
+    namespace: str
+    element_name: str
+    language: str
+    category: str
+    template_type: str
+    vertical: str
+    content: str
+    example: str
+    created_ms: int
+    modified_ms: int
+    status: TemplateStatus = "PENDING"
+    reason: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The template as the Partner API shows it, in creation answers and in the list."""
+        return {
+            "id": self.id,
+            "appId": self.app_id,
+            "namespace": self.namespace,
+            "elementName": self.element_name,
+            "languageCode": self.language,
+            "category": self.category,
+            "templateType": self.template_type,
+            "vertical": self.vertical,
+            "status": self.status,
+            "reason": self.reason,
+            "data": self.content,
+            "meta": json.dumps({"example": self.example}),
+            "createdOn": self.created_ms,
+            "modifiedOn": self.modified_ms,
         }
 
 
@@ -117,8 +159,12 @@ class SandboxState:
     auto_status: bool = False
     apps: dict[str, RegisteredApp] = field(default_factory=dict)
     sent: dict[str, list[SentMessage]] = field(default_factory=dict)
+    # App name -> template id -> template, in creation order.
+    templates: dict[str, dict[str, Template]] = field(default_factory=dict)
     # The None key holds the fault that applies to every app without one of its own.
     faults: dict[str | None, Fault] = field(default_factory=dict)
+    # (email, password) that login requires; None accepts any non-empty pair.
+    partner_credentials: tuple[str, str] | None = None
     partner_tokens: set[str] = field(default_factory=set)
     app_tokens: dict[str, str] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -136,6 +182,25 @@ class SandboxState:
             if app.app_id == app_id:
                 return app
         raise ErrorResponse(404, "App not found")
+
+    def template_of(
+        self,
+        app: str,
+        *,
+        template_id: str | None = None,
+        element_name: str | None = None,
+        language: str | None = None,
+    ) -> Template:
+        """The app's template with this id, or with this name and language; else a 404."""
+        for template in self.templates.get(app, {}).values():
+            if template_id is not None and template.id == template_id:
+                return template
+            if template_id is None and (template.element_name, template.language) == (
+                element_name,
+                language,
+            ):
+                return template
+        raise ErrorResponse(404, f"Unknown template for app {app!r}")
 
     def take_fault(self, app: str) -> Fault | None:
         """The fault that applies to this send, counting it against the fault's budget."""
@@ -159,7 +224,9 @@ class SandboxState:
             task.cancel()
         self.apps.clear()
         self.sent.clear()
+        self.templates.clear()
         self.faults.clear()
+        self.partner_credentials = None
         self.partner_tokens.clear()
         self.app_tokens.clear()
 
@@ -172,6 +239,11 @@ def new_whatsapp_id() -> str:
 def stable_digits(seed: str, length: int) -> str:
     """Digits derived from `seed`, so fake ids stay the same across calls and restarts."""
     return str(int(hashlib.sha256(seed.encode()).hexdigest(), 16))[:length]
+
+
+def namespace_of(app_id: str) -> str:
+    """A fake but stable WhatsApp template namespace for an app."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "gupshup-app:" + app_id)).replace("-", "_")
 
 
 def now_ms() -> int:

@@ -10,7 +10,7 @@ import aiohttp
 import phonenumbers
 import structlog
 
-from sandbox.state import RegisteredApp, SentMessage, now_ms, stable_digits
+from sandbox.state import RegisteredApp, SentMessage, Template, now_ms, stable_digits
 
 log = structlog.get_logger(__name__)
 
@@ -176,6 +176,29 @@ def status_webhook(
         value["metadata"] = _v3_metadata(app)
     value["statuses"] = [v3_status]
     return _v3_envelope(app, value)
+
+
+def template_event_webhook(
+    app: RegisteredApp, template: Template, *, timestamp_ms: int
+) -> dict[str, Any]:
+    """The v2 template-event reporting a template's current status, lower-case as Gupshup does."""
+    # v2 whatever the app's format: how Gupshup shapes this event for v3 apps is unconfirmed.
+    payload: dict[str, Any] = {
+        "type": "status-update",
+        "id": template.id,
+        "status": template.status.lower(),
+        "elementName": template.element_name,
+        "languageCode": template.language,
+    }
+    if template.reason is not None:
+        payload["rejectedReason"] = template.reason
+    return {
+        "app": app.name,
+        "timestamp": timestamp_ms,
+        "version": 2,
+        "type": "template-event",
+        "payload": payload,
+    }
 
 
 async def emit_auto_statuses(

@@ -12,10 +12,10 @@ from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import REPLIES
 from shared.models import Bubble, SendCommand, ThreadWork, utcnow
+from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.leases import ThreadLeases
-from shared.repositories.messages import MessageRepository, message_id
-from shared.repositories.replies import ReplyRepository
+from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Document, Store
 
@@ -29,12 +29,11 @@ class Brain:
     def __init__(
         self, broker: Broker, store: Store, agents: AgentDirectory, lease_seconds: float
     ) -> None:
-        self._broker = broker
         self._agents = agents
         self._leases = ThreadLeases(store, lease_seconds)
         self._threads = ThreadRepository(store)
         self._messages = MessageRepository(store)
-        self._replies = ReplyRepository(store)
+        self._outbox = ReplyOutbox(store, broker)
         self._leads = store.db["leads"]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -45,8 +44,7 @@ class Brain:
             raise Defer("thread lease held by another worker")
         try:
             # A reply stored by an earlier, interrupted run goes out before anything new.
-            for command in await self._replies.unpublished(work.org_id, work.thread_id):
-                await self._publish(command)
+            await self._outbox.publish_pending(work.org_id, work.thread_id)
             await self._answer(work)
         finally:
             await self._leases.release(lease)
@@ -80,14 +78,12 @@ class Brain:
             bubbles=[Bubble(text=t) for t in composed.bubbles],
             created_at=utcnow(),
         )
-        command = await self._replies.create(command, answers, ENGINE)
-        await self._store_outbound(command)
-        await self._messages.mark_answered(work.org_id, answers, command.command_id)
+        command = await self._outbox.record(command, answers, ENGINE)
         await self._threads.update_state(
             work.org_id, work.thread_id, {"stage": composed.stage, "profile": composed.profile}
         )
         REPLIES.labels(ENGINE).inc()
-        await self._publish(command)
+        await self._outbox.publish(command)
 
     def _conversation(
         self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
@@ -101,28 +97,3 @@ class Brain:
             profile=thread.get("profile", {}),
             new_texts=[m["text"] for m in unanswered if m.get("text")],
         )
-
-    async def _store_outbound(self, command: SendCommand) -> None:
-        for index, bubble in enumerate(command.bubbles):
-            send_id = command.send_id(index)
-            await self._messages.store_outbound(
-                {
-                    "_id": message_id(command.agent_id, send_id),
-                    "org_id": command.org_id,
-                    "agent_id": command.agent_id,
-                    "thread_id": command.thread_id,
-                    "lead_id": command.lead_id,
-                    "direction": "out",
-                    "provider_message_id": send_id,
-                    "send_id": send_id,
-                    "type": bubble.type,
-                    "text": bubble.text,
-                    "sent_at": command.created_at,
-                    "received_at": command.created_at,
-                    "answered": True,
-                }
-            )
-
-    async def _publish(self, command: SendCommand) -> None:
-        await self._broker.publish(command, message_id=command.command_id)
-        await self._replies.mark_published(command.org_id, command.command_id)

@@ -17,6 +17,19 @@ class LeadRepository:
     def __init__(self, store: Store) -> None:
         self._leads = store.db["leads"]
 
+    async def view_for_org(self, org_id: str, lead_id: str) -> Document | None:
+        """The lead as one organization may see it: names and first touch from it only."""
+        lead = await with_retry(lambda: self._leads.find_one({"_id": lead_id}))
+        if lead is None:
+            return None
+        first_touch = lead.get("first_touch") or {}
+        return {
+            "lead_id": lead["_id"],
+            "phone": lead["phone"],
+            "names": [n["name"] for n in lead.get("names", []) if n.get("org_id") == org_id],
+            "first_touch": first_touch if first_touch.get("org_id") == org_id else None,
+        }
+
     async def get_or_create(
         self,
         phone: str,

@@ -89,6 +89,16 @@ class MessageRepository:
         )
         return list(reversed([doc async for doc in cursor]))
 
+    async def page(
+        self, org_id: str, thread_id: str, *, before: datetime | None, limit: int
+    ) -> list[Document]:
+        """A thread's messages before a time, newest first."""
+        query: Document = {"org_id": org_id, "thread_id": thread_id}
+        if before is not None:
+            query["sent_at"] = {"$lt": before}
+        cursor = self._messages.find(query).sort("sent_at", -1).limit(limit)
+        return [doc async for doc in cursor]
+
     async def mark_answered(self, org_id: str, message_ids: list[str], reply_id: str) -> None:
         """Record which reply answered these messages."""
         await with_retry(

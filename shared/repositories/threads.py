@@ -62,6 +62,41 @@ class ThreadRepository:
             lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
         )
 
+    async def page(
+        self,
+        org_id: str,
+        *,
+        after: str | None,
+        limit: int,
+        agent_id: str | None = None,
+        lead_id: str | None = None,
+        state: str | None = None,
+    ) -> list[Document]:
+        """An organization's threads in id order, after a cursor."""
+        query: Document = {"org_id": org_id}
+        if after:
+            query["_id"] = {"$gt": after}
+        for field, value in (("agent_id", agent_id), ("lead_id", lead_id), ("state", state)):
+            if value is not None:
+                query[field] = value
+        cursor = self._threads.find(query).sort("_id", 1).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def lead_ids(self, org_id: str, *, after: str | None, limit: int) -> list[str]:
+        """Leads the organization knows (through its own threads), in id order."""
+        match: Document = {"org_id": org_id}
+        if after:
+            match["lead_id"] = {"$gt": after}
+        cursor = await self._threads.aggregate(
+            [
+                {"$match": match},
+                {"$group": {"_id": "$lead_id"}},
+                {"$sort": {"_id": 1}},
+                {"$limit": limit},
+            ]
+        )
+        return [doc["_id"] async for doc in cursor]
+
     async def touch_inbound(self, org_id: str, thread_id: str, at: datetime) -> None:
         """Record a lead's message time (it opens the 24-hour window); never moves it back."""
         await with_retry(

@@ -18,14 +18,10 @@ import pytest
 
 from cli.local_stack import StackProcesses, stack_env
 from shared.broker import Broker
-from shared.crypto import KeyRing
 from shared.phones import wa_id
-from shared.repositories.agents import Agent, AgentRepository, Persona
-from shared.repositories.organizations import (
-    Organization,
-    OrganizationRepository,
-    OrganizationSettings,
-)
+from shared.repositories.agents import Agent, AgentRepository
+from shared.repositories.api_keys import ApiKeyRepository
+from shared.repositories.organizations import Organization, OrganizationRepository
 from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import make_settings
@@ -47,6 +43,7 @@ class OnboardedAgent:
     app: str
     api_key: str
     callback_url: str
+    org_key: str  # the organization's admin API key
 
     @property
     def digits(self) -> str:
@@ -63,6 +60,7 @@ class Stack:
     store: Store
     http: aiohttp.ClientSession
     log_dir: Path
+    platform_key: str
 
     @property
     def sandbox_url(self) -> str:
@@ -74,26 +72,67 @@ class Stack:
         """Ingress's base URL."""
         return f"http://127.0.0.1:{self.settings.ingress_port}"
 
+    @property
+    def admin_url(self) -> str:
+        """The admin API's base URL."""
+        return f"http://127.0.0.1:{self.settings.admin_port}"
+
+    async def admin(
+        self,
+        method: str,
+        path: str,
+        key: str,
+        body: dict[str, Any] | None = None,
+        expect: int = 200,
+    ) -> Any:
+        """Call the admin API with a bearer key; assert the status; return the JSON."""
+        async with self.http.request(
+            method, self.admin_url + path, json=body, headers={"Authorization": f"Bearer {key}"}
+        ) as response:
+            answer = await response.json()
+            assert response.status == expect, answer
+            return answer
+
     async def onboard(
-        self, org: Organization | None = None, *, fmt: str = "v2", bot_name: str = "Ava"
+        self,
+        org: Organization | None = None,
+        *,
+        fmt: str = "v2",
+        bot_name: str = "Ava",
+        org_key: str | None = None,
     ) -> OnboardedAgent:
-        """Create an agent (and an organization unless given) and register its app."""
+        """Onboard an agent through the admin API (and an organization unless given)."""
         if org is None:
-            org, _ = await OrganizationRepository(self.store).create(
-                f"Agency {uuid.uuid4().hex[:8]}", OrganizationSettings()
+            created = await self.admin(
+                "POST",
+                "/v1/organizations",
+                self.platform_key,
+                {"name": f"Agency {uuid.uuid4().hex[:8]}"},
+                expect=201,
             )
+            org_key = created["api_key"]
+            found = await OrganizationRepository(self.store).get(created["org_id"])
+            assert found is not None
+            org = found
+        assert org_key is not None, "an existing organization needs its key"
         suffix = uuid.uuid4().int % 10_000_000
         app = f"App{uuid.uuid4().hex[:10]}"
         api_key = f"gs-{uuid.uuid4().hex}"
-        agent, key = await AgentRepository(self.store, KeyRing.from_settings(self.settings)).create(
-            org_id=org.id,
-            name="Jason Tan",
-            number=f"+659{suffix:07d}",
-            gupshup_app=app,
-            gupshup_api_key=api_key,
-            persona=Persona(bot_name=bot_name),
+        created = await self.admin(
+            "POST",
+            "/v1/agents",
+            org_key,
+            {
+                "name": "Jason Tan",
+                "number": f"9{1_000_000 + suffix % 8_000_000:07d}",  # 91..98: valid SG mobiles
+                "gupshup_app": app,
+                "gupshup_api_key": api_key,
+                "persona": {"bot_name": bot_name},
+            },
+            expect=201,
         )
-        callback_url = f"{self.ingress_url}/v1/webhooks/gupshup/{key}"
+        agent = await AgentRepository(self.store).get(created["agent_id"])
+        assert agent is not None
         await self.control(
             "POST",
             "/sandbox/v1/apps",
@@ -101,11 +140,11 @@ class Stack:
                 "app": app,
                 "api_key": api_key,
                 "number": wa_id(agent.number),
-                "callback_url": callback_url,
+                "callback_url": created["callback_url"],
                 "format": fmt,
             },
         )
-        return OnboardedAgent(org, agent, app, api_key, callback_url)
+        return OnboardedAgent(org, agent, app, api_key, created["callback_url"], org_key)
 
     async def control(
         self,
@@ -185,8 +224,9 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
     processes.start()
     try:
         await processes.wait_ready(timeout=60)
+        _, platform_key = await ApiKeyRepository(store).issue("platform", None, "tests")
         async with aiohttp.ClientSession() as http:
-            yield Stack(settings, processes, store, http, stack_log_dir)
+            yield Stack(settings, processes, store, http, stack_log_dir, platform_key)
     finally:
         processes.stop()
         broker = Broker(settings, "test")

@@ -3,125 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
-import aiohttp
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from sandbox import RunningSandbox, start_sandbox
-
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "gupshup"
-APP, API_KEY, AGENT, LEAD = "TanHomesSG", "key-tan", "6591110001", "6598887777"
-Http = aiohttp.ClientSession
-APP_ID = "0b7c2a6e-2c1d-4e8a-9f10-3d5b7a9c1e22"
-
-
-class CallbackReceiver:
-    """Stands in for our ingress: records every webhook and answers `status`."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.status = 200
-        self.server = TestServer(web.Application())
-        self.server.app.router.add_post("/cb", self._record)
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("/cb"))
-
-    async def _record(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        return web.Response(status=self.status)
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_sandbox(port=0)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[CallbackReceiver]:
-    receiver = CallbackReceiver()
-    await receiver.server.start_server()
-    yield receiver
-    await receiver.server.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-def fixture(name: str) -> Any:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def shape(value: Any) -> Any:
-    """Keys and value types, recursively: what must match a fixture when the values differ."""
-    if isinstance(value, dict):
-        return {key: shape(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [shape(item) for item in value]
-    return type(value).__name__
-
-
-async def control(
-    http: Http, sandbox: RunningSandbox, method: str, path: str, **body: Any
-) -> tuple[int, Any]:
-    async with http.request(method, sandbox.base_url + path, json=body or None) as response:
-        return response.status, await response.json()
-
-
-async def register(
-    http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver, **extra: Any
-) -> None:
-    body = {"app": APP, "api_key": API_KEY, "number": AGENT, "callback_url": receiver.url, **extra}
-    status, record = await control(http, sandbox, "POST", "/sandbox/v1/apps", **body)
-    assert status == 200 and "api_key" not in record
-
-
-async def send(
-    http: Http,
-    sandbox: RunningSandbox,
-    *,
-    apikey: str = API_KEY,
-    destination: str = LEAD,
-    message: dict[str, Any] | None = None,
-    template: dict[str, Any] | None = None,
-) -> tuple[int, Any]:
-    form = {"channel": "whatsapp", "source": AGENT, "destination": destination, "src.name": APP}
-    if template is not None:
-        form["template"], path = json.dumps(template), "/wa/api/v1/template/msg"
-    else:
-        form["message"] = json.dumps(message or {"type": "text", "text": "Hello Rachel"})
-        path = "/wa/api/v1/msg"
-    async with http.post(sandbox.base_url + path, data=form, headers={"apikey": apikey}) as resp:
-        return resp.status, await resp.json()
-
-
-async def post_status(
-    http: Http, sandbox: RunningSandbox, message_id: str, status: str, **extra: Any
-) -> Any:
-    body = {"app": APP, "messageId": message_id, "status": status, **extra}
-    code, answer = await control(http, sandbox, "POST", "/sandbox/v1/statuses", **body)
-    assert code == 200
-    return answer
-
-
-async def listed(http: Http, sandbox: RunningSandbox, query: str) -> Any:
-    async with http.get(f"{sandbox.base_url}/sandbox/v1/messages?{query}") as response:
-        assert response.status == 200
-        return await response.json()
+from tests.sandbox.conftest import (
+    AGENT,
+    APP,
+    APP_ID,
+    LEAD,
+    CallbackReceiver,
+    Http,
+    control,
+    create_template,
+    fixture,
+    listed,
+    partner_app_token,
+    post_status,
+    register,
+    send,
+    set_template_status,
+    shape,
+)
 
 
 async def test_accepted_text_send_is_submitted_and_listed(
@@ -143,8 +46,11 @@ async def test_accepted_text_send_is_submitted_and_listed(
 async def test_template_send_is_listed_with_its_template(
     http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
 ) -> None:
-    await register(http, sandbox, receiver)
-    template = {"id": "tpl-1", "params": ["Rachel", "Tampines"]}
+    await register(http, sandbox, receiver, app_id=APP_ID)
+    _, created = await create_template(http, sandbox, await partner_app_token(http, sandbox))
+    template_id = created["template"]["id"]
+    await set_template_status(http, sandbox, "APPROVED", template_id=template_id)
+    template = {"id": template_id, "params": ["Rachel", "Tampines"]}
     status, _ = await send(http, sandbox, template=template)
     assert status == 200
     [item] = await listed(http, sandbox, f"app={APP}")

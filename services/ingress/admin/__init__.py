@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.ingress.admin import agents, organizations
+from services.ingress.admin import agents, organizations, threads
 from services.ingress.admin.context import AdminContext
 from services.ingress.admin.framework import RouteTable, build_app
 from shared.broker import Broker
@@ -19,6 +19,6 @@ def create_admin_app(
     """The admin application with every endpoint module registered."""
     ctx = AdminContext(settings, store, broker, key_ring)
     table = RouteTable()
-    for module in (organizations, agents):
+    for module in (organizations, agents, threads):
         module.register(table, ctx)
     return build_app(table, ctx.keys, "realtybot admin API")

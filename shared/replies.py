@@ -1,0 +1,59 @@
+"""Replies, bot or human: stored with their messages before they are published.
+
+Storing first means a crash between the two is repaired by publishing what is stored
+(`publish_pending`), never by composing a second reply.
+"""
+
+from __future__ import annotations
+
+from shared.broker import Broker
+from shared.models import SendCommand
+from shared.repositories.messages import MessageRepository, message_id
+from shared.repositories.replies import ReplyRepository
+from shared.store import Store
+
+
+class ReplyOutbox:
+    """Record replies and hand them to outbound."""
+
+    def __init__(self, store: Store, broker: Broker) -> None:
+        self._broker = broker
+        self._replies = ReplyRepository(store)
+        self._messages = MessageRepository(store)
+
+    async def record(self, command: SendCommand, answers: list[str], author: str) -> SendCommand:
+        """Store a reply (or find the one stored earlier), its messages, and what it answers."""
+        command = await self._replies.create(command, answers, author)
+        for index, bubble in enumerate(command.bubbles):
+            send_id = command.send_id(index)
+            await self._messages.store_outbound(
+                {
+                    "_id": message_id(command.agent_id, send_id),
+                    "org_id": command.org_id,
+                    "agent_id": command.agent_id,
+                    "thread_id": command.thread_id,
+                    "lead_id": command.lead_id,
+                    "direction": "out",
+                    "provider_message_id": send_id,
+                    "send_id": send_id,
+                    "author": author,
+                    "type": bubble.type,
+                    "text": bubble.text,
+                    "sent_at": command.created_at,
+                    "received_at": command.created_at,
+                    "answered": True,
+                }
+            )
+        if answers:
+            await self._messages.mark_answered(command.org_id, answers, command.command_id)
+        return command
+
+    async def publish(self, command: SendCommand) -> None:
+        """Hand a stored reply to outbound (confirmed by the broker)."""
+        await self._broker.publish(command, message_id=command.command_id)
+        await self._replies.mark_published(command.org_id, command.command_id)
+
+    async def publish_pending(self, org_id: str, thread_id: str) -> None:
+        """Publish replies an interrupted run stored but did not publish."""
+        for command in await self._replies.unpublished(org_id, thread_id):
+            await self.publish(command)
