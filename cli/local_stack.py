@@ -159,8 +159,13 @@ def stack_env(settings: Settings, overrides: Mapping[str, str] | None = None) ->
             "PYTHONUNBUFFERED": "1",
         }
     )
-    if settings.credentials_keys:
-        env["CREDENTIALS_KEYS"] = settings.credentials_keys
+    env["GUPSHUP_PARTNER_BASE_URL"] = str(settings.gupshup_partner_base_url)
+    optional = {
+        "CREDENTIALS_KEYS": settings.credentials_keys,
+        "GUPSHUP_PARTNER_EMAIL": settings.gupshup_partner_email,
+        "GUPSHUP_PARTNER_PASSWORD": settings.gupshup_partner_password,
+    }
+    env.update({name: value for name, value in optional.items() if value})
     env.update(overrides or {})
     return env
 
@@ -230,6 +235,10 @@ def _infra(action: str) -> None:
 
 def run(settings: Settings) -> int:
     """Run the local stack until Ctrl-C."""
+    if not settings.gupshup_partner_email:  # the sandbox accepts any Partner login
+        settings = settings.model_copy(
+            update={"gupshup_partner_email": "local@sandbox", "gupshup_partner_password": "sandbox"}
+        )
     started_infra: list[str] = []
     default_amqp = str(settings.amqp_url) == "amqp://guest:guest@127.0.0.1:5672/"
     if default_amqp and not port_open(5672):

@@ -195,8 +195,10 @@ class Bubble(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: Literal["text"] = "text"
-    text: str
+    type: Literal["text", "template"] = "text"
+    text: str  # for a template: its rendered body, as the lead will read it
+    template_id: str | None = None
+    params: list[str] = Field(default_factory=list)
 
 
 class SendCommand(TenantEvent):

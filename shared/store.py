@@ -118,6 +118,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
         "consent_events": [plain("org_id", "lead_id", "at", name="org_lead_time")],
         "thread_leases": [plain("thread_id", "generation", name="thread_generation")],
         "templates": [unique("agent_id", "name", "language", name="agent_name_language_unique")],
+        "template_usage": [plain("org_id", "agent_id", "at", name="org_agent_time")],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],
     }
     for collection, models in indexes.items():

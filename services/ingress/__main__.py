@@ -6,6 +6,7 @@ from services.ingress.admin import create_admin_app
 from services.ingress.webhooks import create_webhook_app
 from shared.broker import Broker
 from shared.crypto import KeyRing
+from shared.gupshup.partner import PartnerClient
 from shared.health import start_http
 from shared.logs import get_logger
 from shared.repositories.agents import AgentDirectory
@@ -22,7 +23,17 @@ async def main(settings: Settings) -> None:
     store = Store(settings)
     agents = AgentDirectory.for_store(store, settings)
     webhooks = create_webhook_app(settings, broker, agents)
-    admin = create_admin_app(settings, store, broker, KeyRing.from_settings(settings))
+    partner = (
+        PartnerClient(
+            str(settings.gupshup_partner_base_url),
+            settings.gupshup_partner_email,
+            settings.gupshup_partner_password,
+            settings.gupshup_timeout_seconds,
+        )
+        if settings.gupshup_partner_email and settings.gupshup_partner_password
+        else None
+    )
+    admin = create_admin_app(settings, store, broker, KeyRing.from_settings(settings), partner)
 
     public = await start_http(webhooks, settings.http_host, settings.ingress_port)
     internal = await start_http(admin, settings.http_host, settings.admin_port)
@@ -45,6 +56,8 @@ async def main(settings: Settings) -> None:
         await internal.cleanup()
         await broker.close()
         await store.close()
+        if partner is not None:
+            await partner.close()
         log.info("service stopped")
 
 

@@ -16,6 +16,7 @@ from shared.repositories.agents import AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.sends import SendRepository
+from shared.repositories.templates import Template, TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Document, Store, with_retry
 
@@ -47,7 +48,7 @@ class Outbound:
         self._messages = MessageRepository(store)
         self._threads = ThreadRepository(store)
         self._consents = ConsentRepository(store)
-        self._templates = store.db["templates"]
+        self._templates = TemplateRepository(store)
         self._billing = store.db["billing_events"]
 
     async def handle(self, event: OutboundEvent) -> None:
@@ -78,6 +79,7 @@ class Outbound:
         api_key = self._key_ring.decrypt(
             agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
         )
+        templates = await self._templates_of(command)
         for index, bubble in enumerate(command.bubbles):
             send_id = command.send_id(index)
             existing = await self._claim(command, index)
@@ -90,13 +92,28 @@ class Outbound:
                         thread_id=command.thread_id,
                     )
                 continue
-            result = await self._gupshup.send_session_message(
-                api_key=api_key,
-                app=agent.gupshup_app,
-                source=wa_id(agent.number),
-                destination=wa_id(command.destination),
-                message={"type": "text", "text": bubble.text},
-            )
+            template = templates.get(bubble.template_id or "")
+            if template is not None:
+                result = await self._gupshup.send_template_message(
+                    api_key=api_key,
+                    app=agent.gupshup_app,
+                    source=wa_id(agent.number),
+                    destination=wa_id(command.destination),
+                    template_id=template.provider_id or "",
+                    params=bubble.params,
+                )
+            else:
+                result = await self._gupshup.send_session_message(
+                    api_key=api_key,
+                    app=agent.gupshup_app,
+                    source=wa_id(agent.number),
+                    destination=wa_id(command.destination),
+                    message={"type": "text", "text": bubble.text},
+                )
+            if template is not None and isinstance(result, Submitted):
+                await self._templates.record_use(
+                    template, lead_id=command.lead_id, thread_id=command.thread_id, send_id=send_id
+                )
             match result:
                 case Submitted(message_id=gupshup_id):
                     now = utcnow()
@@ -135,10 +152,30 @@ class Outbound:
             },
         )
 
+    async def _templates_of(self, command: SendCommand) -> dict[str, Template]:
+        """The templates a command's template bubbles name (all checked usable already)."""
+        found: dict[str, Template] = {}
+        for bubble in command.bubbles:
+            if bubble.type == "template" and bubble.template_id:
+                template = await self._templates.get(command.org_id, bubble.template_id)
+                if template is not None and template.agent_id == command.agent_id:
+                    found[bubble.template_id] = template
+        return found
+
     async def _rule_blocking(self, command: SendCommand) -> str | None:
-        """Why WhatsApp's rules forbid this free-form reply now, or None."""
+        """Why WhatsApp's rules forbid this message now, or None."""
         if await self._consents.opted_out(command.org_id, command.lead_id):
             return "opted_out"
+        templates = await self._templates_of(command)
+        for bubble in command.bubbles:
+            if bubble.type == "template":
+                template = templates.get(bubble.template_id or "")
+                if template is None or not template.usable:
+                    return "template_not_approved"
+                if len(bubble.params) != template.parameters:
+                    return "template_parameters"
+        if all(b.type == "template" for b in command.bubbles):
+            return None  # approved templates may be sent outside the window
         thread = await self._threads.get(command.org_id, command.thread_id)
         last_inbound = thread.get("last_inbound_at") if thread else None
         if last_inbound is None or utcnow() - last_inbound > SESSION_WINDOW:
@@ -175,25 +212,19 @@ class Outbound:
         await self._sends.record_status(send, status.status, status.at, fields)
 
     async def record_template(self, event: TemplateEvent) -> None:
-        """Keep the agent's template status current."""
-        await with_retry(
-            lambda: self._templates.update_one(
-                {
-                    "agent_id": event.agent_id,
-                    "org_id": event.org_id,
-                    "name": event.name,
-                    "language": event.language,
-                },
-                {
-                    "$set": {
-                        "status": event.status.upper(),
-                        "provider_id": event.template_id,
-                        "reason": event.reason,
-                        "status_at": event.at,
-                    }
-                },
-                upsert=True,
-            )
+        """Keep the agent's template status current (Meta approved, rejected, paused it)."""
+        if not event.name or not event.language:
+            log.warning("template event without name or language", template_id=event.template_id)
+            return
+        await self._templates.set_status(
+            event.org_id,
+            event.agent_id,
+            event.name,
+            event.language,
+            status=event.status,
+            provider_id=event.template_id,
+            reason=event.reason,
+            at=event.at,
         )
 
     async def record_billing(self, event: BillingEvent) -> None:

@@ -107,6 +107,26 @@ class GupshupClient:
         }
         return await self._post("/wa/api/v1/msg", api_key, form)
 
+    async def send_template_message(
+        self,
+        *,
+        api_key: str,
+        app: str,
+        source: str,
+        destination: str,
+        template_id: str,
+        params: list[str],
+    ) -> SendResult:
+        """Send an APPROVED template (allowed outside the 24-hour window)."""
+        form = {
+            "channel": "whatsapp",
+            "source": source,
+            "destination": destination,
+            "src.name": app,
+            "template": json.dumps({"id": template_id, "params": params}, ensure_ascii=False),
+        }
+        return await self._post("/wa/api/v1/template/msg", api_key, form)
+
     async def _post(self, path: str, api_key: str, form: dict[str, str]) -> SendResult:
         session = await self._http()
         started = time.perf_counter()

@@ -24,7 +24,9 @@ from shared.repositories.api_keys import ApiKeyRepository
 from shared.repositories.organizations import Organization, OrganizationRepository
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import make_settings
+from tests.conftest import TEST_KEY_RING, make_settings
+
+NEW_KEY = "test-2:" + "WllYV1ZVVFNSUVBPTk1MS0pJSEdGRURDQkE5ODc2NTQ="  # 32 bytes
 
 
 def free_port() -> int:
@@ -117,33 +119,52 @@ class Stack:
         assert org_key is not None, "an existing organization needs its key"
         suffix = uuid.uuid4().int % 10_000_000
         app = f"App{uuid.uuid4().hex[:10]}"
+        app_id = str(uuid.uuid4())
         api_key = f"gs-{uuid.uuid4().hex}"
-        created = await self.admin(
-            "POST",
-            "/v1/agents",
-            org_key,
-            {
-                "name": "Jason Tan",
-                "number": f"9{1_000_000 + suffix % 8_000_000:07d}",  # 91..98: valid SG mobiles
-                "gupshup_app": app,
-                "gupshup_api_key": api_key,
-                "persona": {"bot_name": bot_name},
-            },
-            expect=201,
-        )
-        agent = await AgentRepository(self.store).get(created["agent_id"])
-        assert agent is not None
+        number = f"9{1_000_000 + suffix % 8_000_000:07d}"  # 91..98: valid SG mobiles
+        # The app exists at Gupshup first; onboarding subscribes it to the callback URL.
         await self.control(
             "POST",
             "/sandbox/v1/apps",
             {
                 "app": app,
                 "api_key": api_key,
-                "number": wa_id(agent.number),
-                "callback_url": created["callback_url"],
-                "format": fmt,
+                "number": f"65{number}",
+                "app_id": app_id,
+                "callback_url": "http://127.0.0.1:9/not-yet",
+                "format": "v2",
             },
         )
+        created = await self.admin(
+            "POST",
+            "/v1/agents",
+            org_key,
+            {
+                "name": "Jason Tan",
+                "number": number,
+                "gupshup_app": app,
+                "gupshup_app_id": app_id,
+                "gupshup_api_key": api_key,
+                "persona": {"bot_name": bot_name},
+            },
+            expect=201,
+        )
+        assert created["callback_subscription"] == "registered", created
+        agent = await AgentRepository(self.store).get(created["agent_id"])
+        assert agent is not None
+        if fmt != "v2":
+            await self.control(
+                "POST",
+                "/sandbox/v1/apps",
+                {
+                    "app": app,
+                    "api_key": api_key,
+                    "number": wa_id(agent.number),
+                    "app_id": app_id,
+                    "callback_url": created["callback_url"],
+                    "format": fmt,
+                },
+            )
         return OnboardedAgent(org, agent, app, api_key, created["callback_url"], org_key)
 
     async def control(
@@ -207,6 +228,11 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
         update={
             "public_base_url": f"http://127.0.0.1:{settings.ingress_port}",
             "gupshup_base_url": f"http://127.0.0.1:{sandbox_port}",
+            "gupshup_partner_base_url": f"http://127.0.0.1:{sandbox_port}",
+            "gupshup_partner_email": "partner@example.com",
+            "gupshup_partner_password": "partner-password",
+            # A ring mid-rotation: new credentials use NEW_KEY, older ones still decrypt.
+            "credentials_keys": f"{NEW_KEY},{TEST_KEY_RING}",
         }
     )
     store = Store(settings)

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.ingress.admin import agents, organizations, threads
+from services.ingress.admin import agents, organizations, templates, threads
 from services.ingress.admin.context import AdminContext
 from services.ingress.admin.framework import RouteTable, build_app
 from shared.broker import Broker
 from shared.crypto import KeyRing
+from shared.gupshup.partner import PartnerClient
 from shared.settings import Settings
 from shared.store import Store
 
 
 def create_admin_app(
-    settings: Settings, store: Store, broker: Broker, key_ring: KeyRing
+    settings: Settings,
+    store: Store,
+    broker: Broker,
+    key_ring: KeyRing,
+    partner: PartnerClient | None = None,
 ) -> web.Application:
     """The admin application with every endpoint module registered."""
-    ctx = AdminContext(settings, store, broker, key_ring)
+    ctx = AdminContext(settings, store, broker, key_ring, partner)
     table = RouteTable()
-    for module in (organizations, agents, threads):
+    for module in (organizations, agents, threads, templates):
         module.register(table, ctx)
     return build_app(table, ctx.keys, "realtybot admin API")

@@ -131,8 +131,14 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             target=agent.id,
             after=agent.public(),
         )
+        subscription = await ctx.subscribe_callbacks(agent.gupshup_app_id, callback_key)
         return json_response(
-            {**agent.public(), "callback_url": ctx.callback_url(callback_key)}, status=201
+            {
+                **agent.public(),
+                "callback_url": ctx.callback_url(callback_key),
+                "callback_subscription": subscription,
+            },
+            status=201,
         )
 
     @table.add("GET", "/v1/agents", "The organization's agents")
@@ -221,4 +227,11 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             org_id=call.org_id, actor=call.actor, action="agent.callback_key", target=agent.id
         )
         await ctx.agent_changed(call.org_id, agent.id)
-        return json_response({"agent_id": agent.id, "callback_url": ctx.callback_url(callback_key)})
+        subscription = await ctx.subscribe_callbacks(agent.gupshup_app_id, callback_key)
+        return json_response(
+            {
+                "agent_id": agent.id,
+                "callback_url": ctx.callback_url(callback_key),
+                "callback_subscription": subscription,
+            }
+        )

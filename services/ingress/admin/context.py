@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from shared.broker import Broker, PublishFailed
 from shared.crypto import KeyRing
+from shared.gupshup.partner import PartnerClient, PartnerError
 from shared.ids import new_id
 from shared.logs import get_logger
 from shared.models import AgentChanged
@@ -28,6 +29,8 @@ class AdminContext:
     broker: Broker
     key_ring: KeyRing
 
+    partner: PartnerClient | None = None
+
     def __post_init__(self) -> None:
         self.orgs = OrganizationRepository(self.store)
         self.agents = AgentRepository(self.store, self.key_ring)
@@ -38,6 +41,19 @@ class AdminContext:
         """The URL Gupshup posts an agent's events to."""
         base = str(self.settings.public_base_url).rstrip("/")
         return f"{base}/v1/webhooks/gupshup/{callback_key}"
+
+    async def subscribe_callbacks(self, app_id: str | None, callback_key: str) -> str:
+        """Point the agent's Gupshup app at its callback URL; says how that went."""
+        if not app_id:
+            return "no gupshup_app_id"
+        if self.partner is None:
+            return "partner API not configured"
+        try:
+            await self.partner.subscribe(app_id, self.callback_url(callback_key))
+        except PartnerError as exc:
+            log.warning("callback subscription failed", app_id=app_id, error=str(exc))
+            return f"failed: {exc}"
+        return "registered"
 
     async def agent_changed(self, org_id: str, agent_id: str) -> None:
         """Tell every replica to drop its cached view of the agent (best effort)."""
