@@ -19,6 +19,15 @@ from tests.e2e.conftest import OnboardedAgent, Stack
 from tests.e2e.test_pipeline import eventually, new_lead, settled_reply
 
 
+async def stored_inbound(stack: Stack, agent: OnboardedAgent, count: int) -> None:
+    """Wait until dedup stored `count` messages from leads of the agent."""
+    messages = stack.store.db["messages"]
+    await eventually(
+        lambda: messages.count_documents({"agent_id": agent.agent.id, "direction": "in"}),
+        lambda n: n >= count,
+    )
+
+
 async def quiet_for(
     stack: Stack, agent: OnboardedAgent, lead: str, count: int, seconds: float = 2.0
 ) -> None:
