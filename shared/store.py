@@ -119,6 +119,10 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
         "thread_leases": [plain("thread_id", "generation", name="thread_generation")],
         "templates": [unique("agent_id", "name", "language", name="agent_name_language_unique")],
         "template_usage": [plain("org_id", "agent_id", "at", name="org_agent_time")],
+        "listings": [
+            plain("org_id", "agent_id", name="org_agent"),
+            plain("org_id", "district", name="org_district"),
+        ],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],
     }
     for collection, models in indexes.items():

@@ -31,6 +31,20 @@ class Persona(BaseModel):
     instructions: str | None = Field(default=None, max_length=2000)
 
 
+class WorkingPeriod(BaseModel):
+    """A period of a weekday in which the agent takes consultations (agent's time zone)."""
+
+    day: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    start: str  # HH:MM
+    end: str
+
+
+DEFAULT_HOURS = tuple(
+    WorkingPeriod(day=day, start="09:00", end="18:00")
+    for day in ("mon", "tue", "wed", "thu", "fri")
+)
+
+
 class Agent(BaseModel):
     """An agent as the services see it (credentials stay sealed until used)."""
 
@@ -48,6 +62,7 @@ class Agent(BaseModel):
     rate_per_second: float = 20.0
     notify_number: str | None = None
     timezone: str = "Asia/Singapore"
+    working_hours: list[WorkingPeriod] = Field(default_factory=lambda: list(DEFAULT_HOURS))
     status: Literal["active", "suspended"] = "active"
     created_at: datetime
 

@@ -105,6 +105,7 @@ class Route:
     scope: Scope
     body: type[BaseModel] | None
     status: int
+    content_type: str | None  # a raw (non-JSON) request body, e.g. text/csv
 
 
 @dataclass
@@ -122,11 +123,14 @@ class RouteTable:
         scope: Scope = "org",
         body: type[BaseModel] | None = None,
         status: int = 200,
+        content_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Declare the decorated function as an endpoint."""
 
         def register(handler: Handler) -> Handler:
-            self.routes.append(Route(method, path, summary, handler, scope, body, status))
+            self.routes.append(
+                Route(method, path, summary, handler, scope, body, status, content_type)
+            )
             return handler
 
         return register
@@ -259,6 +263,11 @@ def openapi(table: RouteTable, title: str) -> dict[str, Any]:
                         "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
                     }
                 },
+            }
+        if route.content_type is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "content": {route.content_type: {"schema": {"type": "string"}}},
             }
         parameters = [
             {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
