@@ -126,6 +126,14 @@ def _area_pattern(area: str) -> str:
     return r"\b" + r"[-\s]+".join(re.escape(word) for word in words) + r"\b"
 
 
+# The persona's tone decides how the bot introduces itself.
+GREETINGS = {
+    "friendly": "Hi{name}! I'm {bot}, {agent}'s assistant. Thanks for reaching out.",
+    "professional": "Good day{name}. I am {bot}, assistant to {agent}. Thank you for your enquiry.",
+    "casual": "Hey{name}! {bot} here, helping {agent} out. Great to hear from you!",
+}
+
+
 def compose_reply(conversation: Conversation) -> ComposedReply:
     """One reply to the lead's latest messages: at most one question, short bubbles."""
     persona = conversation.persona
@@ -135,11 +143,11 @@ def compose_reply(conversation: Conversation) -> ComposedReply:
     bubbles: list[str] = []
     first_name = next(iter((conversation.lead_name or "").split()), "")
     if conversation.stage == "new":
-        greeting = persona.greeting or (
-            f"Hi{' ' + first_name if first_name else ''}! I'm {persona.bot_name}, "
-            f"{conversation.agent_name}'s assistant. Thanks for reaching out."
+        name = f" {first_name}" if first_name else ""
+        default_greeting = GREETINGS[persona.tone].format(
+            name=name, bot=persona.bot_name, agent=conversation.agent_name
         )
-        bubbles.append(greeting)
+        bubbles.append(persona.greeting or default_greeting)
     elif not conversation.new_texts:
         bubbles.append("Thanks! I've passed this on so nothing gets missed.")
     missing = next(((key, q) for key, q in QUESTIONS if key not in profile), None)

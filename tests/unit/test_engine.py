@@ -235,3 +235,23 @@ def test_any_burst_gets_one_question_and_none_about_a_known_fact(
     assert asked is None or asked not in reply.profile
     assert (reply.stage == "qualified") == (asked is None)
     assert all(bubble.strip() for bubble in reply.bubbles)
+
+
+@pytest.mark.parametrize(
+    ("tone", "opening"),
+    [("friendly", "Hi Rachel!"), ("professional", "Good day Rachel."), ("casual", "Hey Rachel!")],
+)
+def test_first_reply_speaks_in_the_personas_tone(tone: str, opening: str) -> None:
+    persona = Persona(bot_name="Ava", tone=tone)  # type: ignore[arg-type]
+    reply = compose_reply(
+        Conversation(
+            persona=persona,
+            agent_name="Jason Tan",
+            lead_name="Rachel Lim",
+            stage="new",
+            profile={},
+            new_texts=["Hello"],
+        )
+    )
+    assert reply.bubbles[0].startswith(opening)
+    assert "Ava" in reply.bubbles[0] and "Jason Tan" in reply.bubbles[0]
