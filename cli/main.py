@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
+from shared.gupshup.partner import partner_from_settings, register_callback
 from shared.ids import new_id
 from shared.logs import configure_logging, get_logger
 from shared.models import AgentChanged
@@ -127,11 +128,19 @@ async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, A
         except AgentNumberTaken as exc:
             raise CommandError(str(exc)) from None
         await audit(store, org.id, "agent.create", agent.id, agent.public())
+    url = callback_url(settings, key)
+    partner = partner_from_settings(settings)
+    try:
+        subscription = await register_callback(partner, agent.gupshup_app_id, url)
+    finally:
+        if partner is not None:
+            await partner.close()
     return {
         "agent_id": agent.id,
         "org_id": org.id,
         "number": agent.number,
-        "callback_url": callback_url(settings, key),
+        "callback_url": url,
+        "callback_subscription": subscription,
     }
 
 

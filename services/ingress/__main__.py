@@ -6,7 +6,7 @@ from services.ingress.admin import create_admin_app
 from services.ingress.webhooks import create_webhook_app
 from shared.broker import Broker
 from shared.crypto import KeyRing
-from shared.gupshup.partner import PartnerClient
+from shared.gupshup.partner import partner_from_settings
 from shared.health import start_http
 from shared.logs import get_logger
 from shared.repositories.agents import AgentDirectory
@@ -22,18 +22,10 @@ async def main(settings: Settings) -> None:
     broker = Broker(settings, "ingress")
     store = Store(settings)
     agents = AgentDirectory.for_store(store, settings)
-    webhooks = create_webhook_app(settings, broker, agents)
-    partner = (
-        PartnerClient(
-            str(settings.gupshup_partner_base_url),
-            settings.gupshup_partner_email,
-            settings.gupshup_partner_password,
-            settings.gupshup_timeout_seconds,
-        )
-        if settings.gupshup_partner_email and settings.gupshup_partner_password
-        else None
-    )
-    admin = create_admin_app(settings, store, broker, KeyRing.from_settings(settings), partner)
+    key_ring = KeyRing.from_settings(settings)
+    webhooks = create_webhook_app(settings, broker, agents, key_ring)
+    partner = partner_from_settings(settings)
+    admin = create_admin_app(settings, store, broker, key_ring, partner)
 
     public = await start_http(webhooks, settings.http_host, settings.ingress_port)
     internal = await start_http(admin, settings.http_host, settings.admin_port)

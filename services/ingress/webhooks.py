@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -9,6 +11,7 @@ import uuid
 from aiohttp import web
 
 from shared.broker import Broker, PublishFailed
+from shared.crypto import KeyRing
 from shared.gupshup.parsers import MalformedPayload, app_identity, parse_webhook
 from shared.health import add_health_routes
 from shared.logs import get_logger
@@ -39,7 +42,7 @@ def identity_mismatch(agent: Agent, body: dict[str, object]) -> str | None:
 
 
 def create_webhook_app(
-    settings: Settings, broker: Broker, agents: AgentDirectory
+    settings: Settings, broker: Broker, agents: AgentDirectory, key_ring: KeyRing
 ) -> web.Application:
     """The public application: the webhook route plus health and metrics."""
 
@@ -48,7 +51,7 @@ def create_webhook_app(
         return {"broker": broker.is_ready()}
 
     app = web.Application(client_max_size=settings.webhook_max_body_bytes)
-    app.router.add_post(WEBHOOK_PATH, WebhookReceiver(broker, agents).receive)
+    app.router.add_post(WEBHOOK_PATH, WebhookReceiver(broker, agents, key_ring).receive)
     add_health_routes(app, readiness)
     return app
 
@@ -56,9 +59,23 @@ def create_webhook_app(
 class WebhookReceiver:
     """Handles `POST /v1/webhooks/gupshup/{agent_key}`."""
 
-    def __init__(self, broker: Broker, agents: AgentDirectory) -> None:
+    def __init__(self, broker: Broker, agents: AgentDirectory, key_ring: KeyRing) -> None:
         self._broker = broker
         self._agents = agents
+        self._key_ring = key_ring
+
+    def _signature_ok(self, agent: Agent, signature: str | None, raw: bytes) -> bool:
+        """Check Meta's X-Hub-Signature-256 where the agent has an app secret.
+
+        Gupshup's own (v2) callbacks are unsigned, so an absent header is accepted: the
+        unguessable callback URL is the authentication; a present one must be right.
+        """
+        sealed = agent.credentials.get("app_secret")
+        if signature is None or sealed is None:
+            return True
+        secret = self._key_ring.decrypt(sealed, agent_id=agent.id, field="app_secret")
+        expected = "sha256=" + hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature.strip().lower(), expected)
 
     async def receive(self, request: web.Request) -> web.Response:
         """Answer 2xx only after the broker confirmed the raw event."""
@@ -81,6 +98,9 @@ class WebhookReceiver:
         except web.HTTPRequestEntityTooLarge:
             log.warning("webhook body too large", agent_id=agent.id)
             return _answer(413, "body too large")
+        if not self._signature_ok(agent, request.headers.get("X-Hub-Signature-256"), raw):
+            log.warning("webhook signature does not match the app secret", agent_id=agent.id)
+            return _answer(401, "bad signature")
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):

@@ -68,9 +68,7 @@ class Outbound:
         if agent is None or agent.org_id != command.org_id:
             raise PermanentError(f"no agent {command.agent_id} in organization {command.org_id}")
         if not agent.active:
-            log.info(
-                "agent suspended: reply not sent", agent_id=agent.id, command_id=command.command_id
-            )
+            await self._skip(command, "agent_suspended")
             return
         skip_reason = await self._rule_blocking(command)
         if skip_reason is not None:

@@ -24,6 +24,7 @@ from urllib.parse import quote
 import aiohttp
 
 from shared.logs import get_logger
+from shared.settings import Settings
 
 log = get_logger(__name__)
 
@@ -335,3 +336,28 @@ def _integer(value: Any, *, default: int) -> int:
 
 def _segment(value: str) -> str:
     return quote(value, safe="")
+
+
+def partner_from_settings(settings: Settings) -> PartnerClient | None:
+    """The Partner API client, when Partner credentials are configured."""
+    if not (settings.gupshup_partner_email and settings.gupshup_partner_password):
+        return None
+    return PartnerClient(
+        str(settings.gupshup_partner_base_url),
+        settings.gupshup_partner_email,
+        settings.gupshup_partner_password,
+        settings.gupshup_timeout_seconds,
+    )
+
+
+async def register_callback(partner: PartnerClient | None, app_id: str | None, url: str) -> str:
+    """Point an agent's Gupshup app at its callback URL; says how that went (never raises)."""
+    if not app_id:
+        return "no gupshup_app_id"
+    if partner is None:
+        return "partner API not configured"
+    try:
+        await partner.subscribe(app_id, url)
+    except PartnerError as exc:
+        return f"failed: {exc}"
+    return "registered"

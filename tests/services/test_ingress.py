@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,8 +14,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from services.ingress.webhooks import WEBHOOK_PATH, create_webhook_app
 from shared.broker import Broker
+from shared.crypto import KeyRing
 from shared.models import RawWebhook
-from shared.repositories.agents import AgentDirectory
+from shared.repositories.agents import AgentDirectory, AgentRepository
 from shared.settings import Settings
 from shared.store import Store
 from tests.services.conftest import Tenant, Tenants, fetch_event, gupshup_fixture
@@ -33,7 +36,12 @@ async def client(
     settings: Settings, store: Store, ingress_broker: Broker
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:
     """The webhook application, as the ingress service builds it."""
-    app = create_webhook_app(settings, ingress_broker, AgentDirectory.for_store(store, settings))
+    app = create_webhook_app(
+        settings,
+        ingress_broker,
+        AgentDirectory.for_store(store, settings),
+        KeyRing.from_settings(settings),
+    )
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     yield client
@@ -164,3 +172,25 @@ async def test_metrics_count_webhooks_by_status(
     text = await response.text()
     assert 'realtybot_webhooks_total{status="200"}' in text
     assert 'realtybot_webhooks_total{status="404"}' in text
+
+
+async def test_signed_webhooks_must_match_the_agents_app_secret(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant, store: Store, settings: Settings
+) -> None:
+    repository = AgentRepository(store, KeyRing.from_settings(settings))
+    await repository.set_credentials(tenant.org_id, tenant.agent_id, {"app_secret": "s3cret"})
+    raw = json.dumps(gupshup_fixture("v3_text.json")).encode()
+    good = "sha256=" + hmac.new(b"s3cret", raw, hashlib.sha256).hexdigest()
+    url = webhook_url(tenant.callback_key)
+    headers = {"Content-Type": "application/json"}
+
+    forged = await client.post(
+        url, data=raw, headers={**headers, "X-Hub-Signature-256": "sha256=00"}
+    )
+    assert forged.status == 401
+    assert await router_depth(broker) == 0
+    signed = await client.post(url, data=raw, headers={**headers, "X-Hub-Signature-256": good})
+    assert signed.status == 200
+    unsigned = await client.post(url, data=raw, headers=headers)  # Gupshup's own callbacks
+    assert unsigned.status == 200
+    assert await router_depth(broker) == 2

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from shared.broker import Broker, PublishFailed
 from shared.crypto import KeyRing
-from shared.gupshup.partner import PartnerClient, PartnerError
+from shared.gupshup.partner import PartnerClient, register_callback
 from shared.ids import new_id
 from shared.logs import get_logger
 from shared.models import AgentChanged
@@ -44,16 +44,10 @@ class AdminContext:
 
     async def subscribe_callbacks(self, app_id: str | None, callback_key: str) -> str:
         """Point the agent's Gupshup app at its callback URL; says how that went."""
-        if not app_id:
-            return "no gupshup_app_id"
-        if self.partner is None:
-            return "partner API not configured"
-        try:
-            await self.partner.subscribe(app_id, self.callback_url(callback_key))
-        except PartnerError as exc:
-            log.warning("callback subscription failed", app_id=app_id, error=str(exc))
-            return f"failed: {exc}"
-        return "registered"
+        outcome = await register_callback(self.partner, app_id, self.callback_url(callback_key))
+        if outcome.startswith("failed"):
+            log.warning("callback subscription failed", app_id=app_id, error=outcome)
+        return outcome
 
     async def agent_changed(self, org_id: str, agent_id: str) -> None:
         """Tell every replica to drop its cached view of the agent (best effort)."""

@@ -169,7 +169,7 @@ def build_app(table: RouteTable, keys: ApiKeyRepository, title: str) -> web.Appl
             if route.body is not None:
                 raw = await request.read()
                 try:
-                    body = route.body.model_validate_json(raw or b"{}")
+                    body = route.body.model_validate_json(raw or b"{}", strict=True)
                 except ValidationError as exc:
                     raise ApiError(
                         422, "invalid", "the request body is invalid", _validation_fields(exc)
