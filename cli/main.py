@@ -22,7 +22,7 @@ from shared.ids import new_id
 from shared.logs import configure_logging, get_logger
 from shared.models import AgentChanged
 from shared.phones import InvalidPhoneNumber, normalize_phone
-from shared.repositories.agents import AgentNumberTaken, AgentRepository, Persona
+from shared.repositories.agents import AgentConflict, AgentRepository, Persona
 from shared.repositories.api_keys import ApiKeyRepository
 from shared.repositories.audit import AuditLog
 from shared.repositories.organizations import (
@@ -125,7 +125,7 @@ async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, A
                 rate_per_second=args.rate,
                 notify_number=notify,
             )
-        except AgentNumberTaken as exc:
+        except AgentConflict as exc:
             raise CommandError(str(exc)) from None
         await audit(store, org.id, "agent.create", agent.id, agent.public())
     url = callback_url(settings, key)

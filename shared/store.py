@@ -32,9 +32,16 @@ T = TypeVar("T")
 Document = dict[str, Any]
 
 
+def is_duplicate(exc: BaseException) -> bool:
+    """A unique index refused the write (FerretDB reports it differently for updates)."""
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    return isinstance(exc, OperationFailure) and "UNIQUE constraint failed" in str(exc)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Errors that go away by themselves: SQLite's single writer, a reconnecting driver."""
-    if isinstance(exc, DuplicateKeyError):
+    if is_duplicate(exc):
         return False
     if isinstance(exc, AutoReconnect):
         return True
@@ -129,8 +136,26 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
         await db[collection].create_indexes(models)
 
 
+async def _one_agent_per_app(db: AsyncDatabase[Document]) -> None:
+    # A Gupshup app (by name, and by id where known) routes to exactly one agent. The id is
+    # optional and partial indexes are not available everywhere, so every agent carries an
+    # `app_id_claim`: its app id, or a value of its own when it has none.
+    async for agent in db["agents"].find({"app_id_claim": {"$exists": False}}):
+        claim = agent.get("gupshup_app_id") or f"-{agent['_id']}"
+        await db["agents"].update_one({"_id": agent["_id"]}, {"$set": {"app_id_claim": claim}})
+    if "gupshup_app" in await db["agents"].index_information():
+        await db["agents"].drop_index("gupshup_app")
+    await db["agents"].create_indexes(
+        [
+            IndexModel([("gupshup_app", ASCENDING)], unique=True, name="gupshup_app_unique"),
+            IndexModel([("app_id_claim", ASCENDING)], unique=True, name="app_id_claim_unique"),
+        ]
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "collections and indexes of the pipeline", _initial_indexes),
+    Migration(2, "one agent per Gupshup app", _one_agent_per_app),
 )
 
 

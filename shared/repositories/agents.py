@@ -7,13 +7,12 @@ from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo.errors import DuplicateKeyError
 
 from shared.crypto import KeyRing, hash_token, new_token
 from shared.ids import new_id
 from shared.models import AgentChanged, utcnow
 from shared.settings import Settings
-from shared.store import Store, with_retry
+from shared.store import Store, is_duplicate, with_retry
 
 CREDENTIAL_FIELDS = ("gupshup_api_key", "partner_app_token", "app_secret")
 
@@ -77,8 +76,16 @@ class Agent(BaseModel):
         return {"agent_id": self.id, **shown, "credentials_set": sorted(self.credentials)}
 
 
-class AgentNumberTaken(Exception):
+class AgentConflict(Exception):
+    """Another agent already holds a number or Gupshup app that must be unique."""
+
+
+class AgentNumberTaken(AgentConflict):
     """Another agent already has that WhatsApp number."""
+
+
+class AgentAppTaken(AgentConflict):
+    """Another agent already uses that Gupshup app (name or id)."""
 
 
 class AgentRepository:
@@ -129,11 +136,28 @@ class AgentRepository:
             timezone=timezone,
             created_at=utcnow(),
         )
+        doc = {**agent.model_dump(by_alias=True), "app_id_claim": gupshup_app_id or f"-{agent_id}"}
         try:
-            await with_retry(lambda: self._agents.insert_one(agent.model_dump(by_alias=True)))
-        except DuplicateKeyError:
-            raise AgentNumberTaken(f"the number {number} belongs to another agent") from None
+            await with_retry(lambda: self._agents.insert_one(doc))
+        except Exception as exc:
+            if is_duplicate(exc):
+                raise await self._clash(agent_id, number, gupshup_app, gupshup_app_id) from None
+            raise
         return agent, callback_key
+
+    async def _clash(
+        self, agent_id: str, number: str | None, app: str | None, app_id: str | None
+    ) -> AgentConflict:
+        """Which unique field another agent holds already."""
+        checks = (
+            ("number", number, AgentNumberTaken, "number"),
+            ("gupshup_app", app, AgentAppTaken, "Gupshup app"),
+            ("app_id_claim", app_id, AgentAppTaken, "Gupshup app id"),
+        )
+        for field, value, error, label in checks:
+            if value and await self._agents.find_one({field: value, "_id": {"$ne": agent_id}}):
+                return error(f"that {label} belongs to another agent")
+        return AgentConflict("another agent has the same number or Gupshup app")
 
     async def update(
         self, org_id: str, agent_id: str, fields: dict[str, object]
@@ -142,6 +166,8 @@ class AgentRepository:
         before = await self.get_in_org(org_id, agent_id)
         if before is None:
             return None
+        if "gupshup_app_id" in fields:
+            fields = {**fields, "app_id_claim": fields["gupshup_app_id"] or f"-{agent_id}"}
         if fields:
             try:
                 await with_retry(
@@ -149,8 +175,16 @@ class AgentRepository:
                         {"_id": agent_id, "org_id": org_id}, {"$set": fields}
                     )
                 )
-            except DuplicateKeyError:
-                raise AgentNumberTaken("that number belongs to another agent") from None
+            except Exception as exc:
+                if is_duplicate(exc):
+                    text = {k: v for k, v in fields.items() if isinstance(v, str)}
+                    raise await self._clash(
+                        agent_id,
+                        text.get("number"),
+                        text.get("gupshup_app"),
+                        text.get("gupshup_app_id"),
+                    ) from None
+                raise
         after = await self.get_in_org(org_id, agent_id)
         assert after is not None
         return before, after

@@ -13,13 +13,18 @@ from shared.store import Document, Store, with_retry
 def mask_secrets(value: Any) -> Any:
     """A copy with every secret-looking field (and every credential) replaced."""
     if isinstance(value, dict):
-        return {
-            k: REDACTED if SECRET_KEY.search(str(k)) or k == "credentials" else mask_secrets(v)
-            for k, v in value.items()
-        }
+        return {k: _mask_field(str(k), v) for k, v in value.items()}
     if isinstance(value, list):
         return [mask_secrets(v) for v in value]
     return value
+
+
+def _mask_field(key: str, value: Any) -> Any:
+    # A list of field names ("credentials_set") says which secrets exist, not what they are.
+    names_only = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if (SECRET_KEY.search(key) or key == "credentials") and not names_only:
+        return REDACTED
+    return mask_secrets(value)
 
 
 class AuditLog:

@@ -18,7 +18,7 @@ from services.ingress.admin.framework import (
 )
 from services.ingress.admin.organizations import TimeZone
 from shared.phones import InvalidPhoneNumber, normalize_phone
-from shared.repositories.agents import Agent, AgentNumberTaken, Persona
+from shared.repositories.agents import Agent, AgentConflict, AgentNumberTaken, Persona
 
 AppName = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
 Secret = Field(min_length=1, max_length=1000)
@@ -65,6 +65,12 @@ class CredentialsUpdate(Body):
         if not self.model_dump(exclude_none=True):
             raise ValueError("give at least one credential")
         return self
+
+
+def conflict(exc: AgentConflict) -> ApiError:
+    """409 with a code saying what is taken."""
+    code = "number_taken" if isinstance(exc, AgentNumberTaken) else "app_taken"
+    return ApiError(409, code, str(exc))
 
 
 def register(table: RouteTable, ctx: AdminContext) -> None:
@@ -122,8 +128,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 timezone=body.timezone,
                 extra_credentials=extra,
             )
-        except AgentNumberTaken as exc:
-            raise ApiError(409, "number_taken", str(exc)) from None
+        except AgentConflict as exc:
+            raise conflict(exc) from None
         await ctx.audit.record(
             org_id=call.org_id,
             actor=call.actor,
@@ -176,8 +182,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
     async def change(call: Call, action: str, fields: dict[str, object]) -> web.StreamResponse:
         try:
             changed = await ctx.agents.update(call.org_id, call.param("agent_id"), fields)
-        except AgentNumberTaken as exc:
-            raise ApiError(409, "number_taken", str(exc)) from None
+        except AgentConflict as exc:
+            raise conflict(exc) from None
         if changed is None:
             raise not_found("agent")
         before, after = changed
@@ -224,7 +230,12 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         agent = await agent_of(call)
         callback_key = await ctx.agents.rotate_callback_key(call.org_id, agent.id)
         await ctx.audit.record(
-            org_id=call.org_id, actor=call.actor, action="agent.callback_key", target=agent.id
+            org_id=call.org_id,
+            actor=call.actor,
+            action="agent.callback_key",
+            target=agent.id,
+            before={"callback_key": "retired"},
+            after={"callback_key": "issued"},
         )
         await ctx.agent_changed(call.org_id, agent.id)
         subscription = await ctx.subscribe_callbacks(agent.gupshup_app_id, callback_key)

@@ -200,6 +200,11 @@ def build_app(table: RouteTable, keys: ApiKeyRepository, title: str) -> web.Appl
             return json_response(
                 {"error": {"code": code, "message": exc.reason}}, status=exc.status
             )
+        except Exception:
+            log.exception("admin request failed", path=request.path, method=request.method)
+            return json_response(
+                {"error": {"code": "internal", "message": "internal error"}}, status=500
+            )
 
     app = web.Application(middlewares=[errors], client_max_size=MAX_BODY_BYTES)
     for route in table.routes:

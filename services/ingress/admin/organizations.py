@@ -28,6 +28,10 @@ def _region(value: str) -> str:
 
 
 def _zone(value: str) -> str:
+    # Only IANA "Area/City" names (and UTC): "localtime" or "Factory" exist on some hosts
+    # but mean nothing portable.
+    if value != "UTC" and ("/" not in value or value.startswith(("posix/", "right/", "Etc/"))):
+        raise ValueError("use an IANA time zone such as Asia/Singapore")
     if value not in available_timezones():
         raise ValueError("unknown time zone")
     return value
