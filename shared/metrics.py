@@ -58,3 +58,9 @@ UNATTRIBUTED = Counter(
     "Raw events the router could not attribute to an agent (dead-lettered), by reason.",
     ["reason"],
 )
+LEADS = Counter(
+    "realtybot_leads_total",
+    "Leads created in the registry, and existing leads merged into a new agent's thread or an "
+    "import (outcome created or merged).",
+    ["outcome"],
+)

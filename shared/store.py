@@ -130,6 +130,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
             plain("org_id", "agent_id", name="org_agent"),
             plain("org_id", "district", name="org_district"),
         ],
+        "conversions": [plain("org_id", "thread_id", name="org_thread")],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],
     }
     for collection, models in indexes.items():

@@ -79,6 +79,8 @@ class Conversation:
     stage: str
     profile: dict[str, Any]
     new_texts: list[str]
+    # The lead's threads with colleagues in the same organization (metadata only).
+    colleague_threads: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 
 from services.brain.engine import Conversation, compose_reply
 from shared.broker import Broker
+from shared.colleagues import ColleagueThreads
 from shared.errors import Defer, TransientError
 from shared.ids import derived_id
 from shared.logs import get_logger
@@ -34,6 +36,7 @@ class Brain:
         self._threads = ThreadRepository(store)
         self._messages = MessageRepository(store)
         self._outbox = ReplyOutbox(store, broker)
+        self._colleagues = ColleagueThreads(store)
         self._leads = store.db["leads"]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -65,7 +68,9 @@ class Brain:
                 "not answering: agent suspended or thread handed off", thread_id=work.thread_id
             )
             return
-        composed = compose_reply(self._conversation(agent, thread, lead, unanswered))
+        conversation = self._conversation(agent, thread, lead, unanswered)
+        conversation = replace(conversation, colleague_threads=await self._colleagues.of(thread))
+        composed = compose_reply(conversation)
         answers = [m["_id"] for m in unanswered]
         command = SendCommand(
             event_id=derived_id("rpl", work.thread_id, *answers),

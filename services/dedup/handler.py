@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from shared.broker import Broker
 from shared.errors import PermanentError
 from shared.ids import derived_id
 from shared.logs import get_logger
-from shared.metrics import INBOUND_STORED
+from shared.metrics import INBOUND_STORED, LEADS
 from shared.models import InboundMessage, ThreadWork, UserEvent
 from shared.phones import InvalidPhoneNumber, normalize_phone
 from shared.repositories.consents import ConsentRepository
@@ -21,10 +22,24 @@ from shared.store import Store
 log = get_logger(__name__)
 
 
+# Campaign codes printed on ads and flyers: "#TAMPINES24", "code: EC2025", "ref PARC88". A
+# code has a letter (so a unit number such as "#05-12" is not one); after a keyword without
+# a colon it also needs a digit (so "code for the unit" is not one).
+CAMPAIGN_CODE = re.compile(
+    r"#((?=[\w-]*[A-Za-z])[A-Za-z0-9][\w-]{2,29})"
+    r"|\b(?:code|ref|promo)\b\s*[:=]\s*([A-Za-z0-9][\w-]{2,29})"
+    r"|\b(?:code|ref|promo)\b\s+((?=[\w-]*\d)(?=[\w-]*[A-Za-z])[A-Za-z0-9][\w-]{2,29})",
+    re.IGNORECASE,
+)
+
+
 def first_touch_source(message: InboundMessage) -> dict[str, Any]:
-    """How the lead found the agent: a click-to-WhatsApp ad or organic."""
+    """How the lead found the agent: a click-to-WhatsApp ad, a campaign code, or organic."""
     if message.referral:
         return {"source": "ad", "referral": message.referral}
+    if message.text and (match := CAMPAIGN_CODE.search(message.text)):
+        code = next(group for group in match.groups() if group)
+        return {"source": "campaign", "campaign_code": code.upper()}
     return {"source": "organic"}
 
 
@@ -61,7 +76,7 @@ class Dedup:
         """Store the message once and tell the brain its thread has work."""
         phone = await self._phone(message.org_id, message.lead_wa_id)
         source = first_touch_source(message)
-        lead = await self._leads.get_or_create(
+        lead, lead_created = await self._leads.resolve(
             phone,
             name=message.lead_name,
             org_id=message.org_id,
@@ -69,13 +84,23 @@ class Dedup:
             at=message.sent_at,
             source=source,
         )
-        thread = await self._threads.get_or_create(
+        thread, thread_created = await self._threads.resolve(
             org_id=message.org_id,
             agent_id=message.agent_id,
             lead_id=lead["_id"],
             at=message.sent_at,
             source=source,
         )
+        if thread_created and not lead_created:
+            LEADS.labels("merged").inc()  # a known person, new to this agent
+        if not await self._messages.claim_fingerprint(message, thread["_id"]):
+            INBOUND_STORED.labels("relay_duplicate").inc()
+            log.info(
+                "same message relayed under another id: ignored",
+                thread_id=thread["_id"],
+                provider_message_id=message.provider_message_id,
+            )
+            return
         stored, created = await self._messages.store_inbound(
             message, thread_id=thread["_id"], lead_id=lead["_id"], phone=phone
         )

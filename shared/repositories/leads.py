@@ -8,6 +8,7 @@ from typing import Any
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import new_id
+from shared.metrics import LEADS
 from shared.store import Document, Store, with_retry
 
 
@@ -41,6 +42,22 @@ class LeadRepository:
         source: dict[str, Any],
     ) -> Document:
         """The lead with this phone; created (with its first touch) if it did not exist."""
+        lead, _created = await self.resolve(
+            phone, name=name, org_id=org_id, agent_id=agent_id, at=at, source=source
+        )
+        return lead
+
+    async def resolve(
+        self,
+        phone: str,
+        *,
+        name: str | None,
+        org_id: str,
+        agent_id: str,
+        at: datetime,
+        source: dict[str, Any],
+    ) -> tuple[Document, bool]:
+        """The lead with this phone and whether this call created it (names seen are added)."""
         existing = await with_retry(lambda: self._leads.find_one({"phone": phone}))
         if existing is None:
             lead: Document = {
@@ -52,7 +69,8 @@ class LeadRepository:
             }
             try:
                 await with_retry(lambda: self._leads.insert_one(lead))
-                return lead
+                LEADS.labels("created").inc()
+                return lead, True
             except DuplicateKeyError:  # another replica created it first: use theirs
                 existing = await with_retry(lambda: self._leads.find_one({"phone": phone}))
                 if existing is None:
@@ -66,4 +84,4 @@ class LeadRepository:
                     {"_id": existing["_id"]}, {"$push": {"names": entry}}
                 )
             )
-        return existing
+        return existing, False

@@ -18,11 +18,24 @@ def message_id(agent_id: str, provider_message_id: str) -> str:
     return derived_id("msg", agent_id, provider_message_id)
 
 
+def content_key(message: InboundMessage) -> str:
+    """What a message says, whatever its type, for recognising the same message twice."""
+    parts = [message.type, message.text or ""]
+    if message.media is not None:
+        parts.append(message.media.url or message.media.filename or "")
+    if message.location is not None:
+        parts.append(f"{message.location.latitude},{message.location.longitude}")
+    if message.choice is not None:
+        parts.append(f"{message.choice.id}|{message.choice.title}")
+    return "\x1f".join(parts)
+
+
 class MessageRepository:
     """Store inbound messages idempotently and read a thread's unanswered ones."""
 
     def __init__(self, store: Store) -> None:
         self._messages = store.db["messages"]
+        self._fingerprints = store.db["message_fingerprints"]
 
     async def store_inbound(
         self, message: InboundMessage, *, thread_id: str, lead_id: str, phone: str
@@ -64,6 +77,33 @@ class MessageRepository:
                 raise
             return existing, False
         return doc, True
+
+    async def claim_fingerprint(self, message: InboundMessage, thread_id: str) -> bool:
+        """False when this is Gupshup relaying an already seen message under another id.
+
+        A relay carries the same content and the same WhatsApp timestamp as the original; a
+        lead who repeats "ok" on purpose sends it at another time, so it is kept. The claim is
+        an insert, so concurrent relays cannot both pass; the original's own redelivery does.
+        """
+        fingerprint_id = derived_id(
+            "fpr", thread_id, content_key(message), message.sent_at.isoformat()
+        )
+        try:
+            await with_retry(
+                lambda: self._fingerprints.insert_one(
+                    {
+                        "_id": fingerprint_id,
+                        "org_id": message.org_id,
+                        "thread_id": thread_id,
+                        "provider_message_id": message.provider_message_id,
+                        "at": message.received_at,
+                    }
+                )
+            )
+        except DuplicateKeyError:
+            first = await with_retry(lambda: self._fingerprints.find_one({"_id": fingerprint_id}))
+            return first is None or first["provider_message_id"] == message.provider_message_id
+        return True
 
     async def mark_dispatched(self, org_id: str, message_id: str) -> None:
         """The thread's work item for this message was confirmed by the broker."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
@@ -19,6 +20,9 @@ class OrganizationSettings(BaseModel):
 
     region: str = "SG"
     timezone: str = "Asia/Singapore"
+    # What an agent sees of the same lead's threads with colleagues: nothing, their metadata
+    # (agent, stage, last contact, booked), or also their summary.
+    cross_agent_visibility: Literal["none", "metadata", "summary"] = "metadata"
 
 
 class Organization(BaseModel):

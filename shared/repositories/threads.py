@@ -26,12 +26,21 @@ class ThreadRepository:
         self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
     ) -> Document:
         """The agent's thread with this lead, created on first contact."""
+        thread, _created = await self.resolve(
+            org_id=org_id, agent_id=agent_id, lead_id=lead_id, at=at, source=source
+        )
+        return thread
+
+    async def resolve(
+        self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
+    ) -> tuple[Document, bool]:
+        """The agent's thread with this lead and whether this call created it."""
         thread_id = thread_id_for(agent_id, lead_id)
         existing = await with_retry(
             lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
         )
         if existing is not None:
-            return existing
+            return existing, False
         thread: Document = {
             "_id": thread_id,
             "org_id": org_id,
@@ -53,8 +62,8 @@ class ThreadRepository:
             )
             if found is None:
                 raise
-            return found
-        return thread
+            return found, False
+        return thread, True
 
     async def get(self, org_id: str, thread_id: str) -> Document | None:
         """A thread of an organization."""
@@ -80,6 +89,13 @@ class ThreadRepository:
             if value is not None:
                 query[field] = value
         cursor = self._threads.find(query).sort("_id", 1).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def siblings(self, org_id: str, lead_id: str, thread_id: str) -> list[Document]:
+        """The lead's other threads in the same organization (never another's)."""
+        cursor = self._threads.find(
+            {"org_id": org_id, "lead_id": lead_id, "_id": {"$ne": thread_id}}
+        ).sort("_id", 1)
         return [doc async for doc in cursor]
 
     async def lead_ids(self, org_id: str, *, after: str | None, limit: int) -> list[str]:

@@ -78,6 +78,7 @@ SAMPLE_BODIES: dict[str, Callable[[Tenant], dict[str, Any] | Raw]] = {
         "examples": ["Rachel"],
     },
     "send_template": lambda t: {"template_id": Ref("template_id"), "params": ["Rachel"]},
+    "record_conversion": lambda t: {"kind": "booked"},
     "create_listing": lambda t: {
         "project": "Sample Residences",
         "district": "D15 Marine Parade",

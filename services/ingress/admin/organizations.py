@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
 import phonenumbers
@@ -49,9 +49,13 @@ class OrganizationCreate(Body):
     timezone: TimeZone = "Asia/Singapore"
 
 
+Visibility = Literal["none", "metadata", "summary"]
+
+
 class OrganizationUpdate(Body):
     """Changes to the caller's organization."""
 
+    cross_agent_visibility: Visibility | None = None
     name: str | None = Field(default=None, min_length=2, max_length=100)
     region: Region | None = None
     timezone: TimeZone | None = None
@@ -122,6 +126,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             fields["settings.region"] = body.region
         if body.timezone is not None:
             fields["settings.timezone"] = body.timezone
+        if body.cross_agent_visibility is not None:
+            fields["settings.cross_agent_visibility"] = body.cross_agent_visibility
         changed = await ctx.orgs.update(call.org_id, fields)
         if changed is None:
             raise not_found("organization")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -17,10 +17,12 @@ from services.ingress.admin.framework import (
     json_response,
     not_found,
 )
+from shared.colleagues import ColleagueThreads
 from shared.ids import new_id
 from shared.models import Bubble, SendCommand, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.consents import ConsentRepository
+from shared.repositories.conversions import ConversionKind, ConversionRepository
 from shared.repositories.leads import LeadRepository
 from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
@@ -39,6 +41,12 @@ THREAD_FIELDS = (
     "handed_off_at",
 )
 MESSAGE_FIELDS = ("direction", "type", "text", "author", "payload", "sent_at", "answered")
+
+
+class ConversionBody(Body):
+    """An outcome of the thread: an appointment booked, the deal won or lost."""
+
+    kind: ConversionKind
 
 
 class HumanReply(Body):
@@ -70,6 +78,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
     leads = LeadRepository(ctx.store)
     consents = ConsentRepository(ctx.store)
     outbox = ReplyOutbox(ctx.store, ctx.broker)
+    colleagues = ColleagueThreads(ctx.store)
+    conversions = ConversionRepository(ctx.store)
 
     async def thread_of(call: Call) -> Document:
         thread = await threads.get(call.org_id, call.param("thread_id"))
@@ -119,12 +129,72 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             }
         )
 
-    @table.add("GET", "/v1/threads/{thread_id}", "One thread with its lead")
+    @table.add(
+        "GET",
+        "/v1/threads/{thread_id}",
+        "One thread with its lead and the lead's threads with colleagues (metadata)",
+    )
     async def get_thread(call: Call) -> web.StreamResponse:
         thread = await thread_of(call)
         return json_response(
-            {**public_thread(thread), "lead": await lead_view(call.org_id, thread["lead_id"])}
+            {
+                **public_thread(thread),
+                "lead": await lead_view(call.org_id, thread["lead_id"]),
+                "other_threads": await colleagues.of(thread),
+            }
         )
+
+    @table.add(
+        "POST",
+        "/v1/threads/{thread_id}/conversion",
+        "Record an outcome: appointment booked, deal won or lost",
+        body=ConversionBody,
+        status=201,
+    )
+    async def record_conversion(call: Call) -> web.StreamResponse:
+        thread = await thread_of(call)
+        body: ConversionBody = call.body
+        new = await conversions.record(thread, body.kind, utcnow(), call.actor)
+        if new:
+            await ctx.audit.record(
+                org_id=call.org_id,
+                actor=call.actor,
+                action=f"conversion.{body.kind}",
+                target=thread["_id"],
+            )
+        return json_response(
+            {"thread_id": thread["_id"], "kind": body.kind, "recorded": new}, status=201
+        )
+
+    @table.add(
+        "GET",
+        "/v1/reports/attribution",
+        "Leads, conversions and conversion rate per agent and source; from/to (ISO "
+        "dates) bound when the threads started",
+    )
+    async def attribution_report(call: Call) -> web.StreamResponse:
+        query = call.request.query
+        try:
+            # By default the 30 days up to the end of today (UTC): stable within a day.
+            tomorrow = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(
+                days=1
+            )
+            end = datetime.fromisoformat(query["to"]) if "to" in query else tomorrow
+            start = (
+                datetime.fromisoformat(query["from"])
+                if "from" in query
+                else end - timedelta(days=30)
+            )
+        except ValueError:
+            raise ApiError(
+                422,
+                "invalid",
+                "invalid query parameter",
+                {"from/to": "must be ISO-8601 dates or times"},
+            ) from None
+        start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+        rows = await conversions.report(call.org_id, start, end)
+        return json_response({"from": start.isoformat(), "to": end.isoformat(), "rows": rows})
 
     @table.add(
         "GET",
