@@ -211,6 +211,8 @@ class SendCommand(TenantEvent):
     destination: str  # the lead, E.164
     bubbles: list[Bubble]
     created_at: datetime
+    # The one message an opted-out lead may still receive is the confirmation of it.
+    purpose: Literal["reply", "opt_out_confirmation"] = "reply"
 
     def send_id(self, index: int) -> str:
         """The id of one bubble's send: also its message's provider id until Gupshup's is known."""

@@ -16,6 +16,7 @@ from shared.metrics import REPLIES
 from shared.models import Bubble, SendCommand, ThreadWork, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
+from shared.repositories.consents import ConsentRepository
 from shared.repositories.leases import ThreadLeases
 from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
@@ -23,6 +24,10 @@ from shared.store import Document, Store
 
 log = get_logger(__name__)
 ENGINE = "rules"
+OPT_OUT_CONFIRMATION = (
+    "Understood, you won't receive any more messages from {bot}, {agent}'s assistant. "
+    "If you change your mind, just reply START."
+)
 
 
 class Brain:
@@ -37,6 +42,7 @@ class Brain:
         self._messages = MessageRepository(store)
         self._outbox = ReplyOutbox(store, broker)
         self._colleagues = ColleagueThreads(store)
+        self._consents = ConsentRepository(store)
         self._leads = store.db["leads"]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -68,6 +74,13 @@ class Brain:
                 "not answering: agent suspended or thread handed off", thread_id=work.thread_id
             )
             return
+        if await self._consents.opted_out(work.org_id, work.lead_id):
+            await self._confirm_opt_out(agent, thread, lead, unanswered)
+            return
+        if thread.get("opt_out_confirmed"):  # they opted in again: a fresh confirmation later
+            await self._threads.update_state(
+                work.org_id, work.thread_id, {"opt_out_confirmed": False}
+            )
         conversation = self._conversation(agent, thread, lead, unanswered)
         conversation = replace(conversation, colleague_threads=await self._colleagues.of(thread))
         composed = compose_reply(conversation)
@@ -88,6 +101,34 @@ class Brain:
             work.org_id, work.thread_id, {"stage": composed.stage, "profile": composed.profile}
         )
         REPLIES.labels(ENGINE).inc()
+        await self._outbox.publish(command)
+
+    async def _confirm_opt_out(
+        self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
+    ) -> None:
+        """One confirmation for the lead's opt-out, then silence until they opt in again."""
+        answers = [m["_id"] for m in unanswered]
+        asked = any(m.get("consent_intent") == "opt_out" for m in unanswered)
+        if not asked or thread.get("opt_out_confirmed"):
+            await self._messages.mark_answered(thread["org_id"], answers, "opted_out")
+            return
+        text = OPT_OUT_CONFIRMATION.format(bot=agent.persona.bot_name, agent=agent.name)
+        command = SendCommand(
+            event_id=derived_id("rpl", thread["_id"], *answers),
+            command_id=derived_id("rpl", thread["_id"], *answers),
+            org_id=thread["org_id"],
+            agent_id=agent.id,
+            thread_id=thread["_id"],
+            lead_id=lead["_id"],
+            destination=lead["phone"],
+            bubbles=[Bubble(text=text)],
+            created_at=utcnow(),
+            purpose="opt_out_confirmation",
+        )
+        command = await self._outbox.record(command, answers, ENGINE)
+        await self._threads.update_state(
+            thread["org_id"], thread["_id"], {"opt_out_confirmed": True, "stage": "opted_out"}
+        )
         await self._outbox.publish(command)
 
     def _conversation(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from shared.consent_phrases import classify_consent
+
 from shared.broker import Broker
 from shared.errors import PermanentError
 from shared.ids import derived_id
@@ -112,6 +114,18 @@ class Dedup:
                 provider_message_id=message.provider_message_id,
             )
             return
+        intent = classify_consent(message.text) if message.type == "text" and message.text else None
+        if intent is not None:
+            # Recorded before the brain hears of the message, so it never answers past it.
+            await self._consents.record(
+                org_id=message.org_id,
+                lead_id=lead["_id"],
+                agent_id=message.agent_id,
+                opted_out=intent == "opt_out",
+                how="lead-message",
+                at=message.sent_at,
+            )
+            await self._messages.set_consent_intent(message.org_id, stored["_id"], intent)
         INBOUND_STORED.labels("stored" if created else "resumed").inc()
         log.info("inbound message stored", phone=phone, thread_id=thread["_id"], type=message.type)
         await self._threads.touch_inbound(message.org_id, thread["_id"], message.sent_at)

@@ -162,7 +162,9 @@ class Outbound:
 
     async def _rule_blocking(self, command: SendCommand) -> str | None:
         """Why WhatsApp's rules forbid this message now, or None."""
-        if await self._consents.opted_out(command.org_id, command.lead_id):
+        if command.purpose != "opt_out_confirmation" and await self._consents.opted_out(
+            command.org_id, command.lead_id
+        ):
             return "opted_out"
         templates = await self._templates_of(command)
         for bubble in command.bubbles:

@@ -105,6 +105,14 @@ class MessageRepository:
             return first is None or first["provider_message_id"] == message.provider_message_id
         return True
 
+    async def set_consent_intent(self, org_id: str, message_id: str, intent: str) -> None:
+        """Mark a message as the lead's opt-out or opt-in."""
+        await with_retry(
+            lambda: self._messages.update_one(
+                {"_id": message_id, "org_id": org_id}, {"$set": {"consent_intent": intent}}
+            )
+        )
+
     async def mark_dispatched(self, org_id: str, message_id: str) -> None:
         """The thread's work item for this message was confirmed by the broker."""
         await with_retry(

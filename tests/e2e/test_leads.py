@@ -174,6 +174,14 @@ async def test_colleagues_see_each_others_thread_metadata_and_other_agencies_not
     assert other["appointment_booked"] is True and other["stage"] == "qualifying"
     assert other["last_contact_at"] is not None and "text" not in other
 
+    # Messages of one thread never show in another, even for the same lead and agency.
+    own = await stack.admin("GET", f"/v1/threads/{thread['thread_id']}/messages", mine.org_key)
+    theirs = await stack.admin(
+        "GET", f"/v1/threads/{colleague_thread['thread_id']}/messages", mine.org_key
+    )
+    own_ids = {m["message_id"] for m in own["items"]}
+    assert own_ids and not own_ids & {m["message_id"] for m in theirs["items"]}
+
     rival_view = await stack.admin(
         "GET", f"/v1/threads/{(await thread_of(stack, rival))['thread_id']}", rival.org_key
     )
