@@ -1,10 +1,12 @@
 """The sandbox's control API: register apps, play the lead, read what was sent, inject faults.
 
-It also plays Meta reviewing templates, and sets Partner login credentials or expires tokens.
+It also plays Meta reviewing templates, sets Partner login credentials or expires tokens, sets
+per-app WhatsApp rules, opt-outs and status-callback faults, shifts the clock and reports rates.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 from aiohttp import web
@@ -19,19 +21,23 @@ from pydantic import (
     model_validator,
 )
 
+from sandbox.rules import send_metrics
 from sandbox.state import (
     HTTP_KEY,
     STATE_KEY,
+    AppRules,
+    DeliveryStatus,
     ErrorResponse,
     Fault,
     RegisteredApp,
+    StatusFaults,
     TemplateStatus,
     new_whatsapp_id,
-    now_ms,
 )
 from sandbox.webhooks import (
     inbound_webhook,
     post_callback,
+    post_status_callback,
     status_webhook,
     template_event_webhook,
 )
@@ -129,10 +135,62 @@ class FaultRequest(BaseModel):
     """Body of `POST /sandbox/v1/faults`; without `app` the fault applies to every app."""
 
     app: str | None = None
-    mode: Literal["429", "500", "503", "timeout", "none"]
+    mode: Literal["429", "429_burst", "500", "503", "timeout", "reset", "none"]
     count: PositiveInt | None = None
     delay_ms: NonNegativeInt = 15_000
     accept: bool = False
+    retry_after_seconds: NonNegativeInt | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> FaultRequest:
+        if self.mode == "429_burst" and self.count is None:
+            raise ValueError('mode "429_burst" needs "count"')
+        if self.retry_after_seconds is not None and self.mode not in ("429", "429_burst"):
+            raise ValueError('"retry_after_seconds" goes with modes "429" and "429_burst"')
+        return self
+
+
+class StatusDelays(BaseModel):
+    """Milliseconds from an accepted send to each automatic status; 0 means never."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enqueued: NonNegativeInt = 0
+    sent: NonNegativeInt = 0
+    delivered: NonNegativeInt = 0
+    read: NonNegativeInt = 0
+
+
+class RulesRequest(BaseModel):
+    """Body of `POST /sandbox/v1/apps/{app}/rules`; unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    throughput_per_second: PositiveInt | None = None
+    pair_rate: bool = False
+    enforce_window: bool = False
+    status_delays_ms: StatusDelays | None = None
+
+
+class OptOutRequest(BaseModel):
+    """Body of `POST` and `DELETE /sandbox/v1/optouts`."""
+
+    app: str
+    destination: Digits
+
+
+class ClockRequest(BaseModel):
+    """Body of `POST /sandbox/v1/clock`: how far the sandbox's now is from the real time."""
+
+    offset_seconds: float
+
+
+class StatusFaultRequest(BaseModel):
+    """Body of `POST /sandbox/v1/status-faults`; both false clears the app's status faults."""
+
+    app: str
+    duplicate: bool = False
+    reorder: bool = False
 
 
 async def register_app(request: web.Request) -> web.Response:
@@ -159,7 +217,10 @@ async def list_apps(request: web.Request) -> web.Response:
 async def simulate_inbound(request: web.Request) -> web.Response:
     """`POST /sandbox/v1/inbound`: post the webhook for a lead's message to the app's callback."""
     body = await _parse(request, InboundRequest)
-    app = request.app[STATE_KEY].app_named(body.app)
+    state = request.app[STATE_KEY]
+    app = state.app_named(body.app)
+    # Before the callback: the product may well reply while it handles the webhook.
+    state.last_inbound[(app.name, body.sender)] = state.now()
     message_id = body.id or new_whatsapp_id()
     message = body.message or {"type": "text", "payload": {"text": body.text}}
     webhook = inbound_webhook(
@@ -167,7 +228,7 @@ async def simulate_inbound(request: web.Request) -> web.Response:
         sender=body.sender,
         name=body.name,
         message_id=message_id,
-        timestamp_ms=body.timestamp if body.timestamp is not None else now_ms(),
+        timestamp_ms=body.timestamp if body.timestamp is not None else state.now_ms(),
         message=message,
         context=body.context,
     )
@@ -196,11 +257,12 @@ async def emit_status(request: web.Request) -> web.Response:
         app,
         sent,
         body.status,
-        timestamp_ms=body.timestamp if body.timestamp is not None else now_ms(),
+        timestamp_ms=body.timestamp if body.timestamp is not None else state.now_ms(),
         code=body.code,
         reason=body.reason,
     )
-    result = await post_callback(request.app[HTTP_KEY], app.callback_url, webhook)
+    faults = state.status_faults.get(app.name, StatusFaults())
+    result = await post_status_callback(request.app[HTTP_KEY], app.callback_url, webhook, faults)
     return web.json_response(result.as_json())
 
 
@@ -223,7 +285,7 @@ async def set_template_status(request: web.Request) -> web.Response:
         element_name=body.element_name,
         language=body.language,
     )
-    timestamp = body.timestamp if body.timestamp is not None else now_ms()
+    timestamp = body.timestamp if body.timestamp is not None else state.now_ms()
     status: TemplateStatus = body.status
     template.status, template.modified_ms = status, timestamp
     # Meta gives a reason with a rejection; the fixture's is the commonest one.
@@ -259,7 +321,9 @@ async def set_fault(request: web.Request) -> web.Response:
     elif body.mode == "none":
         faults.pop(body.app, None)
     else:
-        faults[body.app] = Fault(body.mode, body.count, body.delay_ms, body.accept)
+        faults[body.app] = Fault(
+            body.mode, body.count, body.delay_ms, body.accept, body.retry_after_seconds
+        )
     return await list_faults(request)
 
 
@@ -275,8 +339,121 @@ async def clear_faults(request: web.Request) -> web.Response:
     return web.json_response({"faults": []})
 
 
+async def set_rules(request: web.Request) -> web.Response:
+    """`POST /sandbox/v1/apps/{app}/rules`: replace the app's rules (fields left out are off)."""
+    body = await _parse(request, RulesRequest)
+    state = request.app[STATE_KEY]
+    app = state.app_named(request.match_info["app"])
+    delays: dict[DeliveryStatus, int] | None = None
+    if body.status_delays_ms is not None:
+        given = body.status_delays_ms
+        delays = {
+            "enqueued": given.enqueued,
+            "sent": given.sent,
+            "delivered": given.delivered,
+            "read": given.read,
+        }
+    state.rules[app.name] = AppRules(
+        throughput_per_second=body.throughput_per_second,
+        pair_rate=body.pair_rate,
+        enforce_window=body.enforce_window,
+        status_delays_ms=delays,
+    )
+    return await get_rules(request)
+
+
+async def get_rules(request: web.Request) -> web.Response:
+    """`GET /sandbox/v1/apps/{app}/rules`: the app's rules, or null when none are enforced."""
+    state = request.app[STATE_KEY]
+    app = state.app_named(request.match_info["app"])
+    rules = state.rules.get(app.name)
+    return web.json_response(
+        {"app": app.name, "rules": rules.describe() if rules is not None else None}
+    )
+
+
+async def clear_rules(request: web.Request) -> web.Response:
+    """`DELETE /sandbox/v1/apps/{app}/rules`: enforce nothing for the app again."""
+    state = request.app[STATE_KEY]
+    app = state.app_named(request.match_info["app"])
+    state.rules.pop(app.name, None)
+    return await get_rules(request)
+
+
+async def add_opt_out(request: web.Request) -> web.Response:
+    """`POST /sandbox/v1/optouts`: the destination opted out of the app's messages."""
+    body = await _parse(request, OptOutRequest)
+    state = request.app[STATE_KEY]
+    app = state.app_named(body.app)
+    state.opted_out.setdefault(app.name, set()).add(body.destination)
+    return _opt_outs(request, app.name)
+
+
+async def remove_opt_out(request: web.Request) -> web.Response:
+    """`DELETE /sandbox/v1/optouts`: the destination opted back in."""
+    body = await _parse(request, OptOutRequest)
+    state = request.app[STATE_KEY]
+    app = state.app_named(body.app)
+    state.opted_out.get(app.name, set()).discard(body.destination)
+    return _opt_outs(request, app.name)
+
+
+async def list_opt_outs(request: web.Request) -> web.Response:
+    """`GET /sandbox/v1/optouts?app=`: the app's opted-out destinations."""
+    return _opt_outs(request, request.query.get("app", ""))
+
+
+def _opt_outs(request: web.Request, app: str) -> web.Response:
+    destinations = sorted(request.app[STATE_KEY].opted_out.get(app, set()))
+    return web.json_response({"app": app, "destinations": destinations})
+
+
+async def set_clock(request: web.Request) -> web.Response:
+    """`POST /sandbox/v1/clock`: set (not add to) the offset of the sandbox's now."""
+    body = await _parse(request, ClockRequest)
+    request.app[STATE_KEY].clock_offset = timedelta(seconds=body.offset_seconds)
+    return await get_clock(request)
+
+
+async def get_clock(request: web.Request) -> web.Response:
+    """`GET /sandbox/v1/clock`: the offset and the sandbox's now."""
+    state = request.app[STATE_KEY]
+    return web.json_response(
+        {
+            "offset_seconds": state.clock_offset.total_seconds(),
+            "now": state.now().isoformat(),
+        }
+    )
+
+
+async def set_status_faults(request: web.Request) -> web.Response:
+    """`POST /sandbox/v1/status-faults`: duplicate and/or reorder the app's status callbacks."""
+    body = await _parse(request, StatusFaultRequest)
+    state = request.app[STATE_KEY]
+    app = state.app_named(body.app)
+    if body.duplicate or body.reorder:
+        state.status_faults[app.name] = StatusFaults(body.duplicate, body.reorder)
+    else:
+        state.status_faults.pop(app.name, None)
+    return await list_status_faults(request)
+
+
+async def list_status_faults(request: web.Request) -> web.Response:
+    """`GET /sandbox/v1/status-faults`: the status-callback faults in force."""
+    faults = request.app[STATE_KEY].status_faults
+    return web.json_response(
+        {"status_faults": [fault.describe(app) for app, fault in faults.items()]}
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """`GET /sandbox/v1/metrics?app=`: the app's accepted sends per second, and the peak."""
+    sent = request.app[STATE_KEY].sent.get(request.query.get("app", ""), [])
+    return web.json_response(send_metrics(sent))
+
+
 async def reset(request: web.Request) -> web.Response:
-    """`POST /sandbox/v1/reset`: forget apps, templates, sends, faults, credentials and tokens."""
+    """`POST /sandbox/v1/reset`: forget everything, and set the clock back to the real time."""
     request.app[STATE_KEY].reset()
     return web.json_response({"status": "ok"})
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
+from sandbox.rules import failure_of, over_throughput, status_schedule
 from sandbox.state import (
     HTTP_KEY,
     STATE_KEY,
@@ -25,13 +26,12 @@ from sandbox.state import (
     RegisteredApp,
     SandboxState,
     SentMessage,
+    StatusFaults,
     Template,
     namespace_of,
     new_whatsapp_id,
-    now_ms,
-    utc_now,
 )
-from sandbox.webhooks import emit_auto_statuses
+from sandbox.webhooks import emit_statuses
 
 DIGITS = re.compile(r"\d{6,15}")
 ELEMENT_NAME = re.compile(r"[a-z0-9_]{1,200}")
@@ -42,6 +42,7 @@ MAX_CONTENT_CHARS = 1024
 MAX_VERTICAL_CHARS = 180
 FAULT_ANSWERS = {
     "429": (429, "Too Many Requests"),
+    "429_burst": (429, "Too Many Requests"),
     "500": (500, "Internal Server Error"),
     "503": (503, "Service Unavailable"),
     "timeout": (504, "Gateway Timeout"),
@@ -59,9 +60,11 @@ async def send_template_message(request: web.Request) -> web.Response:
 
 
 async def _send(request: web.Request, *, is_template: bool) -> web.Response:
-    arrived = utc_now()
     state = request.app[STATE_KEY]
     form = {key: value for key, value in (await request.post()).items() if isinstance(value, str)}
+    # Stamped after the last await before recording, so sends are recorded in the order of
+    # their `at`, which the sliding throughput window relies on.
+    arrived = state.now()
     app = state.apps.get(form.get("src.name", ""))
     if app is None or request.headers.get("apikey") != app.api_key:
         raise ErrorResponse(401, "Authentication Failed")
@@ -71,9 +74,11 @@ async def _send(request: web.Request, *, is_template: bool) -> web.Response:
     # Faults only hit well-formed requests, so a test's fault budget is spent where it expects.
     fault = state.take_fault(app.name)
     if fault is not None:
-        if fault.accept and fault.mode != "429":
+        if fault.accept and fault.mode not in ("429", "429_burst"):
             _accept(request, app, sent)
-        return await _answer_fault(fault)
+        return await _answer_fault(request, fault)
+    if over_throughput(state, app.name, arrived):
+        raise ErrorResponse(429, "Too Many Requests")
     _accept(request, app, sent)
     return web.json_response({"status": "submitted", "messageId": sent.message_id})
 
@@ -138,17 +143,31 @@ def _json_object(text: str | None, error: str) -> dict[str, Any]:
 
 
 def _accept(request: web.Request, app: RegisteredApp, sent: SentMessage) -> None:
+    """Record the send and schedule its statuses: a failure under the app's rules, if any."""
     state = request.app[STATE_KEY]
+    sent.failure = failure_of(state, app.name, sent)
     state.sent.setdefault(app.name, []).append(sent)
-    if state.auto_status:
-        state.spawn(emit_auto_statuses(request.app[HTTP_KEY], app, sent))
+    schedule = status_schedule(state, app.name, sent.failure)
+    if schedule:
+        faults = state.status_faults.get(app.name, StatusFaults())
+        state.spawn(emit_statuses(request.app[HTTP_KEY], app, sent, schedule, faults))
 
 
-async def _answer_fault(fault: Fault) -> web.Response:
+async def _answer_fault(request: web.Request, fault: Fault) -> web.Response:
+    if fault.mode == "reset":
+        # The request was read; the client sees the connection close without an answer.
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response()  # never written: aiohttp notices the closed connection
     status, message = FAULT_ANSWERS[fault.mode]
     if fault.mode == "timeout":
         await asyncio.sleep(fault.delay_ms / 1000)
-    return web.json_response({"status": "error", "message": message}, status=status)
+    headers = {}
+    if fault.retry_after_seconds is not None:
+        headers["Retry-After"] = str(fault.retry_after_seconds)
+    return web.json_response(
+        {"status": "error", "message": message}, status=status, headers=headers
+    )
 
 
 async def partner_login(request: web.Request) -> web.Response:
@@ -189,7 +208,7 @@ async def partner_subscription(request: web.Request) -> web.Response:
     subscription = {
         "active": True,
         "appId": app_id,
-        "createdOn": now_ms(),
+        "createdOn": request.app[STATE_KEY].now_ms(),
         "id": str(uuid.uuid4()),
         "modes": modes,
         "showOnUI": str(form.get("showOnUI", "false")).lower() == "true",
@@ -205,7 +224,7 @@ async def partner_create_template(request: web.Request) -> web.Response:
     app = _app_for_token(request)
     state = request.app[STATE_KEY]
     form = {key: value for key, value in (await request.post()).items() if isinstance(value, str)}
-    template = _parse_template(request.match_info["appId"], form)
+    template = _parse_template(request.match_info["appId"], form, state.now_ms())
     templates = state.templates.setdefault(app.name, {})
     if any(
         (known.element_name, known.language) == (template.element_name, template.language)
@@ -237,7 +256,7 @@ def _app_for_token(request: web.Request) -> RegisteredApp:
     return app
 
 
-def _parse_template(app_id: str, form: dict[str, str]) -> Template:
+def _parse_template(app_id: str, form: dict[str, str], created: int) -> Template:
     element_name = form.get("elementName", "")
     if not ELEMENT_NAME.fullmatch(element_name):
         raise ErrorResponse(
@@ -270,7 +289,6 @@ def _parse_template(app_id: str, form: dict[str, str]) -> Template:
     example = form.get("example", "")
     if not _example_fills(content, example):
         raise ErrorResponse(400, "Invalid example: it must be the content with sample values")
-    created = now_ms()
     return Template(
         id=str(uuid.uuid4()),
         app_id=app_id,

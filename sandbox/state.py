@@ -1,4 +1,4 @@
-"""In-memory state of the Gupshup sandbox: apps, templates, accepted sends and injected faults."""
+"""In-memory state of the Gupshup sandbox: apps, templates, sends, rules, faults and its clock."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import base64
 import hashlib
 import json
 import secrets
-import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 
 WebhookFormat = Literal["v2", "v3"]
-FaultMode = Literal["429", "500", "503", "timeout"]
+FaultMode = Literal["429", "429_burst", "500", "503", "timeout", "reset"]
+DeliveryStatus = Literal["enqueued", "sent", "delivered", "read"]
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TemplateStatus = Literal["PENDING", "APPROVED", "REJECTED", "PAUSED", "DISABLED"]
 
 
@@ -102,6 +103,15 @@ class Template:
         }
 
 
+@dataclass(frozen=True)
+class Failure:
+    """Why an accepted send fails later; `by_gupshup` failures never reach WhatsApp."""
+
+    code: int
+    reason: str
+    by_gupshup: bool
+
+
 @dataclass
 class SentMessage:
     """A send request the sandbox accepted, i.e. one Gupshup would go on to deliver."""
@@ -114,6 +124,7 @@ class SentMessage:
     message: dict[str, Any] | None
     template: dict[str, Any] | None
     at: datetime
+    failure: Failure | None = None
 
     def listing(self) -> dict[str, Any]:
         """The item `GET /sandbox/v1/messages` answers for this send."""
@@ -129,6 +140,8 @@ class SentMessage:
             item["template"] = self.template
         elif self.message is not None and self.type == "text":
             item["text"] = self.message.get("text")
+        if self.failure is not None:
+            item["failure"] = {"code": self.failure.code, "reason": self.failure.reason}
         return item
 
 
@@ -140,6 +153,7 @@ class Fault:
     remaining: int | None
     delay_ms: int
     accept: bool
+    retry_after_seconds: int | None = None
 
     def describe(self, app: str | None) -> dict[str, Any]:
         """The fault as the control API shows it."""
@@ -149,7 +163,40 @@ class Fault:
             "count": self.remaining,
             "delay_ms": self.delay_ms,
             "accept": self.accept,
+            "retry_after_seconds": self.retry_after_seconds,
         }
+
+
+@dataclass
+class AppRules:
+    """WhatsApp's rules the sandbox enforces for one app; an app without rules gets none."""
+
+    throughput_per_second: int | None = None
+    pair_rate: bool = False
+    enforce_window: bool = False
+    # Status -> delay after acceptance; a status that is missing (or 0) is never posted.
+    status_delays_ms: dict[DeliveryStatus, int] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """The rules as the control API shows them."""
+        return {
+            "throughput_per_second": self.throughput_per_second,
+            "pair_rate": self.pair_rate,
+            "enforce_window": self.enforce_window,
+            "status_delays_ms": self.status_delays_ms,
+        }
+
+
+@dataclass
+class StatusFaults:
+    """How the app's status callbacks misbehave: posted twice, or later ones first."""
+
+    duplicate: bool = False
+    reorder: bool = False
+
+    def describe(self, app: str) -> dict[str, Any]:
+        """The status faults as the control API shows them."""
+        return {"app": app, "duplicate": self.duplicate, "reorder": self.reorder}
 
 
 @dataclass
@@ -167,7 +214,23 @@ class SandboxState:
     partner_credentials: tuple[str, str] | None = None
     partner_tokens: set[str] = field(default_factory=set)
     app_tokens: dict[str, str] = field(default_factory=dict)
+    rules: dict[str, AppRules] = field(default_factory=dict)
+    # App name -> destinations that opted out.
+    opted_out: dict[str, set[str]] = field(default_factory=dict)
+    status_faults: dict[str, StatusFaults] = field(default_factory=dict)
+    # (app name, lead's number) -> when (sandbox clock) the lead last wrote through the control API.
+    last_inbound: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    # Added to the real time wherever the sandbox reads the time, so tests can skip hours.
+    clock_offset: timedelta = timedelta()
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def now(self) -> datetime:
+        """The sandbox's notion of now: real UTC time shifted by the clock offset."""
+        return datetime.now(UTC) + self.clock_offset
+
+    def now_ms(self) -> int:
+        """The sandbox's now in milliseconds since the epoch, as Gupshup's timestamps are."""
+        return epoch_ms(self.now())
 
     def app_named(self, name: str) -> RegisteredApp:
         """The registered app called `name`, or a 404 for the control API."""
@@ -229,6 +292,11 @@ class SandboxState:
         self.partner_credentials = None
         self.partner_tokens.clear()
         self.app_tokens.clear()
+        self.rules.clear()
+        self.opted_out.clear()
+        self.status_faults.clear()
+        self.last_inbound.clear()
+        self.clock_offset = timedelta()
 
 
 def new_whatsapp_id() -> str:
@@ -246,14 +314,9 @@ def namespace_of(app_id: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, "gupshup-app:" + app_id)).replace("-", "_")
 
 
-def now_ms() -> int:
-    """The current time in milliseconds since the epoch, as Gupshup's timestamps are."""
-    return time.time_ns() // 1_000_000
-
-
-def utc_now() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+def epoch_ms(moment: datetime) -> int:
+    """`moment` in milliseconds since the epoch."""
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 STATE_KEY = web.AppKey("sandbox_state", SandboxState)

@@ -10,13 +10,19 @@ import aiohttp
 import phonenumbers
 import structlog
 
-from sandbox.state import RegisteredApp, SentMessage, Template, now_ms, stable_digits
+from sandbox.state import (
+    RegisteredApp,
+    SentMessage,
+    StatusFaults,
+    Template,
+    epoch_ms,
+    stable_digits,
+)
 
 log = structlog.get_logger(__name__)
 
 # Gupshup gives a callback 10 s before it counts the delivery as failed.
 CALLBACK_TIMEOUT = aiohttp.ClientTimeout(total=10)
-AUTO_STATUS_STEP_S = 0.05
 DEFAULT_FAILURE = (131026, "Message undeliverable")
 V3_MEDIA_TYPES = {
     "image": "image",
@@ -201,14 +207,41 @@ def template_event_webhook(
     }
 
 
-async def emit_auto_statuses(
-    http: aiohttp.ClientSession, app: RegisteredApp, sent: SentMessage
+async def post_status_callback(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any], faults: StatusFaults
+) -> CallbackResult:
+    """POST a status webhook, twice when the app's status callbacks are set to duplicate."""
+    result = await post_callback(http, url, body)
+    if faults.duplicate:
+        await post_callback(http, url, body)
+    return result
+
+
+async def emit_statuses(
+    http: aiohttp.ClientSession,
+    app: RegisteredApp,
+    sent: SentMessage,
+    schedule: list[tuple[str, int]],
+    faults: StatusFaults,
 ) -> None:
-    """Report enqueued, sent and delivered for a send, in that order, as a healthy network would."""
-    for status in ("enqueued", "sent", "delivered"):
-        await asyncio.sleep(AUTO_STATUS_STEP_S)
-        body = status_webhook(app, sent, status, timestamp_ms=now_ms())
-        await post_callback(http, app.callback_url, body)
+    """Post each (status, delay in ms) of `schedule` that long after the send was accepted.
+
+    Each webhook's timestamp is when its status happened; with `faults.reorder` they all arrive
+    at the last delay, latest status first, as when later statuses overtake earlier ones.
+    """
+    loop = asyncio.get_running_loop()
+    started, accepted_ms = loop.time(), epoch_ms(sent.at)
+    failure = sent.failure
+    code, reason = (failure.code, failure.reason) if failure is not None else (None, None)
+    order = list(reversed(schedule)) if faults.reorder else schedule
+    last_delay_ms = max(delay for _, delay in schedule)
+    for status, delay_ms in order:
+        due = last_delay_ms if faults.reorder else delay_ms
+        await asyncio.sleep(max(0.0, started + due / 1000 - loop.time()))
+        body = status_webhook(
+            app, sent, status, timestamp_ms=accepted_ms + delay_ms, code=code, reason=reason
+        )
+        await post_status_callback(http, app.callback_url, body, faults)
 
 
 def _v2_sender(phone: str, name: str) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,8 @@ class CallbackReceiver:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        # Event-loop time of each webhook's arrival, parallel to `received`.
+        self.arrivals: list[float] = []
         self.status = 200
         self.server = TestServer(web.Application())
         self.server.app.router.add_post("/cb", self._record)
@@ -35,7 +38,12 @@ class CallbackReceiver:
 
     async def _record(self, request: web.Request) -> web.Response:
         self.received.append(await request.json())
+        self.arrivals.append(asyncio.get_running_loop().time())
         return web.Response(status=self.status)
+
+    def message_events(self) -> list[dict[str, Any]]:
+        """The v2 delivery statuses received so far, as their `payload`s, in arrival order."""
+        return [hook["payload"] for hook in self.received if hook.get("type") == "message-event"]
 
 
 @pytest.fixture
@@ -57,6 +65,15 @@ async def receiver() -> AsyncIterator[CallbackReceiver]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Wait until `condition()` holds, polling; fail the test after `timeout_s`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
 
 
 def fixture(name: str) -> Any:
@@ -96,6 +113,22 @@ async def send(
     message: dict[str, Any] | None = None,
     template: dict[str, Any] | None = None,
 ) -> tuple[int, Any]:
+    status, _, body = await send_with_headers(
+        http, sandbox, apikey=apikey, destination=destination, message=message, template=template
+    )
+    return status, body
+
+
+async def send_with_headers(
+    http: Http,
+    sandbox: RunningSandbox,
+    *,
+    apikey: str = API_KEY,
+    destination: str = LEAD,
+    message: dict[str, Any] | None = None,
+    template: dict[str, Any] | None = None,
+) -> tuple[int, dict[str, str], Any]:
+    """A session send (or a template send, given `template`) as the product makes it."""
     form = {"channel": "whatsapp", "source": AGENT, "destination": destination, "src.name": APP}
     if template is not None:
         form["template"], path = json.dumps(template), "/wa/api/v1/template/msg"
@@ -103,7 +136,7 @@ async def send(
         form["message"] = json.dumps(message or {"type": "text", "text": "Hello Rachel"})
         path = "/wa/api/v1/msg"
     async with http.post(sandbox.base_url + path, data=form, headers={"apikey": apikey}) as resp:
-        return resp.status, await resp.json()
+        return resp.status, dict(resp.headers), await resp.json()
 
 
 async def post_status(
