@@ -53,6 +53,16 @@ GUPSHUP_DURATION = Histogram(
 DELIVERY_STATUSES = Counter(
     "realtybot_delivery_statuses_total", "Delivery statuses received, by status.", ["status"]
 )
+THROTTLED = Counter(
+    "realtybot_outbound_throttled_total",
+    "Sends deferred because the agent's rate limit had no slot close enough.",
+    ["agent"],
+)
+SEND_WAIT = Histogram(
+    "realtybot_outbound_pacing_wait_seconds",
+    "Time a send waited for its rate slot and the pause between messages to one lead.",
+    buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2),
+)
 UNATTRIBUTED = Counter(
     "realtybot_unattributed_events_total",
     "Raw events the router could not attribute to an agent (dead-lettered), by reason.",

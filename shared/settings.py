@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     lease_busy_retry_ms: int = Field(default=500, ge=10)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0)
     default_region: str = "SG"
+    # Outbound pacing: the pause between two messages to the same lead, and how long a send
+    # may wait for its rate slot in a handler before it is deferred through the broker.
+    lead_pause_seconds: float = Field(default=1.0, ge=0)
+    send_max_wait_seconds: float = Field(default=1.0, gt=0)
+    # An unfinished earlier reply of the same thread holds later ones back this long at most.
+    ordering_wait_seconds: float = Field(default=300.0, gt=0)
 
     @field_validator("retry_delays_ms")
     @classmethod

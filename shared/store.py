@@ -115,7 +115,10 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
             unique("agent_id", "provider_message_id", name="agent_provider_id_unique"),
             plain("thread_id", "answered", "sent_at", name="thread_unanswered"),
         ],
-        "replies": [plain("thread_id", "published", name="thread_unpublished")],
+        "replies": [
+            plain("thread_id", "published", name="thread_unpublished"),
+            plain("org_id", "thread_id", "created_at", name="thread_time"),
+        ],
         "sends": [
             plain("gupshup_message_id", name="gupshup_id"),
             plain("whatsapp_message_id", name="whatsapp_id"),
@@ -131,6 +134,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
             plain("org_id", "district", name="org_district"),
         ],
         "conversions": [plain("org_id", "thread_id", name="org_thread")],
+        "rate_slots": [plain("at", name="at")],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],
     }
     for collection, models in indexes.items():
@@ -154,9 +158,32 @@ async def _one_agent_per_app(db: AsyncDatabase[Document]) -> None:
     )
 
 
+async def _lead_data_indexes(db: AsyncDatabase[Document]) -> None:
+    # A lead's data per organization (import, export, erasure): its import records, and
+    # the lookups by lead across organizations that decide whether the registry entry goes.
+    def plain(*keys: str, name: str) -> IndexModel:
+        return IndexModel([(k, ASCENDING) for k in keys], name=name)
+
+    indexes: dict[str, list[IndexModel]] = {
+        "lead_imports": [
+            plain("org_id", "lead_id", name="org_lead"),
+            plain("lead_id", name="lead"),
+        ],
+        "threads": [plain("lead_id", name="lead")],
+        "messages": [plain("org_id", "lead_id", name="org_lead")],
+        "consents": [plain("lead_id", name="lead")],
+        "consent_events": [plain("lead_id", name="lead")],
+        "sends": [plain("org_id", "thread_id", name="org_thread")],
+        "template_usage": [plain("org_id", "lead_id", name="org_lead")],
+    }
+    for collection, models in indexes.items():
+        await db[collection].create_indexes(models)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "collections and indexes of the pipeline", _initial_indexes),
     Migration(2, "one agent per Gupshup app", _one_agent_per_app),
+    Migration(3, "indexes for a lead's data per organization", _lead_data_indexes),
 )
 
 

@@ -36,6 +36,7 @@ def make_settings(**overrides: object) -> Settings:
         "credentials_keys": TEST_KEY_RING,
         "retry_delays_ms": [100, 200],
         "lease_busy_retry_ms": 50,
+        "lead_pause_seconds": 0.02,
         "log_format": "console",
     }
     values.update(overrides)

@@ -20,7 +20,7 @@ async def main(settings: Settings) -> None:
     async def setup(runtime: Runtime) -> None:
         agents = AgentDirectory.for_store(runtime.store, settings)
         await runtime.broker.on_config_change(agents.forget)
-        outbound = Outbound(runtime.broker, runtime.store, agents, key_ring, gupshup)
+        outbound = Outbound(runtime.broker, runtime.store, agents, key_ring, gupshup, settings)
         adapter: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
         await runtime.broker.consume("outbound", adapter, outbound.handle)
 

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 
 from shared.broker import Broker
 from shared.crypto import KeyRing
-from shared.errors import PermanentError, TransientError
-from shared.gupshup.client import Ambiguous, GupshupClient, NotReached, Refused, Submitted
+from shared.errors import Defer, PermanentError, TransientError
+from shared.gupshup.client import (
+    Ambiguous,
+    GupshupClient,
+    NotReached,
+    Refused,
+    SendResult,
+    Submitted,
+)
 from shared.logs import get_logger
-from shared.metrics import DELIVERY_STATUSES, SENDS
+from shared.metrics import DELIVERY_STATUSES, SEND_WAIT, SENDS, THROTTLED
 from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent, utcnow
 from shared.phones import wa_id
-from shared.repositories.agents import AgentDirectory
+from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository, message_id
+from shared.repositories.rate_slots import RateSlots
+from shared.repositories.replies import ReplyRepository
 from shared.repositories.sends import SendRepository
 from shared.repositories.templates import Template, TemplateRepository
 from shared.repositories.threads import ThreadRepository
+from shared.settings import Settings
 from shared.store import Document, Store, with_retry
 
 log = get_logger(__name__)
@@ -25,6 +37,8 @@ log = get_logger(__name__)
 # WhatsApp's customer service window: free-form messages only this long after the lead's
 # last message (templates, outside it, come with their own issue).
 SESSION_WINDOW = timedelta(hours=24)
+# A send that wakes later than this after its slot takes a fresh slot (see RateSlots).
+MAX_LATENESS_SECONDS = 0.01
 
 OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
 
@@ -39,8 +53,12 @@ class Outbound:
         agents: AgentDirectory,
         key_ring: KeyRing,
         gupshup: GupshupClient,
+        settings: Settings,
     ) -> None:
         self._broker = broker
+        self._settings = settings
+        self._slots = RateSlots(store)
+        self._replies = ReplyRepository(store)
         self._agents = agents
         self._key_ring = key_ring
         self._gupshup = gupshup
@@ -63,10 +81,23 @@ class Outbound:
             await self.record_billing(event)
 
     async def send(self, command: SendCommand) -> None:
-        """Send the command's bubbles in order; a bubble already claimed is never re-sent."""
+        """Send the command's bubbles in order, paced; a bubble already claimed is never re-sent."""
         agent = await self._agents.by_id(command.agent_id)
         if agent is None or agent.org_id != command.org_id:
             raise PermanentError(f"no agent {command.agent_id} in organization {command.org_id}")
+        since = command.created_at - timedelta(seconds=self._settings.ordering_wait_seconds)
+        if await self._replies.earlier_unfinished(
+            command.org_id, command.thread_id, command.created_at, since
+        ):
+            raise Defer("an earlier reply of this thread is still on its way", delay_ms=200)
+        try:
+            await self._send_bubbles(agent, command)
+        except PermanentError:
+            await self._replies.mark_outbound_done(command.org_id, command.command_id)
+            raise
+        await self._replies.mark_outbound_done(command.org_id, command.command_id)
+
+    async def _send_bubbles(self, agent: Agent, command: SendCommand) -> None:
         if not agent.active:
             await self._skip(command, "agent_suspended")
             return
@@ -78,6 +109,9 @@ class Outbound:
             agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
         )
         templates = await self._templates_of(command)
+        thread = await self._threads.get(command.org_id, command.thread_id)
+        last_sent = thread.get("last_outbound_at") if thread else None
+        previous = last_sent.timestamp() if last_sent else 0.0
         for index, bubble in enumerate(command.bubbles):
             send_id = command.send_id(index)
             existing = await self._claim(command, index)
@@ -90,6 +124,12 @@ class Outbound:
                         thread_id=command.thread_id,
                     )
                 continue
+            try:
+                # Claimed first, so nothing stands between the slot and the request.
+                await self._pace(agent, command, previous)
+            except Defer:
+                await self._sends.release(send_id)  # no request was made: free to claim again
+                raise
             template = templates.get(bubble.template_id or "")
             if template is not None:
                 result = await self._gupshup.send_template_message(
@@ -108,33 +148,64 @@ class Outbound:
                     destination=wa_id(command.destination),
                     message={"type": "text", "text": bubble.text},
                 )
+            previous = time.time()
             if template is not None and isinstance(result, Submitted):
                 await self._templates.record_use(
                     template, lead_id=command.lead_id, thread_id=command.thread_id, send_id=send_id
                 )
-            match result:
-                case Submitted(message_id=gupshup_id):
-                    now = utcnow()
-                    await self._sends.finish(send_id, "submitted", gupshup_message_id=gupshup_id)
-                    await self._messages.set_provider_id(
-                        command.org_id, message_id(command.agent_id, send_id), gupshup_id, now
-                    )
-                    await self._threads.update_state(
-                        command.org_id, command.thread_id, {"last_outbound_at": now}
-                    )
-                    SENDS.labels(agent.id, "submitted").inc()
-                case NotReached(reason=reason):
-                    await self._sends.release(send_id)
-                    SENDS.labels(agent.id, "retry").inc()
-                    raise TransientError(f"Gupshup not reached: {reason}")
-                case Refused(status=status, reason=reason):
-                    await self._sends.finish(send_id, "failed", error=f"HTTP {status}: {reason}")
-                    SENDS.labels(agent.id, "refused").inc()
-                    raise PermanentError(f"Gupshup refused the send (HTTP {status}): {reason}")
-                case Ambiguous(reason=reason):
-                    await self._sends.finish(send_id, "unknown", error=reason)
-                    SENDS.labels(agent.id, "ambiguous").inc()
-                    raise PermanentError(f"send may or may not have happened: {reason}")
+            await self._record_result(agent, command, send_id, result)
+
+    async def _pace(self, agent: Agent, command: SendCommand, previous: float) -> None:
+        """Wait for the agent's rate slot and the pause after the lead's previous message.
+
+        A wait longer than `send_max_wait_seconds` is not spent holding this consumer: the
+        slot is given back and the command deferred, so a throttled agent delays nobody else.
+        """
+        key = f"agent:{agent.id}"
+        interval = RateSlots.interval(agent.rate_per_second)
+        not_before = max(time.time(), previous + self._settings.lead_pause_seconds)
+        for _ in range(3):
+            start = await self._slots.claim(key, interval, not_before)
+            wait = start - time.time()
+            if wait > self._settings.send_max_wait_seconds:
+                await self._slots.give_back(key, start, interval)
+                THROTTLED.labels(agent.id).inc()
+                raise Defer("agent at its send rate", delay_ms=int(min(wait, 30.0) * 1000))
+            if wait > 0:
+                await asyncio.sleep(wait)
+            SEND_WAIT.observe(max(wait, 0.0))
+            if time.time() - start <= MAX_LATENESS_SECONDS:
+                return
+            not_before = time.time()  # woke too late for this slot: take a fresh one
+        # Never send outside a slot: a busy process hands the command back instead.
+        raise Defer("too busy to keep the send rate", delay_ms=100)
+
+    async def _record_result(
+        self, agent: Agent, command: SendCommand, send_id: str, result: SendResult
+    ) -> None:
+        match result:
+            case Submitted(message_id=gupshup_id):
+                now = utcnow()
+                await self._sends.finish(send_id, "submitted", gupshup_message_id=gupshup_id)
+                await self._messages.set_provider_id(
+                    command.org_id, message_id(command.agent_id, send_id), gupshup_id, now
+                )
+                await self._threads.update_state(
+                    command.org_id, command.thread_id, {"last_outbound_at": now}
+                )
+                SENDS.labels(agent.id, "submitted").inc()
+            case NotReached(reason=reason):
+                await self._sends.release(send_id)
+                SENDS.labels(agent.id, "retry").inc()
+                raise TransientError(f"Gupshup not reached: {reason}")
+            case Refused(status=status, reason=reason):
+                await self._sends.finish(send_id, "failed", error=f"HTTP {status}: {reason}")
+                SENDS.labels(agent.id, "refused").inc()
+                raise PermanentError(f"Gupshup refused the send (HTTP {status}): {reason}")
+            case Ambiguous(reason=reason):
+                await self._sends.finish(send_id, "unknown", error=reason)
+                SENDS.labels(agent.id, "ambiguous").inc()
+                raise PermanentError(f"send may or may not have happened: {reason}")
 
     async def _claim(self, command: SendCommand, index: int) -> Document | None:
         """Claim one bubble of a command (None: ours to send; else the earlier claim)."""

@@ -6,6 +6,8 @@ instead of composing a second one; `published` turns true once the broker confir
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pymongo.errors import DuplicateKeyError
 
 from shared.models import SendCommand
@@ -49,6 +51,30 @@ class ReplyRepository:
             {"org_id": org_id, "thread_id": thread_id, "published": False}
         ).sort("created_at", 1)
         return [SendCommand.model_validate(doc["command"]) async for doc in cursor]
+
+    async def earlier_unfinished(
+        self, org_id: str, thread_id: str, before: datetime, since: datetime
+    ) -> bool:
+        """True when an earlier reply of the thread (made after `since`) is not sent yet."""
+        found = await with_retry(
+            lambda: self._replies.find_one(
+                {
+                    "org_id": org_id,
+                    "thread_id": thread_id,
+                    "created_at": {"$lt": before, "$gte": since},
+                    "outbound_done": {"$ne": True},
+                }
+            )
+        )
+        return found is not None
+
+    async def mark_outbound_done(self, org_id: str, reply_id: str) -> None:
+        """Outbound finished with the reply (sent, skipped or given up): later ones may go."""
+        await with_retry(
+            lambda: self._replies.update_one(
+                {"_id": reply_id, "org_id": org_id}, {"$set": {"outbound_done": True}}
+            )
+        )
 
     async def mark_published(self, org_id: str, reply_id: str) -> None:
         """The broker confirmed the reply's send command."""

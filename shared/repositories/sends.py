@@ -50,6 +50,10 @@ class SendRepository:
             return existing
         return None
 
+    async def get(self, send_id: str) -> Document | None:
+        """A send's claim, if any."""
+        return await with_retry(lambda: self._sends.find_one({"_id": send_id}))
+
     async def release(self, send_id: str) -> None:
         """Drop our claim: the request surely did not reach Gupshup, a retry may claim again."""
         await with_retry(lambda: self._sends.delete_one({"_id": send_id, "state": "sending"}))

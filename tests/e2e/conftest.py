@@ -242,6 +242,7 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
         {
             "RETRY_DELAYS_MS": "[200, 500, 1000]",
             "LEASE_BUSY_RETRY_MS": "100",
+            "LEAD_PAUSE_SECONDS": "0.2",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
         },

@@ -97,7 +97,7 @@ async def start_outbound(
         "outbound",
         "outbound",
         adapter,
-        lambda b: Outbound(b, store, agents, key_ring, gupshup).handle,
+        lambda b: Outbound(b, store, agents, key_ring, gupshup, settings).handle,
     )
 
 

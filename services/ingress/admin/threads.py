@@ -161,6 +161,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 actor=call.actor,
                 action=f"conversion.{body.kind}",
                 target=thread["_id"],
+                before={"stage": thread.get("stage")},
+                after={"conversion": body.kind},
             )
         return json_response(
             {"thread_id": thread["_id"], "kind": body.kind, "recorded": new}, status=201
