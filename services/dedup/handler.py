@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shared.consent_phrases import classify_consent
-
 from shared.broker import Broker
+from shared.consent_phrases import classify_consent
 from shared.errors import PermanentError
 from shared.ids import derived_id
 from shared.logs import get_logger
