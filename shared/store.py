@@ -135,6 +135,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
         ],
         "conversions": [plain("org_id", "thread_id", name="org_thread")],
         "rate_slots": [plain("at", name="at")],
+        "agent_pauses": [plain("agent_id", "until", name="agent_until")],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],
     }
     for collection, models in indexes.items():

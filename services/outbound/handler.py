@@ -24,7 +24,7 @@ from shared.phones import wa_id
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository, message_id
-from shared.repositories.rate_slots import RateSlots
+from shared.repositories.rate_slots import AgentPauses, RateSlots
 from shared.repositories.replies import ReplyRepository
 from shared.repositories.sends import SendRepository
 from shared.repositories.templates import Template, TemplateRepository
@@ -39,6 +39,11 @@ log = get_logger(__name__)
 SESSION_WINDOW = timedelta(hours=24)
 # A send that wakes later than this after its slot takes a fresh slot (see RateSlots).
 MAX_LATENESS_SECONDS = 0.01
+
+OPTED_OUT = 1012
+NOT_ON_WHATSAPP = 1002
+AGENT_THROTTLED = {4001, 130429}  # Gupshup's and Meta's "rate limited" for the number
+AGENT_BACKOFF_SECONDS = 30.0
 
 OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
 
@@ -58,6 +63,7 @@ class Outbound:
         self._broker = broker
         self._settings = settings
         self._slots = RateSlots(store)
+        self._pauses = AgentPauses(store)
         self._replies = ReplyRepository(store)
         self._agents = agents
         self._key_ring = key_ring
@@ -163,7 +169,11 @@ class Outbound:
         """
         key = f"agent:{agent.id}"
         interval = RateSlots.interval(agent.rate_per_second)
-        not_before = max(time.time(), previous + self._settings.lead_pause_seconds)
+        not_before = max(
+            time.time(),
+            previous + self._settings.lead_pause_seconds,
+            await self._pauses.until(agent.id),
+        )
         for _ in range(3):
             start = await self._slots.claim(key, interval, not_before)
             wait = start - time.time()
@@ -194,9 +204,15 @@ class Outbound:
                     command.org_id, command.thread_id, {"last_outbound_at": now}
                 )
                 SENDS.labels(agent.id, "submitted").inc()
-            case NotReached(reason=reason):
+            case NotReached(reason=reason, retry_after=retry_after):
                 await self._sends.release(send_id)
                 SENDS.labels(agent.id, "retry").inc()
+                if retry_after is not None:  # Gupshup said when: wait that long, not a failure
+                    await self._pauses.pause(agent.id, retry_after)
+                    raise Defer(
+                        f"Gupshup asked to wait: {reason}",
+                        delay_ms=int(min(retry_after, 600) * 1000) or 100,
+                    )
                 raise TransientError(f"Gupshup not reached: {reason}")
             case Refused(status=status, reason=reason):
                 await self._sends.finish(send_id, "failed", error=f"HTTP {status}: {reason}")
@@ -281,6 +297,36 @@ class Outbound:
         if status.error_code is not None:
             fields.update(error_code=status.error_code, error_reason=status.error_reason)
         await self._sends.record_status(send, status.status, status.at, fields)
+        if status.status == "failed" and status.error_code is not None:
+            await self._act_on_failure(send, status)
+
+    async def _act_on_failure(self, send: Document, status: DeliveryStatus) -> None:
+        """What Gupshup's failure codes mean for the lead, the thread and the agent."""
+        code = status.error_code
+        if code == OPTED_OUT:
+            await self._consents.record(
+                org_id=status.org_id,
+                lead_id=await self._lead_of(send),
+                agent_id=status.agent_id,
+                opted_out=True,
+                how="gupshup-failed-1012",
+                at=status.at,
+            )
+        elif code == NOT_ON_WHATSAPP:
+            # Also reported wrongly during outages: mark, never block on one event.
+            await self._threads.update_state(
+                status.org_id, send["thread_id"], {"not_on_whatsapp_at": status.at}
+            )
+        elif code in AGENT_THROTTLED:
+            await self._pauses.pause(status.agent_id, AGENT_BACKOFF_SECONDS)
+            THROTTLED.labels(status.agent_id).inc()
+        log.info(
+            "delivery failed", code=code, reason=status.error_reason, thread_id=send["thread_id"]
+        )
+
+    async def _lead_of(self, send: Document) -> str:
+        thread = await self._threads.get(send["org_id"], send["thread_id"])
+        return str(thread["lead_id"]) if thread else ""
 
     async def record_template(self, event: TemplateEvent) -> None:
         """Keep the agent's template status current (Meta approved, rejected, paused it)."""

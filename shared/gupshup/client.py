@@ -37,6 +37,7 @@ class NotReached:
     """Gupshup surely did not act on the request: retrying is safe."""
 
     reason: str
+    retry_after: float | None = None  # seconds, when Gupshup said how long to wait
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ class GupshupClient:
             ) as response:
                 # Undecodable bytes must not turn a classified answer into a crash.
                 body = (await response.read()).decode("utf-8", errors="replace")
-                return _classify(response.status, body)
+                return _classify(response.status, body, response.headers.get("Retry-After"))
         except aiohttp.ClientConnectorError as exc:
             return NotReached(f"cannot connect: {exc.os_error or exc}")
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -152,7 +153,14 @@ class GupshupClient:
             GUPSHUP_DURATION.observe(time.perf_counter() - started)
 
 
-def _classify(status: int, body: str) -> SendResult:
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare from APIs; the retry tiers decide instead
+
+
+def _classify(status: int, body: str, retry_after: str | None = None) -> SendResult:
     try:
         data = json.loads(body) if body else {}
     except ValueError:
@@ -164,7 +172,7 @@ def _classify(status: int, body: str) -> SendResult:
             return Submitted(message_id)
         return Ambiguous(f"HTTP {status} without a messageId")
     if status in NOT_REACHED_STATUSES:
-        return NotReached(f"HTTP {status} {message}".strip())
+        return NotReached(f"HTTP {status} {message}".strip(), _retry_after(retry_after))
     if 400 <= status < 500:
         return Refused(status, message or f"HTTP {status}")
     return Ambiguous(f"HTTP {status} {message}".strip())

@@ -76,3 +76,37 @@ class RateSlots:
             return
         cutoff = datetime.fromtimestamp(time.time() - SWEEP_AFTER_SECONDS, UTC)
         await with_retry(lambda: self._slots.delete_many({"at": {"$lt": cutoff}}))
+
+
+class AgentPauses:
+    """Back-off of a whole agent (Gupshup said the number is rate limited): no slot before it.
+
+    Each pause is its own document, so concurrent pauses never overwrite a longer one; the
+    latest end wins. Read at most once a second per agent and process.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._pauses = store.db["agent_pauses"]
+        self._cache: dict[str, tuple[float, float]] = {}
+
+    async def pause(self, agent_id: str, seconds: float) -> None:
+        """No send for the agent until `seconds` from now."""
+        until = time.time() + seconds
+        await with_retry(
+            lambda: self._pauses.insert_one(
+                {"agent_id": agent_id, "until": datetime.fromtimestamp(until, UTC)}
+            )
+        )
+        self._cache[agent_id] = (time.monotonic(), until)
+
+    async def until(self, agent_id: str) -> float:
+        """When the agent may send again (epoch seconds; in the past when not paused)."""
+        cached = self._cache.get(agent_id)
+        if cached is not None and time.monotonic() - cached[0] < 1.0:
+            return cached[1]
+        latest = await with_retry(
+            lambda: self._pauses.find_one({"agent_id": agent_id}, sort=[("until", -1)])
+        )
+        until = latest["until"].timestamp() if latest else 0.0
+        self._cache[agent_id] = (time.monotonic(), until)
+        return until

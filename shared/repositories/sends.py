@@ -50,6 +50,16 @@ class SendRepository:
             return existing
         return None
 
+    async def delivery_of(self, org_id: str, send_ids: list[str]) -> dict[str, Document]:
+        """How far each send got: its state, delivery status and any error."""
+        if not send_ids:
+            return {}
+        cursor = self._sends.find(
+            {"_id": {"$in": send_ids}, "org_id": org_id},
+            {"state": 1, "status": 1, "error": 1, "error_code": 1, "reason": 1},
+        )
+        return {doc.pop("_id"): doc async for doc in cursor}
+
     async def get(self, send_id: str) -> Document | None:
         """A send's claim, if any."""
         return await with_retry(lambda: self._sends.find_one({"_id": send_id}))

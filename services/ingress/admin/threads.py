@@ -25,6 +25,7 @@ from shared.repositories.consents import ConsentRepository
 from shared.repositories.conversions import ConversionKind, ConversionRepository
 from shared.repositories.leads import LeadRepository
 from shared.repositories.messages import MessageRepository
+from shared.repositories.sends import SendRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Document
 
@@ -79,6 +80,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
     consents = ConsentRepository(ctx.store)
     outbox = ReplyOutbox(ctx.store, ctx.broker)
     colleagues = ColleagueThreads(ctx.store)
+    sends = SendRepository(ctx.store)
     conversions = ConversionRepository(ctx.store)
 
     async def thread_of(call: Call) -> Document:
@@ -214,9 +216,15 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 422, "invalid", "invalid query parameter", {"before": "must be an ISO-8601 time"}
             ) from None
         page = await messages.page(call.org_id, thread["_id"], before=before, limit=limit)
+        delivery = await sends.delivery_of(
+            call.org_id, [m["send_id"] for m in page if m.get("send_id")]
+        )
         return json_response(
             {
-                "items": [public_message(m) for m in page],
+                "items": [
+                    {**public_message(m), "delivery": delivery.get(m.get("send_id", ""))}
+                    for m in page
+                ],
                 "next": page[-1]["sent_at"] if len(page) == limit else None,
             }
         )
