@@ -44,6 +44,8 @@ OPTED_OUT = 1012
 NOT_ON_WHATSAPP = 1002
 AGENT_THROTTLED = {4001, 130429}  # Gupshup's and Meta's "rate limited" for the number
 AGENT_BACKOFF_SECONDS = 30.0
+# A claim older than a Gupshup call can take (its timeout plus margin) was interrupted.
+INTERRUPTED_AFTER_SECONDS = 60.0
 
 OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
 
@@ -124,11 +126,7 @@ class Outbound:
             if existing is not None:
                 SENDS.labels(agent.id, "duplicate").inc()
                 if existing["state"] == "sending":
-                    log.warning(
-                        "bubble claimed earlier without a result: not re-sent",
-                        send_id=send_id,
-                        thread_id=command.thread_id,
-                    )
+                    await self._resolve_interrupted(agent, existing)
                 continue
             try:
                 # Claimed first, so nothing stands between the slot and the request.
@@ -160,6 +158,24 @@ class Outbound:
                     template, lead_id=command.lead_id, thread_id=command.thread_id, send_id=send_id
                 )
             await self._record_result(agent, command, send_id, result)
+
+    async def _resolve_interrupted(self, agent: Agent, claim: Document) -> None:
+        """A claim still `sending` long after it was made: its process died mid-call.
+
+        Gupshup may or may not have the message and has no idempotency key, so it is never
+        resent: it is recorded `unknown` (visible to operators and in the thread's delivery)
+        and a delivery status that names it later still attaches by Gupshup's id if known.
+        A younger claim may be another replica's call in progress and is left alone.
+        """
+        age = (utcnow() - claim["claimed_at"]).total_seconds()
+        if age < INTERRUPTED_AFTER_SECONDS:
+            log.info("bubble being sent by another worker", send_id=claim["_id"])
+            return
+        await self._sends.finish(
+            claim["_id"], "unknown", error="interrupted during the call to Gupshup; not resent"
+        )
+        SENDS.labels(agent.id, "ambiguous").inc()
+        log.warning("interrupted send recorded as unknown, not resent", send_id=claim["_id"])
 
     async def _pace(self, agent: Agent, command: SendCommand, previous: float) -> None:
         """Wait for the agent's rate slot and the pause after the lead's previous message.

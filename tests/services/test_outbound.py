@@ -452,3 +452,34 @@ async def test_free_form_reply_outside_the_24_hour_window_is_not_sent(
 
     await eventually(handled)
     assert await sandbox_messages(http, sandbox) == []
+
+
+async def test_send_interrupted_mid_call_is_recorded_unknown_and_never_repeated(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # A process claimed the first bubble, called Gupshup and died before recording the answer.
+    command = conversation.command("Maybe delivered", "Certainly next")
+    await store.db["sends"].insert_one(
+        {
+            "_id": command.send_id(0),
+            "state": "sending",
+            "org_id": conversation.tenant.org_id,
+            "agent_id": conversation.tenant.agent_id,
+            "thread_id": conversation.thread_id,
+            "command_id": command.command_id,
+            "index": 0,
+            "claimed_at": utcnow() - timedelta(minutes=5),
+        }
+    )
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+
+    assert [m["text"] for m in await sandbox_messages(http, sandbox)] == ["Certainly next"]
+    interrupted = await store.db["sends"].find_one({"_id": command.send_id(0)})
+    assert interrupted is not None and interrupted["state"] == "unknown"
+    assert "not resent" in interrupted["error"]
