@@ -7,10 +7,27 @@ Storing first means a crash between the two is repaired by publishing what is st
 from __future__ import annotations
 
 from shared.broker import Broker
-from shared.models import SendCommand
+from shared.ids import new_id
+from shared.models import Bubble, SendCommand, utcnow
 from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.replies import ReplyRepository
-from shared.store import Store
+from shared.store import Document, Store
+
+
+def human_command(thread: Document, destination: str, bubbles: list[Bubble]) -> SendCommand:
+    """A new send command for messages a person writes into a thread (not the bot)."""
+    command_id = new_id("rpl")
+    return SendCommand(
+        event_id=command_id,
+        command_id=command_id,
+        org_id=thread["org_id"],
+        agent_id=thread["agent_id"],
+        thread_id=thread["_id"],
+        lead_id=thread["lead_id"],
+        destination=destination,
+        bubbles=bubbles,
+        created_at=utcnow(),
+    )
 
 
 class ReplyOutbox:

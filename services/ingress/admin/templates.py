@@ -15,9 +15,8 @@ from services.ingress.admin.framework import (
     not_found,
 )
 from shared.gupshup.partner import PartnerClient, PartnerError, PartnerUnavailable, TemplateExists
-from shared.ids import new_id
-from shared.models import Bubble, SendCommand, utcnow
-from shared.replies import ReplyOutbox
+from shared.models import Bubble
+from shared.replies import ReplyOutbox, human_command
 from shared.repositories.agents import Agent
 from shared.repositories.leads import LeadRepository
 from shared.repositories.templates import (
@@ -212,25 +211,14 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         lead = await leads.view_for_org(call.org_id, thread["lead_id"])
         if lead is None:
             raise not_found("lead")
-        command_id = new_id("rpl")
-        command = SendCommand(
-            event_id=command_id,
-            command_id=command_id,
-            org_id=call.org_id,
-            agent_id=thread["agent_id"],
-            thread_id=thread["_id"],
-            lead_id=thread["lead_id"],
-            destination=lead["phone"],
-            created_at=utcnow(),
-            bubbles=[
-                Bubble(
-                    type="template",
-                    text=render(template.body, body.params),
-                    template_id=template.id,
-                    params=body.params,
-                )
-            ],
+        bubble = Bubble(
+            type="template",
+            text=render(template.body, body.params),
+            template_id=template.id,
+            params=body.params,
         )
+        command = human_command(thread, lead["phone"], [bubble])
+        command_id = command.command_id
         await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
         await ctx.audit.record(
             org_id=call.org_id,

@@ -18,9 +18,8 @@ from services.ingress.admin.framework import (
     not_found,
 )
 from shared.colleagues import ColleagueThreads
-from shared.ids import new_id
-from shared.models import Bubble, SendCommand, utcnow
-from shared.replies import ReplyOutbox
+from shared.models import Bubble, utcnow
+from shared.replies import ReplyOutbox, human_command
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.conversions import ConversionKind, ConversionRepository
 from shared.repositories.leads import LeadRepository
@@ -277,18 +276,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         if lead is None:
             raise not_found("lead")
         answers = [m["_id"] for m in await messages.unanswered(call.org_id, thread["_id"])]
-        command_id = new_id("rpl")
-        command = SendCommand(
-            event_id=command_id,
-            command_id=command_id,
-            org_id=call.org_id,
-            agent_id=thread["agent_id"],
-            thread_id=thread["_id"],
-            lead_id=thread["lead_id"],
-            destination=lead["phone"],
-            bubbles=[Bubble(text=body.text)],
-            created_at=utcnow(),
-        )
+        command = human_command(thread, lead["phone"], [Bubble(text=body.text)])
+        command_id = command.command_id
         author = f"human:{call.key.id if call.key else 'unknown'}"
         command = await outbox.record(command, answers, author)
         await outbox.publish(command)
