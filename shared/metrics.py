@@ -74,3 +74,9 @@ LEADS = Counter(
     "import (outcome created or merged).",
     ["outcome"],
 )
+TIER_USAGE = Gauge(
+    "realtybot_messaging_tier_usage_ratio",
+    "Unique leads reached by business-initiated messages in the last 24 h, over the agent's "
+    "messaging tier.",
+    ["agent"],
+)

@@ -18,7 +18,7 @@ from shared.gupshup.client import (
     Submitted,
 )
 from shared.logs import get_logger
-from shared.metrics import DELIVERY_STATUSES, SEND_WAIT, SENDS, THROTTLED
+from shared.metrics import DELIVERY_STATUSES, SEND_WAIT, SENDS, THROTTLED, TIER_USAGE
 from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent, utcnow
 from shared.phones import wa_id
 from shared.repositories.agents import Agent, AgentDirectory
@@ -109,7 +109,8 @@ class Outbound:
         if not agent.active:
             await self._skip(command, "agent_suspended")
             return
-        skip_reason = await self._rule_blocking(command)
+        window_open = await self._window_open(command)
+        skip_reason = await self._rule_blocking(agent, command, window_open)
         if skip_reason is not None:
             await self._skip(command, skip_reason)
             return
@@ -155,7 +156,11 @@ class Outbound:
             previous = time.time()
             if template is not None and isinstance(result, Submitted):
                 await self._templates.record_use(
-                    template, lead_id=command.lead_id, thread_id=command.thread_id, send_id=send_id
+                    template,
+                    lead_id=command.lead_id,
+                    thread_id=command.thread_id,
+                    send_id=send_id,
+                    business_initiated=not window_open,
                 )
             await self._record_result(agent, command, send_id, result)
 
@@ -263,7 +268,28 @@ class Outbound:
                     found[bubble.template_id] = template
         return found
 
-    async def _rule_blocking(self, command: SendCommand) -> str | None:
+    async def _window_open(self, command: SendCommand) -> bool:
+        """Whether the lead wrote within the last 24 hours (free-form allowed)."""
+        thread = await self._threads.get(command.org_id, command.thread_id)
+        last_inbound = thread.get("last_inbound_at") if thread else None
+        return last_inbound is not None and utcnow() - last_inbound <= SESSION_WINDOW
+
+    async def _within_tier(self, agent: Agent, lead_id: str) -> bool:
+        """Whether one more business-initiated message to this lead fits the messaging tier.
+
+        The tier counts unique leads reached by business-initiated messages in a rolling
+        24 hours; a lead already reached in that time costs nothing more.
+        """
+        reached = await self._templates.leads_reached(agent.id, utcnow() - SESSION_WINDOW)
+        if agent.messaging_tier:
+            TIER_USAGE.labels(agent.id).set(len(reached) / agent.messaging_tier)
+        return (
+            not agent.messaging_tier or lead_id in reached or (len(reached) < agent.messaging_tier)
+        )
+
+    async def _rule_blocking(
+        self, agent: Agent, command: SendCommand, window_open: bool
+    ) -> str | None:
         """Why WhatsApp's rules forbid this message now, or None."""
         if command.purpose != "opt_out_confirmation" and await self._consents.opted_out(
             command.org_id, command.lead_id
@@ -278,12 +304,11 @@ class Outbound:
                 if len(bubble.params) != template.parameters:
                     return "template_parameters"
         if all(b.type == "template" for b in command.bubbles):
-            return None  # approved templates may be sent outside the window
-        thread = await self._threads.get(command.org_id, command.thread_id)
-        last_inbound = thread.get("last_inbound_at") if thread else None
-        if last_inbound is None or utcnow() - last_inbound > SESSION_WINDOW:
-            return "window_closed"
-        return None
+            # Approved templates may go outside the window: business-initiated, tier-limited.
+            if not window_open and not await self._within_tier(agent, command.lead_id):
+                return "tier_limit"
+            return None
+        return None if window_open else "window_closed"
 
     async def _skip(self, command: SendCommand, reason: str) -> None:
         """Record every bubble as skipped, with the reason, instead of sending it."""

@@ -59,6 +59,8 @@ class Agent(BaseModel):
     credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
     persona: Persona = Field(default_factory=Persona)
     rate_per_second: float = 20.0
+    # Unique leads reachable by business-initiated messages in a rolling 24 h (0: unlimited).
+    messaging_tier: int = 250
     notify_number: str | None = None
     timezone: str = "Asia/Singapore"
     working_hours: list[WorkingPeriod] = Field(default_factory=lambda: list(DEFAULT_HOURS))

@@ -154,8 +154,30 @@ class TemplateRepository:
         )
         return Template.model_validate(doc) if doc else None
 
+    async def leads_reached(self, agent_id: str, since: datetime) -> set[str]:
+        """Unique leads the agent reached with business-initiated messages since a time."""
+        cursor = await self._usage.aggregate(
+            [
+                {
+                    "$match": {
+                        "agent_id": agent_id,
+                        "business_initiated": True,
+                        "at": {"$gte": since},
+                    }
+                },
+                {"$group": {"_id": "$lead_id"}},
+            ]
+        )
+        return {doc["_id"] async for doc in cursor}
+
     async def record_use(
-        self, template: Template, *, lead_id: str, thread_id: str, send_id: str
+        self,
+        template: Template,
+        *,
+        lead_id: str,
+        thread_id: str,
+        send_id: str,
+        business_initiated: bool = False,
     ) -> None:
         """Keep who was sent which template when, for compliance and cost reports."""
         with contextlib.suppress(DuplicateKeyError):  # the same send recorded twice
@@ -171,6 +193,7 @@ class TemplateRepository:
                         "template_id": template.id,
                         "name": template.name,
                         "category": template.category,
+                        "business_initiated": business_initiated,
                         "at": utcnow(),
                     }
                 )

@@ -21,13 +21,16 @@ from shared.models import Bubble, DeliveryState, DeliveryStatus, SendCommand, ut
 from shared.repositories.agents import AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leads import LeadRepository
+from shared.repositories.templates import TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
 from shared.store import Store
+from tests.sandbox.conftest import create_template, partner_app_token, set_template_status
 from tests.services.conftest import (
     AGENT_NUMBER,
     API_KEY,
     APP,
+    APP_ID,
     LEAD_PHONE,
     LEAD_WA_ID,
     RunningService,
@@ -483,3 +486,103 @@ async def test_send_interrupted_mid_call_is_recorded_unknown_and_never_repeated(
     interrupted = await store.db["sends"].find_one({"_id": command.send_id(0)})
     assert interrupted is not None and interrupted["state"] == "unknown"
     assert "not resent" in interrupted["error"]
+
+
+async def test_business_initiated_templates_respect_the_messaging_tier(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    tenant: Tenant,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # The app's template, approved by Meta at Gupshup and known to us.
+    registration = {
+        "app": APP,
+        "api_key": API_KEY,
+        "number": AGENT_WA_ID,
+        "app_id": APP_ID,
+        "callback_url": "http://127.0.0.1:9/unused",
+        "format": "v2",
+    }
+    async with http.post(f"{sandbox.base_url}/sandbox/v1/apps", json=registration) as response:
+        assert response.status == 200
+    body = "Hi {{1}}, are you still looking?"
+    token = await partner_app_token(http, sandbox)
+    status, created = await create_template(
+        http,
+        sandbox,
+        token,
+        elementName="still_looking",
+        content=body,
+        example="Hi Rachel, are you still looking?",
+    )
+    assert status == 200, created
+    provider_id = created["template"]["id"]
+    await set_template_status(http, sandbox, "APPROVED", template_id=provider_id)
+    templates = TemplateRepository(store)
+    template = await templates.claim(
+        tenant.org_id, tenant.agent_id, "still_looking", "en", "UTILITY", body
+    )
+    await templates.set_status(
+        tenant.org_id,
+        tenant.agent_id,
+        "still_looking",
+        "en",
+        status="APPROVED",
+        provider_id=provider_id,
+    )
+    await store.db["agents"].update_one({"_id": tenant.agent_id}, {"$set": {"messaging_tier": 2}})
+
+    # Three leads whose windows closed a day ago: a tier of 2 reaches two of them.
+    leads, threads = LeadRepository(store), ThreadRepository(store)
+    at = utcnow() - timedelta(hours=30)
+    commands = []
+    for n, phone in enumerate(("+6591230001", "+6591230002", "+6591230003", "+6591230001")):
+        lead = await leads.get_or_create(
+            phone,
+            name=None,
+            org_id=tenant.org_id,
+            agent_id=tenant.agent_id,
+            at=at,
+            source={"source": "organic"},
+        )
+        thread = await threads.get_or_create(
+            org_id=tenant.org_id,
+            agent_id=tenant.agent_id,
+            lead_id=lead["_id"],
+            at=at,
+            source={"source": "organic"},
+        )
+        await threads.touch_inbound(tenant.org_id, thread["_id"], at)
+        commands.append(
+            SendCommand(
+                event_id=f"tier-{n}",
+                command_id=f"tier-{n}",
+                org_id=tenant.org_id,
+                agent_id=tenant.agent_id,
+                thread_id=thread["_id"],
+                lead_id=lead["_id"],
+                destination=phone,
+                created_at=utcnow(),
+                bubbles=[
+                    Bubble(
+                        type="template",
+                        text="Hi Rachel, are you still looking?",
+                        template_id=template.id,
+                        params=["Rachel"],
+                    )
+                ],
+            )
+        )
+    for done, command in enumerate(commands, start=1):
+        await broker.publish(command, message_id=command.command_id)
+        await outbound.wait_for("ok", done)
+
+    sent = await sandbox_messages(http, sandbox)
+    assert [m["destination"] for m in sent] == ["6591230001", "6591230002", "6591230001"]
+    skipped = await store.db["sends"].find_one({"_id": commands[2].send_id(0)})
+    assert skipped is not None and (skipped["state"], skipped["reason"]) == (
+        "skipped",
+        "tier_limit",
+    )

@@ -51,6 +51,7 @@ class AgentUpdate(Body):
     notify_number: str | None = Field(default=None, max_length=40)
     timezone: TimeZone | None = None
     status: Literal["active", "suspended"] | None = None
+    messaging_tier: Literal[250, 2000, 10000, 100000, 0] | None = None  # 0: unlimited
 
 
 class CredentialsUpdate(Body):
