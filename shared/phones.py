@@ -57,7 +57,10 @@ def _candidates(digits: str, region: str) -> list[str]:
     if country_code and digits.startswith(str(country_code)):
         found.insert(0, "+" + digits)
     if digits.startswith("00"):
-        found.append("+" + digits[2:])
+        # "00" is how people everywhere write the international prefix, and no national
+        # number starts with it; read nationally, Singapore's carrier prefixes (001, 006 ...)
+        # would turn "0065 9747 4996" into a number in Suriname.
+        found.insert(0, "+" + digits[2:])
     found.append("+" + digits)
     return found
 

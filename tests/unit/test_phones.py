@@ -212,3 +212,13 @@ def test_arbitrary_text_gives_an_e164_number_or_invalid_phone_number(raw: str, r
         assert repr(raw) in str(exc)
     else:
         assert phonenumbers.is_valid_number(phonenumbers.parse(result))
+
+
+@pytest.mark.parametrize(
+    "raw", ["0065 9747-4996", "006597474996", "00 65 9747 4996", "+65 9747 4996"]
+)
+def test_00_prefix_is_international_even_where_local_carrier_prefixes_start_with_00(
+    raw: str,
+) -> None:
+    # Read nationally in Singapore, "006" is a carrier's international prefix: +597 (Suriname).
+    assert normalize_phone(raw, "SG") == "+6597474996"
