@@ -38,11 +38,3 @@ async def start_http(app: web.Application, host: str, port: int) -> web.AppRunne
     await runner.setup()
     await web.TCPSite(runner, host, port, shutdown_timeout=5).start()
     return runner
-
-
-def bound_port(runner: web.AppRunner) -> int:
-    """The port a runner actually listens on (useful when started on port 0)."""
-    for addr in runner.addresses:
-        if isinstance(addr, tuple):
-            return int(addr[1])
-    raise RuntimeError("the server is not listening on a TCP port")

@@ -74,15 +74,6 @@ class ThreadLeases:
             )
         return lease
 
-    async def is_current(self, lease: Lease) -> bool:
-        """True while no later generation exists and the lease has not expired."""
-        newer = await with_retry(
-            lambda: self._leases.find_one(
-                {"thread_id": lease.thread_id, "generation": {"$gt": lease.generation}}
-            )
-        )
-        return newer is None and utcnow() < lease.expires_at
-
     async def release(self, lease: Lease) -> None:
         """Release a lease; only its own generation and owner are touched."""
         await with_retry(

@@ -128,15 +128,6 @@ class MessageRepository:
         ).sort([("sent_at", ASCENDING), ("received_at", ASCENDING)])
         return [doc async for doc in cursor]
 
-    async def recent(self, org_id: str, thread_id: str, limit: int = 20) -> list[Document]:
-        """A thread's latest messages, oldest first."""
-        cursor = (
-            self._messages.find({"org_id": org_id, "thread_id": thread_id})
-            .sort("sent_at", -1)
-            .limit(limit)
-        )
-        return list(reversed([doc async for doc in cursor]))
-
     async def page(
         self, org_id: str, thread_id: str, *, before: datetime | None, limit: int
     ) -> list[Document]:

@@ -137,8 +137,3 @@ class SendRepository:
             )
 
         await converge(furthest, current, write)
-
-    async def statuses(self, send_id: str) -> list[Document]:
-        """A send's delivery statuses in the order they happened."""
-        cursor = self._statuses.find({"send_id": send_id}).sort("at", 1)
-        return [doc async for doc in cursor]

@@ -18,7 +18,7 @@ from services.ingress.admin.framework import (
 )
 from services.ingress.admin.organizations import TimeZone
 from shared.phones import InvalidPhoneNumber, normalize_phone
-from shared.repositories.agents import Agent, AgentConflict, AgentNumberTaken, Persona
+from shared.repositories.agents import AgentConflict, AgentNumberTaken, Persona
 
 AppName = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
 Secret = Field(min_length=1, max_length=1000)
@@ -89,12 +89,6 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 422, "invalid", "the request body is invalid", {field: str(exc)}
             ) from None
 
-    async def agent_of(call: Call) -> Agent:
-        agent = await ctx.agents.get_in_org(call.org_id, call.param("agent_id"))
-        if agent is None:
-            raise not_found("agent")
-        return agent
-
     @table.add(
         "POST",
         "/v1/agents",
@@ -131,13 +125,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             )
         except AgentConflict as exc:
             raise conflict(exc) from None
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="agent.create",
-            target=agent.id,
-            after=agent.public(),
-        )
+        await ctx.audited(call, "agent.create", agent.id, after=agent.public())
         subscription = await ctx.subscribe_callbacks(agent.gupshup_app_id, callback_key)
         return json_response(
             {
@@ -156,7 +144,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
 
     @table.add("GET", "/v1/agents/{agent_id}", "One agent")
     async def get_agent(call: Call) -> web.StreamResponse:
-        return json_response((await agent_of(call)).public())
+        return json_response((await ctx.agent_of(call)).public())
 
     @table.add(
         "PATCH",
@@ -188,14 +176,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         if changed is None:
             raise not_found("agent")
         before, after = changed
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action=action,
-            target=after.id,
-            before=before.public(),
-            after=after.public(),
-        )
+        await ctx.audited(call, action, after.id, before=before.public(), after=after.public())
         await ctx.agent_changed(call.org_id, after.id)
         return json_response(after.public())
 
@@ -210,11 +191,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         secrets = body.model_dump(exclude_none=True)
         if not await ctx.agents.set_credentials(call.org_id, call.param("agent_id"), secrets):
             raise not_found("agent")
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="agent.credentials",
-            target=call.param("agent_id"),
+        await ctx.audited(
+            call,
+            "agent.credentials",
+            call.param("agent_id"),
             after={"credentials_changed": sorted(secrets)},
         )
         await ctx.agent_changed(call.org_id, call.param("agent_id"))
@@ -228,13 +208,12 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         "Issue a new callback URL; the old one stops working",
     )
     async def rotate_callback_key(call: Call) -> web.StreamResponse:
-        agent = await agent_of(call)
+        agent = await ctx.agent_of(call)
         callback_key = await ctx.agents.rotate_callback_key(call.org_id, agent.id)
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="agent.callback_key",
-            target=agent.id,
+        await ctx.audited(
+            call,
+            "agent.callback_key",
+            agent.id,
             before={"callback_key": "retired"},
             after={"callback_key": "issued"},
         )

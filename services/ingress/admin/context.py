@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.ingress.admin.framework import Call, not_found
 from shared.broker import Broker, PublishFailed
 from shared.crypto import KeyRing
 from shared.gupshup.partner import PartnerClient, register_callback
 from shared.ids import new_id
 from shared.logs import get_logger
 from shared.models import AgentChanged
-from shared.repositories.agents import AgentRepository
+from shared.repositories.agents import Agent, AgentRepository
 from shared.repositories.api_keys import ApiKeyRepository
 from shared.repositories.audit import AuditLog
 from shared.repositories.organizations import OrganizationRepository
 from shared.settings import Settings
-from shared.store import Store
+from shared.store import Document, Store
 
 log = get_logger(__name__)
 
@@ -36,6 +37,33 @@ class AdminContext:
         self.agents = AgentRepository(self.store, self.key_ring)
         self.keys = ApiKeyRepository(self.store)
         self.audit = AuditLog(self.store)
+
+    async def agent_of(self, call: Call) -> Agent:
+        """The agent named by the path, if it belongs to the caller's organization."""
+        agent = await self.agents.get_in_org(call.org_id, call.param("agent_id"))
+        if agent is None:
+            raise not_found("agent")
+        return agent
+
+    async def audited(
+        self,
+        call: Call,
+        action: str,
+        target: str,
+        *,
+        before: Document | None = None,
+        after: Document | None = None,
+    ) -> None:
+        """Record a write made through the API in the organization's audit log."""
+        org_id = call.key.org_id if call.key else None
+        await self.audit.record(
+            org_id=org_id,
+            actor=call.actor,
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+        )
 
     def callback_url(self, callback_key: str) -> str:
         """The URL Gupshup posts an agent's events to."""

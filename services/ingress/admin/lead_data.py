@@ -64,11 +64,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 for outcome in ("created", "merged", "unchanged", "invalid")
             },
         }
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="lead.import",
-            target=call.org_id,
+        await ctx.audited(
+            call,
+            "lead.import",
+            call.org_id,
             after={"rows": len(results), **{k: v for k, v in report.items() if k != "rows"}},
         )
         return json_response(report)
@@ -83,11 +82,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         exported = await lead_data.export(call.org_id, lead_id)
         if exported is None:
             raise not_found("lead")
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="lead.export",
-            target=lead_id,
+        await ctx.audited(
+            call,
+            "lead.export",
+            lead_id,
             after={
                 "threads": len(exported["threads"]),
                 "messages": sum(len(t["messages"]) for t in exported["threads"]),
@@ -106,11 +104,5 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         if counts is None:
             raise not_found("lead")
         # Counts and the id only: the audit log must not keep what was erased.
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="lead.erase",
-            target=lead_id,
-            after={"erased": counts},
-        )
+        await ctx.audited(call, "lead.erase", lead_id, after={"erased": counts})
         return json_response({"lead_id": lead_id, "erased": counts})

@@ -78,13 +78,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         fields: ListingFields = call.body
         await check_agent(call, fields.agent_id)
         listing = await listings.create(call.org_id, fields)
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="listing.create",
-            target=listing.id,
-            after=listing.public(),
-        )
+        await ctx.audited(call, "listing.create", listing.id, after=listing.public())
         return json_response(listing.public(), status=201)
 
     @table.add(
@@ -113,13 +107,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 {"agent_id": f"no such agent in this organization: {unknown[0]}"},
             )
         count = await listings.import_all(call.org_id, rows)
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="listing.import",
-            target=call.org_id,
-            after={"imported": count},
-        )
+        await ctx.audited(call, "listing.import", call.org_id, after={"imported": count})
         return json_response({"imported": count}, status=201)
 
     @table.add("GET", "/v1/listings", "Listings, filtered by agent_id, district, status")
@@ -153,13 +141,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         after = await listings.update(call.org_id, before.id, body.model_dump(exclude_none=True))
         if after is None:
             raise not_found("listing")
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="listing.update",
-            target=before.id,
-            before=before.public(),
-            after=after.public(),
+        await ctx.audited(
+            call, "listing.update", before.id, before=before.public(), after=after.public()
         )
         return json_response(after.public())
 
@@ -168,20 +151,12 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         before = await listings.get(call.org_id, call.param("listing_id"))
         if before is None or not await listings.delete(call.org_id, before.id):
             raise not_found("listing")
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="listing.delete",
-            target=before.id,
-            before=before.public(),
-        )
+        await ctx.audited(call, "listing.delete", before.id, before=before.public())
         return json_response({"listing_id": before.id, "deleted": True})
 
     @table.add("GET", "/v1/agents/{agent_id}/availability", "When the agent takes consultations")
     async def get_availability(call: Call) -> web.StreamResponse:
-        agent = await ctx.agents.get_in_org(call.org_id, call.param("agent_id"))
-        if agent is None:
-            raise not_found("agent")
+        agent = await ctx.agent_of(call)
         return json_response(
             {
                 "timezone": agent.timezone,
@@ -208,11 +183,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         if changed is None:
             raise not_found("agent")
         before, after = changed
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="agent.availability",
-            target=after.id,
+        await ctx.audited(
+            call,
+            "agent.availability",
+            after.id,
             before={"timezone": before.timezone},
             after={"timezone": after.timezone, "working_hours": len(body.working_hours)},
         )

@@ -132,11 +132,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         if changed is None:
             raise not_found("organization")
         before, after = changed
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="organization.update",
-            target=call.org_id,
+        await ctx.audited(
+            call,
+            "organization.update",
+            call.org_id,
             before=public_org(before),
             after=public_org(after),
         )
@@ -152,13 +151,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
     async def create_key(call: Call) -> web.StreamResponse:
         body: KeyCreate = call.body
         key, plain = await ctx.keys.issue("org", call.org_id, body.name)
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="api_key.create",
-            target=key.id,
-            after=key.public(),
-        )
+        await ctx.audited(call, "api_key.create", key.id, after=key.public())
         return json_response({**key.public(), "api_key": plain}, status=201)
 
     @table.add("DELETE", "/v1/api-keys/{key_id}", "Revoke an API key", status=200)
@@ -166,13 +159,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         key = await ctx.keys.revoke(call.org_id, call.param("key_id"))
         if key is None:
             raise not_found("API key")
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="api_key.revoke",
-            target=key.id,
-            after=key.public(),
-        )
+        await ctx.audited(call, "api_key.revoke", key.id, after=key.public())
         return json_response(key.public())
 
     @table.add("GET", "/v1/audit-log", "The organization's latest writes, newest first")

@@ -67,9 +67,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
     outbox = ReplyOutbox(ctx.store, ctx.broker)
 
     async def agent_with_app(call: Call) -> tuple[Agent, PartnerClient, str]:
-        agent = await ctx.agents.get_in_org(call.org_id, call.param("agent_id"))
-        if agent is None:
-            raise not_found("agent")
+        agent = await ctx.agent_of(call)
         if ctx.partner is None:
             raise ApiError(
                 503,
@@ -127,20 +125,12 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         )
         stored = await templates.get(call.org_id, template.id)
         assert stored is not None
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="template.create",
-            target=template.id,
-            after=stored.public(),
-        )
+        await ctx.audited(call, "template.create", template.id, after=stored.public())
         return json_response(stored.public(), status=201)
 
     @table.add("GET", "/v1/agents/{agent_id}/templates", "An agent's templates and statuses")
     async def list_templates(call: Call) -> web.StreamResponse:
-        agent = await ctx.agents.get_in_org(call.org_id, call.param("agent_id"))
-        if agent is None:
-            raise not_found("agent")
+        agent = await ctx.agent_of(call)
         items = await templates.list_for_agent(call.org_id, agent.id)
         return json_response({"items": [t.public() for t in items]})
 
@@ -171,13 +161,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             except TemplateBodyError:
                 continue  # a body we cannot parameterize is not one we can send
         items = await templates.list_for_agent(call.org_id, agent.id)
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="template.sync",
-            target=agent.id,
-            after={"templates": len(items)},
-        )
+        await ctx.audited(call, "template.sync", agent.id, after={"templates": len(items)})
         return json_response({"items": [t.public() for t in items]})
 
     @table.add(
@@ -220,11 +204,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         command = human_command(thread, lead["phone"], [bubble])
         command_id = command.command_id
         await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="template.send",
-            target=thread["_id"],
+        await ctx.audited(
+            call,
+            "template.send",
+            thread["_id"],
             after={"template_id": template.id, "command_id": command_id},
         )
         return json_response({"command_id": command_id, "thread_id": thread["_id"]}, status=202)

@@ -157,11 +157,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         body: ConversionBody = call.body
         new = await conversions.record(thread, body.kind, utcnow(), call.actor)
         if new:
-            await ctx.audit.record(
-                org_id=call.org_id,
-                actor=call.actor,
-                action=f"conversion.{body.kind}",
-                target=thread["_id"],
+            await ctx.audited(
+                call,
+                f"conversion.{body.kind}",
+                thread["_id"],
                 before={"stage": thread.get("stage")},
                 after={"conversion": body.kind},
             )
@@ -252,11 +251,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         before = await thread_of(call)
         await threads.update_state(call.org_id, before["_id"], {"state": state, **extra})
         after = await thread_of(call)
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action=f"thread.{state}",
-            target=before["_id"],
+        await ctx.audited(
+            call,
+            f"thread.{state}",
+            before["_id"],
             before={"state": before.get("state")},
             after={"state": state},
         )
@@ -281,11 +279,5 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         author = f"human:{call.key.id if call.key else 'unknown'}"
         command = await outbox.record(command, answers, author)
         await outbox.publish(command)
-        await ctx.audit.record(
-            org_id=call.org_id,
-            actor=call.actor,
-            action="thread.reply",
-            target=thread["_id"],
-            after={"command_id": command_id},
-        )
+        await ctx.audited(call, "thread.reply", thread["_id"], after={"command_id": command_id})
         return json_response({"command_id": command_id, "thread_id": thread["_id"]}, status=202)
