@@ -337,6 +337,10 @@ class Outbound:
         fields: dict[str, object] = {"whatsapp_message_id": status.whatsapp_message_id}
         if status.error_code is not None:
             fields.update(error_code=status.error_code, error_reason=status.error_reason)
+        if status.pricing_category is not None:
+            fields.update(
+                pricing_category=status.pricing_category, pricing_type=status.pricing_type
+            )
         await self._sends.record_status(send, status.status, status.at, fields)
         if status.status == "failed" and status.error_code is not None:
             await self._act_on_failure(send, status)
