@@ -11,6 +11,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.ids import new_id
 from shared.models import utcnow
+from shared.quiet_hours import QuietHours
 from shared.repositories.api_keys import ApiKeyRepository
 from shared.store import Store, with_retry
 
@@ -23,6 +24,8 @@ class OrganizationSettings(BaseModel):
     # What an agent sees of the same lead's threads with colleagues: nothing, their metadata
     # (agent, stage, last contact, booked), or also their summary.
     cross_agent_visibility: Literal["none", "metadata", "summary"] = "metadata"
+    # Business-initiated messages wait while it is quiet in the agent's time zone.
+    quiet_hours: QuietHours = Field(default_factory=QuietHours)
 
 
 class Organization(BaseModel):

@@ -18,6 +18,7 @@ from services.ingress.admin.framework import (
     json_response,
     not_found,
 )
+from shared.quiet_hours import QuietHours
 from shared.repositories.organizations import Organization, OrganizationExists, OrganizationSettings
 
 
@@ -59,6 +60,7 @@ class OrganizationUpdate(Body):
     name: str | None = Field(default=None, min_length=2, max_length=100)
     region: Region | None = None
     timezone: TimeZone | None = None
+    quiet_hours: QuietHours | None = None
 
 
 class KeyCreate(Body):
@@ -128,6 +130,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             fields["settings.timezone"] = body.timezone
         if body.cross_agent_visibility is not None:
             fields["settings.cross_agent_visibility"] = body.cross_agent_visibility
+        if body.quiet_hours is not None:
+            fields["settings.quiet_hours"] = body.quiet_hours.model_dump()
         changed = await ctx.orgs.update(call.org_id, fields)
         if changed is None:
             raise not_found("organization")
