@@ -181,10 +181,19 @@ async def _lead_data_indexes(db: AsyncDatabase[Document]) -> None:
         await db[collection].create_indexes(models)
 
 
+async def _unknown_send_index(db: AsyncDatabase[Document]) -> None:
+    # A status for an unknown Gupshup id looks for the unknown send to that lead.
+    await db["sends"].create_index(
+        [("agent_id", ASCENDING), ("destination", ASCENDING), ("state", ASCENDING)],
+        name="agent_destination_state",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "collections and indexes of the pipeline", _initial_indexes),
     Migration(2, "one agent per Gupshup app", _one_agent_per_app),
     Migration(3, "indexes for a lead's data per organization", _lead_data_indexes),
+    Migration(4, "sends by agent, lead and state", _unknown_send_index),
 )
 
 
