@@ -74,6 +74,13 @@ LEADS = Counter(
     "import (outcome created or merged).",
     ["outcome"],
 )
+QUEUE_WAIT = Histogram(
+    "realtybot_outbound_queue_wait_seconds",
+    "Time from a reply being made to its first bubble's request to Gupshup (queueing, "
+    "deferrals and pacing included).",
+    ["agent"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 43200),
+)
 TIER_USAGE = Gauge(
     "realtybot_messaging_tier_usage_ratio",
     "Unique leads reached by business-initiated messages in the last 24 h, over the agent's "

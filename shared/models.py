@@ -211,9 +211,21 @@ class SendCommand(TenantEvent):
     destination: str  # the lead, E.164
     bubbles: list[Bubble]
     created_at: datetime
-    # The one message an opted-out lead may still receive is the confirmation of it.
-    purpose: Literal["reply", "opt_out_confirmation"] = "reply"
+    # The one message an opted-out lead may still receive is the confirmation of it;
+    # follow-ups and reminders are business-initiated: they wait for the agent's send hours.
+    purpose: Literal["reply", "opt_out_confirmation", "follow_up", "reminder"] = "reply"
+    # Template bubbles to send instead when the 24-hour window has closed before delivery.
+    fallback: list[Bubble] = Field(default_factory=list)
+
+    @property
+    def business_initiated(self) -> bool:
+        """Whether the business writes first (not an answer to the lead)."""
+        return self.purpose in ("follow_up", "reminder")
 
     def send_id(self, index: int) -> str:
         """The id of one bubble's send: also its message's provider id until Gupshup's is known."""
         return f"{self.command_id}.{index}"
+
+    def fallback_send_id(self, index: int) -> str:
+        """The id of one fallback bubble's send."""
+        return f"{self.command_id}.f{index}"

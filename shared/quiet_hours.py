@@ -34,10 +34,8 @@ class QuietHours(BaseModel):
         local = now.astimezone(zone)
         start, end = _clock(self.start), _clock(self.end)
         moment = local.time()
-        if start < end:
-            quiet = start <= moment < end
-        else:  # wraps past midnight
-            quiet = moment >= start or moment < end
+        # A period from 21:00 to 09:00 wraps past midnight.
+        quiet = start <= moment < end if start < end else moment >= start or moment < end
         if not quiet:
             return 0.0
         day = local.date() if moment < end else local.date() + timedelta(days=1)

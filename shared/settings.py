@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     send_max_wait_seconds: float = Field(default=1.0, gt=0)
     # An unfinished earlier reply of the same thread holds later ones back this long at most.
     ordering_wait_seconds: float = Field(default=300.0, gt=0)
+    # A send whose outcome is unknown (Gupshup timed out after reading it, or the process
+    # died mid-call) is sent again only if no status callback names it for this long.
+    ambiguous_resolve_seconds: float = Field(default=120.0, gt=0)
+    # A business-initiated message held by quiet hours is looked at again at least this often.
+    quiet_hours_recheck_seconds: float = Field(default=600.0, gt=0)
 
     @field_validator("retry_delays_ms")
     @classmethod

@@ -37,6 +37,7 @@ def make_settings(**overrides: object) -> Settings:
         "retry_delays_ms": [100, 200],
         "lease_busy_retry_ms": 50,
         "lead_pause_seconds": 0.02,
+        "ambiguous_resolve_seconds": 1.5,
         "log_format": "console",
     }
     values.update(overrides)
@@ -44,9 +45,9 @@ def make_settings(**overrides: object) -> Settings:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    """Private settings for one test."""
-    return make_settings()
+def settings(request: pytest.FixtureRequest) -> Settings:
+    """Private settings for one test (overrides: parametrize `settings` indirectly)."""
+    return make_settings(**getattr(request, "param", {}))
 
 
 @pytest.fixture

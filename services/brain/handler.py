@@ -19,6 +19,7 @@ from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leases import ThreadLeases
 from shared.repositories.messages import MessageRepository
+from shared.repositories.templates import TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Document, Store
 
@@ -43,6 +44,7 @@ class Brain:
         self._outbox = ReplyOutbox(store, broker)
         self._colleagues = ColleagueThreads(store)
         self._consents = ConsentRepository(store)
+        self._templates = TemplateRepository(store)
         self._leads = store.db["leads"]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -95,6 +97,9 @@ class Brain:
             destination=lead["phone"],
             bubbles=[Bubble(text=t) for t in composed.bubbles],
             created_at=utcnow(),
+            fallback=await self._templates.fallback_for(
+                agent.org_id, agent.id, agent.fallback_template_id, conversation.lead_name
+            ),
         )
         command = await self._outbox.record(command, answers, ENGINE)
         await self._threads.update_state(

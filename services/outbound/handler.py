@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from shared.broker import Broker
@@ -17,13 +18,31 @@ from shared.gupshup.client import (
     SendResult,
     Submitted,
 )
+from shared.ids import derived_id
 from shared.logs import get_logger
-from shared.metrics import DELIVERY_STATUSES, SEND_WAIT, SENDS, THROTTLED, TIER_USAGE
-from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent, utcnow
+from shared.metrics import (
+    DELIVERY_STATUSES,
+    QUEUE_WAIT,
+    SEND_WAIT,
+    SENDS,
+    THROTTLED,
+    TIER_USAGE,
+)
+from shared.models import (
+    BillingEvent,
+    Bubble,
+    DeliveryStatus,
+    SendCommand,
+    TemplateEvent,
+    utcnow,
+)
 from shared.phones import wa_id
+from shared.quiet_hours import QuietHours
+from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository, message_id
+from shared.repositories.organizations import OrganizationRepository
 from shared.repositories.rate_slots import AgentPauses, RateSlots
 from shared.repositories.replies import ReplyRepository
 from shared.repositories.sends import SendRepository
@@ -42,12 +61,24 @@ MAX_LATENESS_SECONDS = 0.01
 
 OPTED_OUT = 1012
 NOT_ON_WHATSAPP = 1002
+WINDOW_CLOSED = {1005, 1006, 131047}  # Gupshup's and Meta's "outside the 24-hour window"
 AGENT_THROTTLED = {4001, 130429}  # Gupshup's and Meta's "rate limited" for the number
 AGENT_BACKOFF_SECONDS = 30.0
 # A claim older than a Gupshup call can take (its timeout plus margin) was interrupted.
 INTERRUPTED_AFTER_SECONDS = 60.0
 
 OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The bubbles a command sends now, with their send ids and templates."""
+
+    bubbles: list[Bubble]
+    send_ids: list[str]
+    templates: dict[str, Template]
+    business_initiated: bool
+    replaces_reply: bool  # the fallback template goes instead of the reply's text
 
 
 class Outbound:
@@ -76,6 +107,8 @@ class Outbound:
         self._consents = ConsentRepository(store)
         self._templates = TemplateRepository(store)
         self._billing = store.db["billing_events"]
+        self._orgs = OrganizationRepository(store)
+        self._outbox = ReplyOutbox(store, broker)
 
     async def handle(self, event: OutboundEvent) -> None:
         """Dispatch by event type."""
@@ -109,25 +142,30 @@ class Outbound:
         if not agent.active:
             await self._skip(command, "agent_suspended")
             return
-        window_open = await self._window_open(command)
-        skip_reason = await self._rule_blocking(agent, command, window_open)
-        if skip_reason is not None:
-            await self._skip(command, skip_reason)
+        thread = await self._threads.get(command.org_id, command.thread_id)
+        last_inbound = thread.get("last_inbound_at") if thread else None
+        if command.business_initiated and last_inbound and last_inbound > command.created_at:
+            await self._skip(command, "lead_wrote_since")  # a follow-up the lead overtook
             return
+        window_open = last_inbound is not None and utcnow() - last_inbound <= SESSION_WINDOW
+        plan = await self._plan(agent, command, window_open)
+        if isinstance(plan, str):
+            await self._skip(command, plan)
+            return
+        if plan.business_initiated:
+            await self._hold_for_quiet_hours(agent)
+        if plan.replaces_reply:
+            await self._skip(command, "window_closed_fallback_sent")
+            await self._store_fallback_messages(command)
         api_key = self._key_ring.decrypt(
             agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
         )
-        templates = await self._templates_of(command)
-        thread = await self._threads.get(command.org_id, command.thread_id)
         last_sent = thread.get("last_outbound_at") if thread else None
         previous = last_sent.timestamp() if last_sent else 0.0
-        for index, bubble in enumerate(command.bubbles):
-            send_id = command.send_id(index)
-            existing = await self._claim(command, index)
-            if existing is not None:
-                SENDS.labels(agent.id, "duplicate").inc()
-                if existing["state"] == "sending":
-                    await self._resolve_interrupted(agent, existing)
+        for index, bubble in enumerate(plan.bubbles):
+            send_id = plan.send_ids[index]
+            existing = await self._claim(command, send_id, index)
+            if existing is not None and await self._settled(agent, existing):
                 continue
             try:
                 # Claimed first, so nothing stands between the slot and the request.
@@ -135,7 +173,11 @@ class Outbound:
             except Defer:
                 await self._sends.release(send_id)  # no request was made: free to claim again
                 raise
-            template = templates.get(bubble.template_id or "")
+            if index == 0 and existing is None:
+                QUEUE_WAIT.labels(agent.id).observe(
+                    max((utcnow() - command.created_at).total_seconds(), 0.0)
+                )
+            template = plan.templates.get(bubble.template_id or "")
             if template is not None:
                 result = await self._gupshup.send_template_message(
                     api_key=api_key,
@@ -164,23 +206,80 @@ class Outbound:
                 )
             await self._record_result(agent, command, send_id, result)
 
-    async def _resolve_interrupted(self, agent: Agent, claim: Document) -> None:
-        """A claim still `sending` long after it was made: its process died mid-call.
+    async def _settled(self, agent: Agent, claim: Document) -> bool:
+        """Whether an already claimed bubble is done with (else: ours to send again).
 
-        Gupshup may or may not have the message and has no idempotency key, so it is never
-        resent: it is recorded `unknown` (visible to operators and in the thread's delivery)
-        and a delivery status that names it later still attaches by Gupshup's id if known.
-        A younger claim may be another replica's call in progress and is left alone.
+        A `sending` claim younger than a Gupshup call can take is another worker's call in
+        progress, and later bubbles wait for it. An older one was interrupted by a crash and,
+        like a send Gupshup answered ambiguously, becomes `unknown`: it waits for a status
+        callback to show that Gupshup has it, and is sent again only when none came within
+        `ambiguous_resolve_seconds` (see shared.repositories.sends).
         """
-        age = (utcnow() - claim["claimed_at"]).total_seconds()
-        if age < INTERRUPTED_AFTER_SECONDS:
-            log.info("bubble being sent by another worker", send_id=claim["_id"])
-            return
-        await self._sends.finish(
-            claim["_id"], "unknown", error="interrupted during the call to Gupshup; not resent"
+        if claim["state"] == "sending":
+            age = (utcnow() - claim["claimed_at"]).total_seconds()
+            if age < INTERRUPTED_AFTER_SECONDS:
+                raise Defer("bubble being sent by another worker", delay_ms=1000)
+            await self._sends.mark_unknown(
+                claim["_id"], claim["claimed_at"], "interrupted during the call to Gupshup"
+            )
+            SENDS.labels(agent.id, "ambiguous").inc()
+            log.warning("interrupted send is unknown until Gupshup shows it", send_id=claim["_id"])
+            claim = await self._sends.get(claim["_id"]) or claim
+        if claim["state"] != "unknown" or claim.get("gupshup_message_id"):
+            SENDS.labels(agent.id, "duplicate").inc()
+            return True
+        waited = (utcnow() - claim["unknown_since"]).total_seconds()
+        remaining = self._settings.ambiguous_resolve_seconds - waited
+        if remaining > 0:
+            raise Defer(
+                "waiting for a status to show whether Gupshup has the message",
+                delay_ms=max(int(remaining * 1000), 100),
+            )
+        if not await self._sends.claim_resend(claim):
+            current = await self._sends.get(claim["_id"])
+            if current is not None and current["state"] not in ("sending", "unknown"):
+                return True  # resolved by a status meanwhile
+            raise Defer("another worker is resending this bubble", delay_ms=1000)
+        SENDS.labels(agent.id, "resent").inc()
+        log.warning(
+            "no status showed Gupshup has the message: sending it again", send_id=claim["_id"]
         )
-        SENDS.labels(agent.id, "ambiguous").inc()
-        log.warning("interrupted send recorded as unknown, not resent", send_id=claim["_id"])
+        return False
+
+    async def _hold_for_quiet_hours(self, agent: Agent) -> None:
+        """Business-initiated messages wait while it is quiet in the agent's time zone."""
+        quiet = agent.quiet_hours
+        if quiet is None:
+            org = await self._orgs.get(agent.org_id)
+            quiet = org.settings.quiet_hours if org else QuietHours()
+        wait = quiet.wait_seconds(utcnow(), agent.timezone)
+        if wait > 0:
+            SENDS.labels(agent.id, "held_quiet_hours").inc()
+            recheck = min(wait, self._settings.quiet_hours_recheck_seconds)
+            raise Defer("quiet hours in the agent's time zone", delay_ms=int(recheck * 1000) + 1)
+
+    async def _store_fallback_messages(self, command: SendCommand) -> None:
+        """The fallback template replaces the reply in the thread's history."""
+        for index, bubble in enumerate(command.fallback):
+            send_id = command.fallback_send_id(index)
+            await self._messages.store_outbound(
+                {
+                    "_id": message_id(command.agent_id, send_id),
+                    "org_id": command.org_id,
+                    "agent_id": command.agent_id,
+                    "thread_id": command.thread_id,
+                    "lead_id": command.lead_id,
+                    "direction": "out",
+                    "provider_message_id": send_id,
+                    "send_id": send_id,
+                    "author": "fallback",
+                    "type": bubble.type,
+                    "text": bubble.text,
+                    "sent_at": command.created_at,
+                    "received_at": command.created_at,
+                    "answered": True,
+                }
+            )
 
     async def _pace(self, agent: Agent, command: SendCommand, previous: float) -> None:
         """Wait for the agent's rate slot and the pause after the lead's previous message.
@@ -240,39 +339,68 @@ class Outbound:
                 SENDS.labels(agent.id, "refused").inc()
                 raise PermanentError(f"Gupshup refused the send (HTTP {status}): {reason}")
             case Ambiguous(reason=reason):
-                await self._sends.finish(send_id, "unknown", error=reason)
+                await self._sends.mark_unknown(send_id, utcnow(), reason)
                 SENDS.labels(agent.id, "ambiguous").inc()
-                raise PermanentError(f"send may or may not have happened: {reason}")
+                # Not an error to retry: the next bubbles wait until a status resolves it.
+                raise Defer(
+                    f"send may or may not have reached Gupshup: {reason}",
+                    delay_ms=int(self._settings.ambiguous_resolve_seconds * 1000),
+                )
 
-    async def _claim(self, command: SendCommand, index: int) -> Document | None:
+    async def _claim(self, command: SendCommand, send_id: str, index: int) -> Document | None:
         """Claim one bubble of a command (None: ours to send; else the earlier claim)."""
-        return await self._sends.claim(
-            command.send_id(index),
-            {
-                "org_id": command.org_id,
-                "agent_id": command.agent_id,
-                "thread_id": command.thread_id,
-                "command_id": command.command_id,
-                "index": index,
-                "destination": command.destination,
-            },
+        fields: Document = {
+            "org_id": command.org_id,
+            "agent_id": command.agent_id,
+            "thread_id": command.thread_id,
+            "lead_id": command.lead_id,
+            "command_id": command.command_id,
+            "index": index,
+            "destination": command.destination,
+        }
+        if command.fallback and send_id == command.send_id(index):
+            # Kept for a window-closed failure reported after Gupshup accepted the bubble.
+            fields["fallback"] = [bubble.model_dump() for bubble in command.fallback]
+        return await self._sends.claim(send_id, fields)
+
+    async def _plan(self, agent: Agent, command: SendCommand, window_open: bool) -> Plan | str:
+        """What to send under WhatsApp's rules, or why nothing may be sent now."""
+        if command.purpose != "opt_out_confirmation" and await self._consents.opted_out(
+            command.org_id, command.lead_id
+        ):
+            return "opted_out"
+        bubbles, send_ids = (
+            command.bubbles,
+            [command.send_id(i) for i in range(len(command.bubbles))],
         )
-
-    async def _templates_of(self, command: SendCommand) -> dict[str, Template]:
-        """The templates a command's template bubbles name (all checked usable already)."""
-        found: dict[str, Template] = {}
-        for bubble in command.bubbles:
-            if bubble.type == "template" and bubble.template_id:
-                template = await self._templates.get(command.org_id, bubble.template_id)
-                if template is not None and template.agent_id == command.agent_id:
-                    found[bubble.template_id] = template
-        return found
-
-    async def _window_open(self, command: SendCommand) -> bool:
-        """Whether the lead wrote within the last 24 hours (free-form allowed)."""
-        thread = await self._threads.get(command.org_id, command.thread_id)
-        last_inbound = thread.get("last_inbound_at") if thread else None
-        return last_inbound is not None and utcnow() - last_inbound <= SESSION_WINDOW
+        replaces_reply = False
+        if not window_open and any(b.type != "template" for b in bubbles):
+            # Free-form text needs the window; an approved template may stand in for it.
+            if not command.fallback:
+                return "window_closed"
+            bubbles = command.fallback
+            send_ids = [command.fallback_send_id(i) for i in range(len(bubbles))]
+            replaces_reply = True
+        templates: dict[str, Template] = {}
+        for bubble in bubbles:
+            if bubble.type != "template":
+                continue
+            template = await self._templates.get(command.org_id, bubble.template_id or "")
+            if template is None or template.agent_id != agent.id or not template.usable:
+                return "template_not_approved"
+            if len(bubble.params) != template.parameters:
+                return "template_parameters"
+            templates[template.id] = template
+        # Outside the window a template is business-initiated: tier-limited, held at night.
+        if not window_open and not await self._within_tier(agent, command.lead_id):
+            return "tier_limit"
+        return Plan(
+            bubbles=bubbles,
+            send_ids=send_ids,
+            templates=templates,
+            business_initiated=command.business_initiated or not window_open,
+            replaces_reply=replaces_reply,
+        )
 
     async def _within_tier(self, agent: Agent, lead_id: str) -> bool:
         """Whether one more business-initiated message to this lead fits the messaging tier.
@@ -287,34 +415,11 @@ class Outbound:
             not agent.messaging_tier or lead_id in reached or (len(reached) < agent.messaging_tier)
         )
 
-    async def _rule_blocking(
-        self, agent: Agent, command: SendCommand, window_open: bool
-    ) -> str | None:
-        """Why WhatsApp's rules forbid this message now, or None."""
-        if command.purpose != "opt_out_confirmation" and await self._consents.opted_out(
-            command.org_id, command.lead_id
-        ):
-            return "opted_out"
-        templates = await self._templates_of(command)
-        for bubble in command.bubbles:
-            if bubble.type == "template":
-                template = templates.get(bubble.template_id or "")
-                if template is None or not template.usable:
-                    return "template_not_approved"
-                if len(bubble.params) != template.parameters:
-                    return "template_parameters"
-        if all(b.type == "template" for b in command.bubbles):
-            # Approved templates may go outside the window: business-initiated, tier-limited.
-            if not window_open and not await self._within_tier(agent, command.lead_id):
-                return "tier_limit"
-            return None
-        return None if window_open else "window_closed"
-
     async def _skip(self, command: SendCommand, reason: str) -> None:
         """Record every bubble as skipped, with the reason, instead of sending it."""
         for index in range(len(command.bubbles)):
             send_id = command.send_id(index)
-            existing = await self._claim(command, index)
+            existing = await self._claim(command, send_id, index)
             if existing is None:
                 await self._sends.finish(send_id, "skipped", reason=reason)
         SENDS.labels(command.agent_id, f"skipped_{reason}").inc()
@@ -331,6 +436,29 @@ class Outbound:
         send = await self._sends.find_by_provider_id(
             status.org_id, status.gupshup_message_id, status.whatsapp_message_id
         )
+        if send is None and status.gupshup_message_id and status.destination:
+            lead = "+" + status.destination.lstrip("+")
+            if await self._sends.in_flight(
+                status.org_id, status.agent_id, lead, INTERRUPTED_AFTER_SECONDS
+            ):
+                # The status overtook Gupshup's answer to the request it is about.
+                raise Defer("a send to this lead is waiting for Gupshup's answer", delay_ms=500)
+            send = await self._sends.resolve_unknown(
+                status.org_id,
+                status.agent_id,
+                lead,
+                status.gupshup_message_id,
+                status.at,
+                interrupted_before=utcnow() - timedelta(seconds=INTERRUPTED_AFTER_SECONDS),
+            )
+            if send is not None:
+                log.info("unknown send resolved: Gupshup has it", send_id=send["_id"])
+                await self._messages.set_provider_id(
+                    send["org_id"],
+                    message_id(send["agent_id"], send["_id"]),
+                    status.gupshup_message_id,
+                    status.at,
+                )
         if send is None:
             # The status may overtake our own record of Gupshup's id: retry a few times.
             raise TransientError("delivery status for a send not (yet) known")
@@ -362,12 +490,39 @@ class Outbound:
             await self._threads.update_state(
                 status.org_id, send["thread_id"], {"not_on_whatsapp_at": status.at}
             )
+        elif code in WINDOW_CLOSED and send.get("fallback"):
+            await self._send_fallback(send)
         elif code in AGENT_THROTTLED:
             await self._pauses.pause(status.agent_id, AGENT_BACKOFF_SECONDS)
             THROTTLED.labels(status.agent_id).inc()
         log.info(
             "delivery failed", code=code, reason=status.error_reason, thread_id=send["thread_id"]
         )
+
+    async def _send_fallback(self, send: Document) -> None:
+        """Gupshup found the window closed after all: the reply's fallback template goes instead.
+
+        Every bubble of the reply may fail so; the fallback's id is derived from the reply,
+        so it is stored and sent once.
+        """
+        thread = await self._threads.get(send["org_id"], send["thread_id"])
+        if thread is None:
+            return
+        command_id = derived_id("fbk", send["command_id"])
+        command = SendCommand(
+            event_id=command_id,
+            command_id=command_id,
+            org_id=send["org_id"],
+            agent_id=send["agent_id"],
+            thread_id=send["thread_id"],
+            lead_id=str(thread["lead_id"]),
+            destination=send["destination"],
+            bubbles=[Bubble.model_validate(b) for b in send["fallback"]],
+            created_at=utcnow(),
+        )
+        stored = await self._outbox.record(command, [], "fallback")
+        await self._outbox.publish(stored)
+        log.info("window closed at Gupshup: fallback template queued", command_id=command_id)
 
     async def _lead_of(self, send: Document) -> str:
         thread = await self._threads.get(send["org_id"], send["thread_id"])

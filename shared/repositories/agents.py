@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.crypto import KeyRing, hash_token, new_token
 from shared.ids import new_id
 from shared.models import AgentChanged, utcnow
+from shared.quiet_hours import QuietHours
 from shared.settings import Settings
 from shared.store import Store, is_duplicate, with_retry
 
@@ -64,6 +65,11 @@ class Agent(BaseModel):
     notify_number: str | None = None
     timezone: str = "Asia/Singapore"
     working_hours: list[WorkingPeriod] = Field(default_factory=lambda: list(DEFAULT_HOURS))
+    # The agent's own quiet hours (None: the organization's).
+    quiet_hours: QuietHours | None = None
+    # An APPROVED template (no parameters, or one: the lead's name) that replaces a reply
+    # when WhatsApp's 24-hour window closed before it could be sent.
+    fallback_template_id: str | None = None
     status: Literal["active", "suspended"] = "active"
     created_at: datetime
 

@@ -16,6 +16,25 @@ from shared.repositories.api_keys import ApiKeyRepository
 from shared.store import Store, with_retry
 
 
+class MessagePrices(BaseModel):
+    """What WhatsApp charges the organization per billable message, by pricing category."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    marketing: float = Field(ge=0)
+    utility: float = Field(ge=0)
+    authentication: float = Field(ge=0)
+
+    def price_of(self, category: str) -> float | None:
+        """The price of one billable message of `category`; None when it has none."""
+        return {
+            "marketing": self.marketing,
+            "utility": self.utility,
+            "authentication": self.authentication,
+        }.get(category)
+
+
 class OrganizationSettings(BaseModel):
     """Per-organization defaults."""
 
@@ -24,6 +43,8 @@ class OrganizationSettings(BaseModel):
     # What an agent sees of the same lead's threads with colleagues: nothing, their metadata
     # (agent, stage, last contact, booked), or also their summary.
     cross_agent_visibility: Literal["none", "metadata", "summary"] = "metadata"
+    # For the cost report's estimates; without prices it counts messages only.
+    message_prices: MessagePrices | None = None
     # Business-initiated messages wait while it is quiet in the agent's time zone.
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
 

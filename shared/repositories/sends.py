@@ -1,13 +1,21 @@
 """Sends: one document per bubble handed to Gupshup, created as a claim before the call.
 
-The claim's `_id` is the send id, so only one worker can call Gupshup for a bubble. A claim
-still in state `sending` after a crash is an ambiguous send: it is not retried blindly.
+The claim's `_id` is the send id, so only one worker can call Gupshup for a bubble.
+
+States: `sending` (claimed, request about to go or in flight) becomes `submitted`
+(Gupshup's id recorded), `failed` (refused), `skipped` (a rule forbade it), or `unknown`:
+the request may have reached Gupshup (it timed out after being written, Gupshup answered
+500 or 504, or the process died mid-call). An unknown send is never retried blindly:
+Gupshup posts a status callback for every message it accepted, so a status naming the
+lead's number that arrives while a send to that lead is unknown resolves it as submitted
+(`resolve_unknown`); only after `ambiguous_resolve_seconds` without one is it sent again,
+under a resend claim that one worker alone can win (`claim_resend`).
 """
 
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Literal
 
@@ -18,6 +26,8 @@ from shared.models import utcnow
 from shared.store import Document, Store, converge, with_retry
 
 SendState = Literal["sending", "submitted", "failed", "unknown", "skipped"]
+# A status this much older than a claim cannot be about it (Gupshup's clock may lag ours).
+CLOCK_SKEW = timedelta(seconds=5)
 # Later statuses win; a late "sent" never overwrites "read".
 STATUS_RANK = {"enqueued": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5, "deleted": 5}
 
@@ -28,6 +38,7 @@ class SendRepository:
     def __init__(self, store: Store) -> None:
         self._sends = store.db["sends"]
         self._statuses = store.db["delivery_statuses"]
+        self._resends = store.db["send_resends"]
 
     async def claim(self, send_id: str, fields: Document) -> Document | None:
         """Claim a send; None when we won, else the existing claim."""
@@ -75,6 +86,110 @@ class SendRepository:
                 {"_id": send_id}, {"$set": {"state": state, "finished_at": utcnow(), **fields}}
             )
         )
+
+    async def mark_unknown(self, send_id: str, since: datetime, error: str) -> None:
+        """The send may or may not have reached Gupshup; evidence is awaited from `since`."""
+        await with_retry(
+            lambda: self._sends.update_one(
+                {"_id": send_id, "state": "sending"},
+                {
+                    "$set": {
+                        "state": "unknown",
+                        "unknown_since": since,
+                        "error": error,
+                        "finished_at": utcnow(),
+                    }
+                },
+            )
+        )
+
+    async def claim_resend(self, send: Document) -> bool:
+        """Take the right to send an unknown send again; False if another worker has it.
+
+        The resend claim is keyed by the ambiguity it resolves, so a later ambiguity of the
+        same send (the resend timing out too) can be resolved again.
+        """
+        since = send["unknown_since"]
+        claim = {"_id": f"{send['_id']}@{since.isoformat()}", "claimed_at": utcnow()}
+        try:
+            await with_retry(lambda: self._resends.insert_one(claim))
+        except DuplicateKeyError:
+            return False
+        result = await with_retry(
+            lambda: self._sends.update_one(
+                {"_id": send["_id"], "state": "unknown", "gupshup_message_id": None},
+                {
+                    "$set": {"state": "sending", "claimed_at": utcnow(), "resent": True},
+                    "$inc": {"attempts": 1},
+                },
+            )
+        )
+        return result.modified_count == 1
+
+    async def resolve_unknown(
+        self,
+        org_id: str,
+        agent_id: str,
+        destination: str,
+        gupshup_id: str,
+        at: datetime,
+        interrupted_before: datetime,
+    ) -> Document | None:
+        """Attach a status for an unknown Gupshup id to the unknown send to that lead, if any.
+
+        Unknown means marked so, or still `sending` though claimed before
+        `interrupted_before` (its process died mid-call). An agent's sends to one lead go
+        out one at a time, in order, and a later one waits for an unknown one to be
+        resolved, so at most one send can be waiting for this.
+        """
+        unresolved: list[Document] = [
+            {"state": "unknown"},
+            {"state": "sending", "claimed_at": {"$lt": interrupted_before}},
+        ]
+        query: Document = {
+            "org_id": org_id,
+            "agent_id": agent_id,
+            "destination": destination,
+            "gupshup_message_id": None,
+            "claimed_at": {"$lte": at + CLOCK_SKEW},
+            "$or": unresolved,
+        }
+        candidate = await with_retry(lambda: self._sends.find_one(query, sort=[("claimed_at", 1)]))
+        if candidate is None:
+            return None
+        result = await with_retry(
+            lambda: self._sends.update_one(
+                {"_id": candidate["_id"], "gupshup_message_id": None, "$or": unresolved},
+                {
+                    "$set": {
+                        "state": "submitted",
+                        "gupshup_message_id": gupshup_id,
+                        "resolved_by": "status",
+                    }
+                },
+            )
+        )
+        if result.modified_count != 1:
+            return None
+        return await self.get(candidate["_id"])
+
+    async def in_flight(
+        self, org_id: str, agent_id: str, destination: str, younger_than: float
+    ) -> bool:
+        """Whether a request to this lead may still be waiting for Gupshup's answer."""
+        found = await with_retry(
+            lambda: self._sends.find_one(
+                {
+                    "org_id": org_id,
+                    "agent_id": agent_id,
+                    "destination": destination,
+                    "state": "sending",
+                    "claimed_at": {"$gte": utcnow() - timedelta(seconds=younger_than)},
+                },
+                {"_id": 1},
+            )
+        )
+        return found is not None
 
     async def find_by_provider_id(
         self, org_id: str, gupshup_id: str | None, whatsapp_id: str | None

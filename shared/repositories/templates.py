@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id, new_id
-from shared.models import utcnow
+from shared.models import Bubble, utcnow
 from shared.store import Document, Store, with_retry
 
 Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION"]
@@ -75,6 +75,22 @@ class TemplateRepository:
     def __init__(self, store: Store) -> None:
         self._templates = store.db["templates"]
         self._usage = store.db["template_usage"]
+
+    async def fallback_for(
+        self, org_id: str, agent_id: str, template_id: str | None, lead_name: str | None
+    ) -> list[Bubble]:
+        """The agent's fallback template as bubbles for one lead ([] if none is usable now)."""
+        if not template_id:
+            return []
+        template = await self.get(org_id, template_id)
+        if template is None or template.agent_id != agent_id or not template.usable:
+            return []
+        first_name = (lead_name or "").split(" ")[0] or "there"
+        params = [first_name][: template.parameters]
+        if len(params) != template.parameters:
+            return []
+        text = render(template.body, params)
+        return [Bubble(type="template", text=text, template_id=template.id, params=params)]
 
     async def claim(
         self, org_id: str, agent_id: str, name: str, language: str, category: str, body: str

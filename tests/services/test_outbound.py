@@ -248,7 +248,8 @@ async def test_throttled_send_is_retried_and_arrives_once(
     assert [s["gupshup_message_id"] for s in sends] == [m["messageId"] for m in sent]
 
 
-async def test_ambiguous_500_is_not_resent_and_is_recorded_and_dead_lettered(
+@pytest.mark.parametrize("settings", [{"ambiguous_resolve_seconds": 60}], indirect=True)
+async def test_ambiguous_send_gupshup_has_is_resolved_by_its_status_never_resent(
     outbound: RunningService,
     broker: Broker,
     store: Store,
@@ -256,27 +257,60 @@ async def test_ambiguous_500_is_not_resent_and_is_recorded_and_dead_lettered(
     sandbox: RunningSandbox,
     http: aiohttp.ClientSession,
 ) -> None:
-    # Gupshup accepted the message but answered 500: a second request would be a duplicate.
+    # Gupshup accepted the first bubble but answered 500: a second request would be a
+    # duplicate, so the bubble is unknown and the next one waits.
     await inject_fault(http, sandbox, mode="500", count=1, accept=True)
-    command = conversation.command("Only bubble")
+    command = conversation.command("First bubble", "Second bubble")
     await broker.publish(command, message_id=command.command_id)
-    dead = await broker.fetch(broker.topology.dead_letter_queue("outbound"), timeout=5)
-    assert dead is not None
-    reason = str(dead.headers["x-dead-reason"])
-    assert "500" in reason, reason
-    assert SendCommand.model_validate_json(dead.body).command_id == command.command_id
-    assert outbound.outcome_count("retried") == 0
+    [accepted] = await wait_for_sandbox_count(http, sandbox, 1)
 
-    send = await store.db["sends"].find_one({"command_id": command.command_id})
-    assert send is not None
-    assert send["state"] == "unknown"
-    assert "500" in send["error"]
+    async def unknown() -> bool:
+        send = await store.db["sends"].find_one({"_id": command.send_id(0)})
+        return send is not None and send["state"] == "unknown"
 
-    # Replaying the dead letter must not send the bubble a second time either.
+    await eventually(unknown)
+    await asyncio.sleep(0.5)
+    assert [m["text"] for m in await sandbox_messages(http, sandbox)] == ["First bubble"]
+
+    # Gupshup's status callback for the message it has: the lead's number, its own id.
+    status = delivery_status(conversation, accepted["messageId"], "enqueued")
+    await broker.publish(status, message_id=status.event_id)
+    sent = await wait_for_sandbox_count(http, sandbox, 2)
+    assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
+    first = await store.db["sends"].find_one({"_id": command.send_id(0)})
+    assert first is not None
+    assert (first["state"], first["resolved_by"]) == ("submitted", "status")
+    assert first["gupshup_message_id"] == accepted["messageId"]
+    assert first["status"] == "enqueued"
+
+    # A redelivered command sends nothing again.
     await broker.publish(command, message_id=command.command_id)
-    await outbound.wait_for("ok", 1)
-    sent = await sandbox_messages(http, sandbox)
-    assert [m["text"] for m in sent] == ["Only bubble"]
+    await outbound.wait_for("ok", 3)
+    assert len(await sandbox_messages(http, sandbox)) == 2
+
+
+async def test_ambiguous_send_gupshup_never_got_is_sent_once_when_no_status_came(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # Gupshup failed inside and answered 500 without keeping the message: no status ever
+    # names it, so after the resolve window (1.5 s here) it goes once more, then the rest.
+    await inject_fault(http, sandbox, mode="500", count=1, accept=False)
+    command = conversation.command("First bubble", "Second bubble")
+    await broker.publish(command, message_id=command.command_id)
+    sent = await wait_for_sandbox_count(http, sandbox, 2)
+    assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
+    first = await store.db["sends"].find_one({"_id": command.send_id(0)})
+    assert first is not None
+    assert (first["state"], first["attempts"], first["resent"]) == ("submitted", 2, True)
+    assert first["gupshup_message_id"] == sent[0]["messageId"]
+    await asyncio.sleep(2)
+    assert len(await sandbox_messages(http, sandbox)) == 2
+    assert outbound.outcome_count("dead") == 0
 
 
 async def test_delivery_status_updates_the_send(
@@ -457,7 +491,27 @@ async def test_free_form_reply_outside_the_24_hour_window_is_not_sent(
     assert await sandbox_messages(http, sandbox) == []
 
 
-async def test_send_interrupted_mid_call_is_recorded_unknown_and_never_repeated(
+async def interrupted_claim(store: Store, conversation: Conversation, command: SendCommand) -> None:
+    """A process claimed the first bubble, called Gupshup and died before recording the answer."""
+    await store.db["sends"].insert_one(
+        {
+            "_id": command.send_id(0),
+            "state": "sending",
+            "gupshup_message_id": None,
+            "org_id": conversation.tenant.org_id,
+            "agent_id": conversation.tenant.agent_id,
+            "thread_id": conversation.thread_id,
+            "lead_id": conversation.lead_id,
+            "command_id": command.command_id,
+            "index": 0,
+            "destination": LEAD_PHONE,
+            "attempts": 1,
+            "claimed_at": utcnow() - timedelta(minutes=5),
+        }
+    )
+
+
+async def test_send_interrupted_mid_call_that_gupshup_has_is_not_repeated(
     outbound: RunningService,
     broker: Broker,
     store: Store,
@@ -465,27 +519,40 @@ async def test_send_interrupted_mid_call_is_recorded_unknown_and_never_repeated(
     sandbox: RunningSandbox,
     http: aiohttp.ClientSession,
 ) -> None:
-    # A process claimed the first bubble, called Gupshup and died before recording the answer.
     command = conversation.command("Maybe delivered", "Certainly next")
-    await store.db["sends"].insert_one(
-        {
-            "_id": command.send_id(0),
-            "state": "sending",
-            "org_id": conversation.tenant.org_id,
-            "agent_id": conversation.tenant.agent_id,
-            "thread_id": conversation.thread_id,
-            "command_id": command.command_id,
-            "index": 0,
-            "claimed_at": utcnow() - timedelta(minutes=5),
-        }
-    )
-    await broker.publish(command, message_id=command.command_id)
+    await interrupted_claim(store, conversation, command)
+    # Gupshup had it: its status names a Gupshup id we never recorded, and the lead.
+    status = delivery_status(conversation, "gs-before-the-crash", "sent")
+    await broker.publish(status, message_id=status.event_id)
     await outbound.wait_for("ok", 1)
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 2)
 
     assert [m["text"] for m in await sandbox_messages(http, sandbox)] == ["Certainly next"]
     interrupted = await store.db["sends"].find_one({"_id": command.send_id(0)})
-    assert interrupted is not None and interrupted["state"] == "unknown"
-    assert "not resent" in interrupted["error"]
+    assert interrupted is not None
+    assert (interrupted["state"], interrupted["status"]) == ("submitted", "sent")
+    assert interrupted["gupshup_message_id"] == "gs-before-the-crash"
+
+
+async def test_send_interrupted_mid_call_without_any_status_is_sent_once_more(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    command = conversation.command("Maybe delivered", "Certainly next")
+    await interrupted_claim(store, conversation, command)
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+
+    sent = await sandbox_messages(http, sandbox)
+    assert [m["text"] for m in sent] == ["Maybe delivered", "Certainly next"]
+    interrupted = await store.db["sends"].find_one({"_id": command.send_id(0)})
+    assert interrupted is not None
+    assert (interrupted["state"], interrupted["attempts"]) == ("submitted", 2)
 
 
 async def test_business_initiated_templates_respect_the_messaging_tier(

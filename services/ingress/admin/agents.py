@@ -18,7 +18,9 @@ from services.ingress.admin.framework import (
 )
 from services.ingress.admin.organizations import TimeZone
 from shared.phones import InvalidPhoneNumber, normalize_phone
+from shared.quiet_hours import QuietHours
 from shared.repositories.agents import AgentConflict, AgentNumberTaken, Persona
+from shared.repositories.templates import TemplateRepository
 
 AppName = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
 Secret = Field(min_length=1, max_length=1000)
@@ -52,6 +54,10 @@ class AgentUpdate(Body):
     timezone: TimeZone | None = None
     status: Literal["active", "suspended"] | None = None
     messaging_tier: Literal[250, 2000, 10000, 100000, 0] | None = None  # 0: unlimited
+    quiet_hours: QuietHours | None = None
+    # An APPROVED template of this agent sent instead of a reply the 24-hour window
+    # closed on; "" removes it.
+    fallback_template_id: str | None = Field(default=None, max_length=100)
 
 
 class CredentialsUpdate(Body):
@@ -76,6 +82,7 @@ def conflict(exc: AgentConflict) -> ApiError:
 
 def register(table: RouteTable, ctx: AdminContext) -> None:
     """Declare the agent endpoints."""
+    templates = TemplateRepository(ctx.store)
 
     async def region(call: Call) -> str:
         org = await ctx.orgs.get(call.org_id)
@@ -159,6 +166,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         for name in ("number", "notify_number"):
             if name in fields:
                 fields[name] = phone(str(fields[name]), name, default_region)
+        if "fallback_template_id" in fields:
+            fields["fallback_template_id"] = await fallback_template(call, body)
         return await change(call, "agent.update", fields)
 
     @table.add(
@@ -167,6 +176,21 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
     async def set_persona(call: Call) -> web.StreamResponse:
         persona: Persona = call.body
         return await change(call, "agent.persona", {"persona": persona.model_dump()})
+
+    async def fallback_template(call: Call, body: AgentUpdate) -> str | None:
+        if not body.fallback_template_id:
+            return None
+        template = await templates.get(call.org_id, body.fallback_template_id)
+        if template is None or template.agent_id != call.param("agent_id"):
+            raise not_found("template")
+        if template.parameters > 1:
+            raise ApiError(
+                422,
+                "invalid",
+                "the request body is invalid",
+                {"fallback_template_id": "the template may take at most one parameter"},
+            )
+        return template.id
 
     async def change(call: Call, action: str, fields: dict[str, object]) -> web.StreamResponse:
         try:

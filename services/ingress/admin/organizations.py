@@ -19,7 +19,12 @@ from services.ingress.admin.framework import (
     not_found,
 )
 from shared.quiet_hours import QuietHours
-from shared.repositories.organizations import Organization, OrganizationExists, OrganizationSettings
+from shared.repositories.organizations import (
+    MessagePrices,
+    Organization,
+    OrganizationExists,
+    OrganizationSettings,
+)
 
 
 def _region(value: str) -> str:
@@ -61,6 +66,7 @@ class OrganizationUpdate(Body):
     region: Region | None = None
     timezone: TimeZone | None = None
     quiet_hours: QuietHours | None = None
+    message_prices: MessagePrices | None = None
 
 
 class KeyCreate(Body):
@@ -132,6 +138,8 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             fields["settings.cross_agent_visibility"] = body.cross_agent_visibility
         if body.quiet_hours is not None:
             fields["settings.quiet_hours"] = body.quiet_hours.model_dump()
+        if body.message_prices is not None:
+            fields["settings.message_prices"] = body.message_prices.model_dump()
         changed = await ctx.orgs.update(call.org_id, fields)
         if changed is None:
             raise not_found("organization")
