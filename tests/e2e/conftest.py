@@ -24,7 +24,7 @@ from shared.repositories.api_keys import ApiKeyRepository
 from shared.repositories.organizations import Organization, OrganizationRepository
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import TEST_KEY_RING, make_settings
+from tests.conftest import TEST_KEY_RING, make_settings, quiet_hours_away_from_now
 
 NEW_KEY = "test-2:" + "WllYV1ZVVFNSUVBPTk1MS0pJSEdGRURDQkE5ODc2NTQ="  # 32 bytes
 
@@ -113,6 +113,9 @@ class Stack:
                 expect=201,
             )
             org_key = created["api_key"]
+            # Quiet hours away from now, so business-initiated sends go whenever tests run.
+            quiet = quiet_hours_away_from_now().model_dump()
+            await self.admin("PATCH", "/v1/organization", org_key, {"quiet_hours": quiet})
             found = await OrganizationRepository(self.store).get(created["org_id"])
             assert found is not None
             org = found

@@ -26,6 +26,7 @@ from shared.repositories.agents import Agent, AgentRepository, Persona
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
 from shared.settings import Settings
 from shared.store import Store
+from tests.conftest import quiet_hours_away_from_now
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "gupshup"
 APP = "TanHomesSG"
@@ -95,8 +96,10 @@ class Tenants:
 
     async def organization(self) -> str:
         """A new organization (default region SG); its id."""
+        # Quiet hours away from now, so business-initiated sends go whenever tests run.
         org, _api_key = await self._orgs.create(
-            f"Agency {uuid.uuid4().hex[:8]}", OrganizationSettings()
+            f"Agency {uuid.uuid4().hex[:8]}",
+            OrganizationSettings(quiet_hours=quiet_hours_away_from_now()),
         )
         return org.id
 

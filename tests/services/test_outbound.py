@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -18,13 +19,15 @@ from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
 from shared.models import Bubble, DeliveryState, DeliveryStatus, SendCommand, utcnow
+from shared.quiet_hours import QuietHours
 from shared.repositories.agents import AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leads import LeadRepository
-from shared.repositories.templates import TemplateRepository
+from shared.repositories.templates import Template, TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
 from shared.store import Store
+from tests.conftest import quiet_hours_around_now, quiet_hours_away_from_now
 from tests.sandbox.conftest import create_template, partner_app_token, set_template_status
 from tests.services.conftest import (
     AGENT_NUMBER,
@@ -555,15 +558,16 @@ async def test_send_interrupted_mid_call_without_any_status_is_sent_once_more(
     assert (interrupted["state"], interrupted["attempts"]) == ("submitted", 2)
 
 
-async def test_business_initiated_templates_respect_the_messaging_tier(
-    outbound: RunningService,
-    broker: Broker,
+async def approved_template(
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
     store: Store,
     tenant: Tenant,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
-) -> None:
-    # The app's template, approved by Meta at Gupshup and known to us.
+    name: str,
+    body: str,
+    example: str,
+) -> Template:
+    """The app's template, approved by Meta at Gupshup and known to us."""
     registration = {
         "app": APP,
         "api_key": API_KEY,
@@ -574,30 +578,39 @@ async def test_business_initiated_templates_respect_the_messaging_tier(
     }
     async with http.post(f"{sandbox.base_url}/sandbox/v1/apps", json=registration) as response:
         assert response.status == 200
-    body = "Hi {{1}}, are you still looking?"
     token = await partner_app_token(http, sandbox)
     status, created = await create_template(
-        http,
-        sandbox,
-        token,
-        elementName="still_looking",
-        content=body,
-        example="Hi Rachel, are you still looking?",
+        http, sandbox, token, elementName=name, content=body, example=example
     )
     assert status == 200, created
     provider_id = created["template"]["id"]
     await set_template_status(http, sandbox, "APPROVED", template_id=provider_id)
     templates = TemplateRepository(store)
-    template = await templates.claim(
-        tenant.org_id, tenant.agent_id, "still_looking", "en", "UTILITY", body
-    )
+    template = await templates.claim(tenant.org_id, tenant.agent_id, name, "en", "UTILITY", body)
     await templates.set_status(
-        tenant.org_id,
-        tenant.agent_id,
+        tenant.org_id, tenant.agent_id, name, "en", status="APPROVED", provider_id=provider_id
+    )
+    found = await templates.get(tenant.org_id, template.id)
+    assert found is not None
+    return found
+
+
+async def test_business_initiated_templates_respect_the_messaging_tier(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    tenant: Tenant,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    template = await approved_template(
+        http,
+        sandbox,
+        store,
+        tenant,
         "still_looking",
-        "en",
-        status="APPROVED",
-        provider_id=provider_id,
+        "Hi {{1}}, are you still looking?",
+        "Hi Rachel, are you still looking?",
     )
     await store.db["agents"].update_one({"_id": tenant.agent_id}, {"$set": {"messaging_tier": 2}})
 
@@ -653,3 +666,152 @@ async def test_business_initiated_templates_respect_the_messaging_tier(
         "skipped",
         "tier_limit",
     )
+
+
+async def reconnect_template(
+    http: aiohttp.ClientSession, sandbox: RunningSandbox, store: Store, tenant: Tenant
+) -> Bubble:
+    """The agent's approved fallback template, as the brain attaches it to a reply."""
+    template = await approved_template(
+        http,
+        sandbox,
+        store,
+        tenant,
+        "reconnect",
+        "Hi {{1}}, sorry for the wait! Reply here to continue about your property search.",
+        "Hi Rachel, sorry for the wait! Reply here to continue about your property search.",
+    )
+    bubbles = await TemplateRepository(store).fallback_for(
+        tenant.org_id, tenant.agent_id, template.id, "Rachel Lim"
+    )
+    assert [b.params for b in bubbles] == [["Rachel"]]
+    return bubbles[0]
+
+
+async def test_reply_whose_window_closed_goes_as_its_fallback_template(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    tenant: Tenant,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    fallback = await reconnect_template(http, sandbox, store, tenant)
+    stale = await start_conversation(store, tenant, last_inbound=timedelta(hours=25))
+    command = stale.command("The unit is still available.", "Shall I book a viewing?")
+    command = command.model_copy(update={"fallback": [fallback]})
+    await broker.publish(command, message_id=command.command_id)
+    [sent] = await wait_for_sandbox_count(http, sandbox, 1)
+    await outbound.wait_for("ok", 1)
+
+    assert sent["template"]["params"] == ["Rachel"]
+    sends = await store.db["sends"].find({"command_id": command.command_id}).to_list()
+    by_id = {s["_id"]: s for s in sends}
+    assert by_id[command.fallback_send_id(0)]["state"] == "submitted"
+    for index in range(2):
+        skipped = by_id[command.send_id(index)]
+        assert (skipped["state"], skipped["reason"]) == ("skipped", "window_closed_fallback_sent")
+    history = await store.db["messages"].find({"thread_id": stale.thread_id}).to_list()
+    assert [m["text"] for m in history if m.get("author") == "fallback"] == [fallback.text]
+
+    await broker.publish(command, message_id=command.command_id)  # redelivered: nothing more
+    await outbound.wait_for("ok", 2)
+    assert len(await sandbox_messages(http, sandbox)) == 1
+
+
+async def test_window_closed_failure_from_gupshup_sends_the_fallback_once(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    tenant: Tenant,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    fallback = await reconnect_template(http, sandbox, store, tenant)
+    command = conversation.command("First", "Second").model_copy(update={"fallback": [fallback]})
+    await broker.publish(command, message_id=command.command_id)
+    first, second = await wait_for_sandbox_count(http, sandbox, 2)
+    await outbound.wait_for("ok", 1)
+
+    # WhatsApp judged the window closed after all (131047), for both bubbles.
+    for n, sent in enumerate((first, second)):
+        failed = delivery_status(conversation, sent["messageId"], "failed")
+        failed = failed.model_copy(update={"error_code": 131047, "event_id": f"evt-failed-{n}"})
+        await broker.publish(failed, message_id=failed.event_id)
+    messages = await wait_for_sandbox_count(http, sandbox, 3)
+    assert messages[2]["template"]["params"] == ["Rachel"]
+    await asyncio.sleep(1)
+    assert len(await sandbox_messages(http, sandbox)) == 3
+
+
+def follow_up(conversation: Conversation, text: str, created_at: datetime) -> SendCommand:
+    command = conversation.command(text, command_id=f"fup-{uuid.uuid4().hex[:8]}")
+    return command.model_copy(update={"purpose": "follow_up", "created_at": created_at})
+
+
+@pytest.mark.parametrize(
+    "settings", [{"quiet_hours_recheck_seconds": 0.3, "agent_cache_seconds": 0}], indirect=True
+)
+async def test_follow_up_waits_for_the_end_of_quiet_hours(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    tenant: Tenant,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    agents = store.db["agents"]
+    quiet = quiet_hours_around_now().model_dump()
+    await agents.update_one({"_id": tenant.agent_id}, {"$set": {"quiet_hours": quiet}})
+    command = follow_up(conversation, "Any thoughts on the Tampines unit?", utcnow())
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("deferred", 3)  # looked at again and again, still quiet
+    assert await sandbox_messages(http, sandbox) == []
+    assert await store.db["sends"].find_one({"command_id": command.command_id}) is None
+
+    # The same agent answering the lead meanwhile is not business-initiated: it goes.
+    reply = conversation.command("Sure, 3 pm works.", command_id="rpl_now")
+    await broker.publish(reply, message_id=reply.command_id)
+    [sent] = await wait_for_sandbox_count(http, sandbox, 1)
+    assert sent["text"] == "Sure, 3 pm works."
+
+    # Morning comes (the quiet period ends): the follow-up goes out.
+    awake = quiet_hours_away_from_now().model_dump()
+    await agents.update_one({"_id": tenant.agent_id}, {"$set": {"quiet_hours": awake}})
+    messages = await wait_for_sandbox_count(http, sandbox, 2)
+    assert messages[1]["text"] == "Any thoughts on the Tampines unit?"
+
+
+async def test_follow_up_the_lead_overtook_is_skipped(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # Scheduled before the lead's latest message (a minute ago): pointless now.
+    command = follow_up(conversation, "Still looking?", utcnow() - timedelta(minutes=5))
+    await broker.publish(command, message_id=command.command_id)
+    await outbound.wait_for("ok", 1)
+    assert await sandbox_messages(http, sandbox) == []
+    send = await store.db["sends"].find_one({"_id": command.send_id(0)})
+    assert send is not None and send["reason"] == "lead_wrote_since"
+
+
+def test_quiet_hours_wrap_past_midnight_and_follow_daylight_saving() -> None:
+    night = QuietHours(start="21:00", end="09:00")
+    sg = "Asia/Singapore"
+    at = datetime(2026, 3, 2, 13, 30, tzinfo=UTC)  # 21:30 in Singapore
+    assert night.wait_seconds(at, sg) == 11.5 * 3600
+    assert night.wait_seconds(datetime(2026, 3, 2, 0, 30, tzinfo=UTC), sg) == 30 * 60  # 08:30
+    assert night.wait_seconds(datetime(2026, 3, 2, 5, 0, tzinfo=UTC), sg) == 0  # 13:00
+    # London springs forward on 29 March 2026: 22:00 GMT to 09:00 BST is 10 hours, not 11.
+    assert night.wait_seconds(datetime(2026, 3, 28, 22, 0, tzinfo=UTC), "Europe/London") == (
+        10 * 3600
+    )
+    early = QuietHours(start="01:00", end="05:00")  # not wrapping
+    assert early.wait_seconds(datetime(2026, 3, 2, 19, 0, tzinfo=UTC), sg) == 2 * 3600  # 03:00
+    assert early.wait_seconds(datetime(2026, 3, 2, 22, 0, tzinfo=UTC), sg) == 0  # 06:00
