@@ -56,6 +56,7 @@ class AppRegistration(BaseModel):
     callback_url: Annotated[str, StringConstraints(pattern=r"^https?://")]
     format: Literal["v2", "v3"] = "v2"
     app_id: str | None = None
+    billing_events: bool = False
 
 
 class InboundRequest(BaseModel):
@@ -203,6 +204,7 @@ async def register_app(request: web.Request) -> web.Response:
         callback_url=body.callback_url,
         format=body.format,
         app_id=body.app_id,
+        billing_events=body.billing_events,
     )
     request.app[STATE_KEY].apps[app.name] = app
     return web.json_response(app.public_record())

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sandbox.rules import failure_of, over_throughput, status_schedule
+from sandbox.rules import failure_of, over_throughput, pricing_of, status_schedule
 from sandbox.state import (
     HTTP_KEY,
     STATE_KEY,
@@ -143,9 +143,10 @@ def _json_object(text: str | None, error: str) -> dict[str, Any]:
 
 
 def _accept(request: web.Request, app: RegisteredApp, sent: SentMessage) -> None:
-    """Record the send and schedule its statuses: a failure under the app's rules, if any."""
+    """Record the send with its price and schedule its statuses (a failure under the rules)."""
     state = request.app[STATE_KEY]
     sent.failure = failure_of(state, app.name, sent)
+    sent.pricing = pricing_of(state, app.name, sent)
     state.sent.setdefault(app.name, []).append(sent)
     schedule = status_schedule(state, app.name, sent.failure)
     if schedule:
@@ -205,6 +206,7 @@ async def partner_subscription(request: web.Request) -> web.Response:
         raise ErrorResponse(400, "Invalid version")
     app.callback_url, app.format = url, "v3" if version == "3" else "v2"
     modes = [mode for mode in str(form.get("modes", "")).split(",") if mode]
+    app.billing_events = "BILLING" in modes
     subscription = {
         "active": True,
         "appId": app_id,

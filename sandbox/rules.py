@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sandbox.state import DeliveryStatus, Failure, SandboxState, SentMessage
+from sandbox.state import FREE_SERVICE, DeliveryStatus, Failure, Pricing, SandboxState, SentMessage
 
 THROUGHPUT_WINDOW = timedelta(seconds=1)
 # Meta allows a short burst to one user (a reply of a few bubbles), not sustained sending.
@@ -50,10 +50,8 @@ def failure_of(state: SandboxState, app: str, sent: SentMessage) -> Failure | No
         return None
     if sent.destination in state.opted_out.get(app, set()):
         return OPTED_OUT
-    if rules.enforce_window and sent.template is None:
-        last_inbound = state.last_inbound.get((app, sent.destination))
-        if last_inbound is None or sent.at - last_inbound >= SESSION_WINDOW:
-            return OUTSIDE_WINDOW
+    if rules.enforce_window and sent.template is None and not window_open(state, app, sent):
+        return OUTSIDE_WINDOW
     if rules.pair_rate:
         # Only messages that reached the user count: the rejected ones never did.
         reached = sum(
@@ -66,6 +64,24 @@ def failure_of(state: SandboxState, app: str, sent: SentMessage) -> Failure | No
         if reached >= PAIR_RATE_BURST:
             return PAIR_RATE_HIT
     return None
+
+
+def window_open(state: SandboxState, app: str, sent: SentMessage) -> bool:
+    """Whether the lead wrote (through `POST /sandbox/v1/inbound`) in the 24 h before the send."""
+    last_inbound = state.last_inbound.get((app, sent.destination))
+    return last_inbound is not None and sent.at - last_inbound < SESSION_WINDOW
+
+
+def pricing_of(state: SandboxState, app: str, sent: SentMessage) -> Pricing:
+    """How WhatsApp prices the send: a template by its category, except that a utility
+    template inside the lead's window is free; a free-form message is free service."""
+    if sent.template is None:
+        return FREE_SERVICE
+    template = state.templates.get(app, {}).get(str(sent.template.get("id")))
+    category = template.category.lower() if template is not None else "marketing"
+    if category == "utility" and window_open(state, app, sent):
+        return Pricing(category, billable=False)
+    return Pricing(category, billable=True)
 
 
 def status_schedule(state: SandboxState, app: str, failure: Failure | None) -> list[StatusStep]:

@@ -42,6 +42,8 @@ class RegisteredApp:
     callback_url: str
     format: WebhookFormat = "v2"
     app_id: str | None = None
+    # Subscribed to Gupshup's BILLING mode: each `sent` message is followed by a billing-event.
+    billing_events: bool = False
 
     @property
     def waba_id(self) -> str:
@@ -61,6 +63,7 @@ class RegisteredApp:
             "number": self.number,
             "callback_url": self.callback_url,
             "format": self.format,
+            "billing_events": self.billing_events,
         }
 
 
@@ -112,6 +115,23 @@ class Failure:
     by_gupshup: bool
 
 
+@dataclass(frozen=True)
+class Pricing:
+    """How WhatsApp prices a message under per-message pricing (since July 2025)."""
+
+    category: str  # marketing, utility, authentication or service
+    billable: bool
+
+    @property
+    def type(self) -> str:
+        """The pricing type a `sent` status reports."""
+        return "regular" if self.billable else "free_customer_service"
+
+
+# A free-form message inside the lead's 24-hour window.
+FREE_SERVICE = Pricing("service", billable=False)
+
+
 @dataclass
 class SentMessage:
     """A send request the sandbox accepted, i.e. one Gupshup would go on to deliver."""
@@ -125,6 +145,7 @@ class SentMessage:
     template: dict[str, Any] | None
     at: datetime
     failure: Failure | None = None
+    pricing: Pricing = FREE_SERVICE
 
     def listing(self) -> dict[str, Any]:
         """The item `GET /sandbox/v1/messages` answers for this send."""

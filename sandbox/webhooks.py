@@ -122,9 +122,7 @@ def status_webhook(
     before_whatsapp = status in ("enqueued", "failed")
     code = code if code is not None else DEFAULT_FAILURE[0]
     reason = reason if reason is not None else DEFAULT_FAILURE[1]
-    category, price_type = (
-        ("marketing", "regular") if sent.template else ("service", "free_customer_service")
-    )
+    category, price_type = sent.pricing.category, sent.pricing.type
     conversation_id = stable_digits(f"conversation:{app.name}:{sent.destination}", 32)
     if app.format == "v2":
         event: dict[str, Any] = {
@@ -207,6 +205,33 @@ def template_event_webhook(
     }
 
 
+def billing_event_webhook(
+    app: RegisteredApp, sent: SentMessage, *, timestamp_ms: int
+) -> dict[str, Any]:
+    """The v2 billing-event for a message WhatsApp has: its pricing category and whether it is
+    billed (per-message pricing)."""
+    return {
+        "app": app.name,
+        "timestamp": timestamp_ms,
+        "version": 2,
+        "type": "billing-event",
+        "payload": {
+            "deductions": {
+                "type": "message",
+                "model": "PMP",
+                "source": "whatsapp",
+                "billable": sent.pricing.billable,
+                "category": sent.pricing.category,
+            },
+            "references": {
+                "id": sent.whatsapp_id,
+                "gsId": sent.message_id,
+                "destination": sent.destination,
+            },
+        },
+    }
+
+
 async def post_status_callback(
     http: aiohttp.ClientSession, url: str, body: dict[str, Any], faults: StatusFaults
 ) -> CallbackResult:
@@ -227,7 +252,8 @@ async def emit_statuses(
     """Post each (status, delay in ms) of `schedule` that long after the send was accepted.
 
     Each webhook's timestamp is when its status happened; with `faults.reorder` they all arrive
-    at the last delay, latest status first, as when later statuses overtake earlier ones.
+    at the last delay, latest status first, as when later statuses overtake earlier ones. A v2
+    app subscribed to billing gets a billing-event right after `sent`, stamped the same.
     """
     loop = asyncio.get_running_loop()
     started, accepted_ms = loop.time(), epoch_ms(sent.at)
@@ -242,6 +268,11 @@ async def emit_statuses(
             app, sent, status, timestamp_ms=accepted_ms + delay_ms, code=code, reason=reason
         )
         await post_status_callback(http, app.callback_url, body, faults)
+        # Meta-shaped (v3) statuses carry the pricing themselves; whether Gupshup also posts
+        # its v2 billing-event to v3 subscriptions is unconfirmed.
+        if status == "sent" and app.billing_events and app.format == "v2":
+            billing = billing_event_webhook(app, sent, timestamp_ms=accepted_ms + delay_ms)
+            await post_callback(http, app.callback_url, billing)
 
 
 def _v2_sender(phone: str, name: str) -> dict[str, str]:

@@ -189,11 +189,29 @@ async def _unknown_send_index(db: AsyncDatabase[Document]) -> None:
     )
 
 
+async def _cost_report_indexes(db: AsyncDatabase[Document]) -> None:
+    # The cost report reads an organization's priced messages by time, and billing events
+    # by the Gupshup id of a message priced by its `sent` status.
+    def plain(*keys: str, name: str) -> IndexModel:
+        return IndexModel([(k, ASCENDING) for k in keys], name=name)
+
+    await db["billing_events"].create_indexes(
+        [
+            plain("org_id", "at", name="org_time"),
+            plain("org_id", "gupshup_message_id", name="org_gupshup_id"),
+        ]
+    )
+    await db["delivery_statuses"].create_indexes(
+        [plain("org_id", "status", "at", name="org_status_time")]
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "collections and indexes of the pipeline", _initial_indexes),
     Migration(2, "one agent per Gupshup app", _one_agent_per_app),
     Migration(3, "indexes for a lead's data per organization", _lead_data_indexes),
     Migration(4, "sends by agent, lead and state", _unknown_send_index),
+    Migration(5, "indexes for the cost report", _cost_report_indexes),
 )
 
 
