@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -64,6 +65,9 @@ NOT_ON_WHATSAPP = 1002
 WINDOW_CLOSED = {1005, 1006, 131047}  # Gupshup's and Meta's "outside the 24-hour window"
 AGENT_THROTTLED = {4001, 130429}  # Gupshup's and Meta's "rate limited" for the number
 AGENT_BACKOFF_SECONDS = 30.0
+# A 429 without Retry-After pauses the agent 0.5-1 s, then up to twice as long each time.
+THROTTLE_BASE_SECONDS = 1.0
+THROTTLE_MAX_SECONDS = 60.0
 # A claim older than a Gupshup call can take (its timeout plus margin) was interrupted.
 INTERRUPTED_AFTER_SECONDS = 60.0
 
@@ -108,6 +112,8 @@ class Outbound:
         self._templates = TemplateRepository(store)
         self._billing = store.db["billing_events"]
         self._orgs = OrganizationRepository(store)
+        # Consecutive 429s per agent in this process, for the exponential backoff.
+        self._throttled: dict[str, int] = {}
         self._outbox = ReplyOutbox(store, broker)
 
     async def handle(self, event: OutboundEvent) -> None:
@@ -315,6 +321,7 @@ class Outbound:
     ) -> None:
         match result:
             case Submitted(message_id=gupshup_id):
+                self._throttled.pop(agent.id, None)
                 now = utcnow()
                 await self._sends.finish(send_id, "submitted", gupshup_message_id=gupshup_id)
                 await self._messages.set_provider_id(
@@ -324,10 +331,16 @@ class Outbound:
                     command.org_id, command.thread_id, {"last_outbound_at": now}
                 )
                 SENDS.labels(agent.id, "submitted").inc()
-            case NotReached(reason=reason, retry_after=retry_after):
+            case NotReached(reason=reason, retry_after=retry_after, throttled=throttled):
                 await self._sends.release(send_id)
                 SENDS.labels(agent.id, "retry").inc()
-                if retry_after is not None:  # Gupshup said when: wait that long, not a failure
+                if retry_after is None and throttled:
+                    # 429 without a hint: back off exponentially, with jitter, per agent.
+                    self._throttled[agent.id] = streak = self._throttled.get(agent.id, 0) + 1
+                    ceiling = min(THROTTLE_BASE_SECONDS * 2 ** (streak - 1), THROTTLE_MAX_SECONDS)
+                    retry_after = random.uniform(ceiling / 2, ceiling)
+                if retry_after is not None:  # throttled: wait, but it is not a failure
+                    THROTTLED.labels(agent.id).inc()
                     await self._pauses.pause(agent.id, retry_after)
                     raise Defer(
                         f"Gupshup asked to wait: {reason}",

@@ -38,6 +38,7 @@ class NotReached:
 
     reason: str
     retry_after: float | None = None  # seconds, when Gupshup said how long to wait
+    throttled: bool = False  # HTTP 429: the number is sending too fast, not a failure
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,9 @@ def _classify(status: int, body: str, retry_after: str | None = None) -> SendRes
             return Submitted(message_id)
         return Ambiguous(f"HTTP {status} without a messageId")
     if status in NOT_REACHED_STATUSES:
-        return NotReached(f"HTTP {status} {message}".strip(), _retry_after(retry_after))
+        return NotReached(
+            f"HTTP {status} {message}".strip(), _retry_after(retry_after), throttled=status == 429
+        )
     if 400 <= status < 500:
         return Refused(status, message or f"HTTP {status}")
     return Ambiguous(f"HTTP {status} {message}".strip())
