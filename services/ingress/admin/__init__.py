@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.ingress.admin import agents, lead_data, listings, organizations, templates, threads
+from services.ingress.admin import (
+    agents,
+    lead_data,
+    listings,
+    organizations,
+    reports,
+    templates,
+    threads,
+)
 from services.ingress.admin.context import AdminContext
 from services.ingress.admin.framework import RouteTable, build_app
 from shared.broker import Broker
@@ -24,6 +32,6 @@ def create_admin_app(
     """The admin application with every endpoint module registered."""
     ctx = AdminContext(settings, store, broker, key_ring, partner)
     table = RouteTable()
-    for module in (organizations, agents, listings, threads, templates, lead_data):
+    for module in (organizations, agents, listings, threads, reports, templates, lead_data):
         module.register(table, ctx)
     return build_app(table, ctx.keys, "realtybot admin API")

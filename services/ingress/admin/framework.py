@@ -7,8 +7,10 @@ from the same declarations, so it cannot drift from what is served.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any, Literal
 
 from aiohttp import web
@@ -21,6 +23,7 @@ log = get_logger(__name__)
 
 Scope = Literal["org", "platform", "public"]
 MAX_BODY_BYTES = 1024 * 1024
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class Body(BaseModel):
@@ -89,6 +92,20 @@ class Call:
                 {name: f"must be between {low} and {high}"},
             )
         return value
+
+    def query_date(self, name: str, default: date) -> date:
+        """A date query parameter (YYYY-MM-DD), or a 422 naming it."""
+        raw = self.request.query.get(name)
+        if raw is None:
+            return default
+        try:
+            if not ISO_DATE.fullmatch(raw):
+                raise ValueError(raw)
+            return date.fromisoformat(raw)
+        except ValueError:
+            raise ApiError(
+                422, "invalid", "invalid query parameter", {name: "must be a date (YYYY-MM-DD)"}
+            ) from None
 
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
