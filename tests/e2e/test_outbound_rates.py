@@ -114,6 +114,11 @@ async def test_agent_rates_hold_across_three_replicas_and_a_slow_agent_delays_no
         metrics = await stack.control(
             "GET", "/sandbox/v1/metrics", params={"app": agents[agent_id].app}
         )
+        achieved = achieved_rate(sent[agent_id])
+        print(  # the figures the closing note reports (pytest -s)
+            f"limit {rate}/s: most in any one-second window {metrics['max_in_any_second']}, "
+            f"achieved {achieved:.2f}/s over {len(sent[agent_id])} sends"
+        )
         assert metrics["max_in_any_second"] <= rate, (agent_id, metrics["max_in_any_second"])
         # Each agent gets close to its own limit, the slow one's backlog notwithstanding.
         assert achieved_rate(sent[agent_id]) >= 0.8 * rate, (rate, achieved_rate(sent[agent_id]))
