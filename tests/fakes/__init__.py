@@ -1,0 +1,1 @@
+"""Local fakes of external APIs that tests point real clients at."""
