@@ -87,3 +87,8 @@ TIER_USAGE = Gauge(
     "messaging tier.",
     ["agent"],
 )
+APPOINTMENTS = Counter(
+    "realtybot_appointments_total",
+    "Appointment bookings by outcome: booked, taken (the time was held), rescheduled, cancelled.",
+    ["outcome"],
+)

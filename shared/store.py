@@ -206,12 +206,30 @@ async def _cost_report_indexes(db: AsyncDatabase[Document]) -> None:
     )
 
 
+async def _appointment_indexes(db: AsyncDatabase[Document]) -> None:
+    # A thread's upcoming appointment, an agent's booked times, an organization's calendar,
+    # a lead's calendar link; the claims on an agent's time by the appointment holding them.
+    def plain(*keys: str, name: str) -> IndexModel:
+        return IndexModel([(k, ASCENDING) for k in keys], name=name)
+
+    await db["appointments"].create_indexes(
+        [
+            IndexModel([("ics_token", ASCENDING)], unique=True, name="ics_token_unique"),
+            plain("org_id", "thread_id", "status", name="org_thread_status"),
+            plain("org_id", "agent_id", "start", name="org_agent_start"),
+            plain("org_id", "start", name="org_start"),
+        ]
+    )
+    await db["appointment_slots"].create_indexes([plain("appointment_id", name="appointment")])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "collections and indexes of the pipeline", _initial_indexes),
     Migration(2, "one agent per Gupshup app", _one_agent_per_app),
     Migration(3, "indexes for a lead's data per organization", _lead_data_indexes),
     Migration(4, "sends by agent, lead and state", _unknown_send_index),
     Migration(5, "indexes for the cost report", _cost_report_indexes),
+    Migration(6, "appointments and the claims on agents' time", _appointment_indexes),
 )
 
 
