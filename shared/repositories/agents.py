@@ -65,6 +65,8 @@ class Agent(BaseModel):
     notify_number: str | None = None
     timezone: str = "Asia/Singapore"
     working_hours: list[WorkingPeriod] = Field(default_factory=lambda: list(DEFAULT_HOURS))
+    # How long a consultation or viewing with the agent lasts, in minutes.
+    slot_minutes: int = Field(default=30, ge=15, le=240)
     # The agent's own quiet hours (None: the organization's).
     quiet_hours: QuietHours | None = None
     # An APPROVED template (no parameters, or one: the lead's name) that replaces a reply

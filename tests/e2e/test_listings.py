@@ -90,6 +90,7 @@ async def test_agent_availability_is_validated_and_kept(stack: Stack) -> None:
     path = f"/v1/agents/{agent.agent.id}/availability"
     default = await stack.admin("GET", path, agent.org_key)
     assert default["timezone"] == "Asia/Singapore" and len(default["working_hours"]) == 5
+    assert default["slot_minutes"] == 30
 
     hours = [
         {"day": "sat", "start": "10:00", "end": "14:00"},
@@ -98,7 +99,17 @@ async def test_agent_availability_is_validated_and_kept(stack: Stack) -> None:
     saved = await stack.admin(
         "PUT", path, agent.org_key, {"timezone": "Asia/Kuala_Lumpur", "working_hours": hours}
     )
-    assert saved == {"timezone": "Asia/Kuala_Lumpur", "working_hours": hours}
+    assert saved == {"timezone": "Asia/Kuala_Lumpur", "working_hours": hours, "slot_minutes": 30}
+    # The appointment length is set with the hours, and kept when a later PUT leaves it out.
+    body = {"timezone": "Asia/Kuala_Lumpur", "working_hours": hours, "slot_minutes": 45}
+    assert (await stack.admin("PUT", path, agent.org_key, body))["slot_minutes"] == 45
+    body = {"timezone": "Asia/Singapore", "working_hours": hours}
+    assert (await stack.admin("PUT", path, agent.org_key, body))["slot_minutes"] == 45
+    assert (await stack.admin("GET", path, agent.org_key))["slot_minutes"] == 45
+    for minutes in (10, 241, "30", 30.5, True):
+        body = {"timezone": "Asia/Singapore", "working_hours": hours, "slot_minutes": minutes}
+        refused = await stack.admin("PUT", path, agent.org_key, body, expect=422)
+        assert "slot_minutes" in refused["error"]["fields"], minutes
 
     bad = await stack.admin(
         "PUT",

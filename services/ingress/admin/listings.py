@@ -18,6 +18,7 @@ from services.ingress.admin.framework import (
     not_found,
 )
 from services.ingress.admin.organizations import TimeZone
+from shared.repositories.agents import Agent
 from shared.repositories.listings import (
     CSV_COLUMNS,
     CsvRejected,
@@ -54,10 +55,21 @@ class WorkingPeriod(Body):
 
 
 class Availability(Body):
-    """When the agent works, in the agent's time zone."""
+    """When the agent works, in the agent's time zone, and how long an appointment lasts."""
 
     timezone: TimeZone
     working_hours: list[WorkingPeriod] = Field(max_length=50)
+    # Minutes; absent: unchanged (30 for a new agent).
+    slot_minutes: int | None = Field(default=None, ge=15, le=240)
+
+
+def availability_of(agent: Agent) -> dict[str, object]:
+    """What the availability endpoints answer."""
+    return {
+        "timezone": agent.timezone,
+        "working_hours": [p.model_dump() for p in agent.working_hours],
+        "slot_minutes": agent.slot_minutes,
+    }
 
 
 def register(table: RouteTable, ctx: AdminContext) -> None:
@@ -157,29 +169,23 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
     @table.add("GET", "/v1/agents/{agent_id}/availability", "When the agent takes consultations")
     async def get_availability(call: Call) -> web.StreamResponse:
         agent = await ctx.agent_of(call)
-        return json_response(
-            {
-                "timezone": agent.timezone,
-                "working_hours": [p.model_dump() for p in agent.working_hours],
-            }
-        )
+        return json_response(availability_of(agent))
 
     @table.add(
         "PUT",
         "/v1/agents/{agent_id}/availability",
-        "Set working hours and time zone",
+        "Set working hours, time zone and appointment length (slot_minutes, 15 to 240)",
         body=Availability,
     )
     async def set_availability(call: Call) -> web.StreamResponse:
         body: Availability = call.body
-        changed = await ctx.agents.update(
-            call.org_id,
-            call.param("agent_id"),
-            {
-                "timezone": body.timezone,
-                "working_hours": [p.model_dump() for p in body.working_hours],
-            },
-        )
+        fields: Document = {
+            "timezone": body.timezone,
+            "working_hours": [p.model_dump() for p in body.working_hours],
+        }
+        if body.slot_minutes is not None:
+            fields["slot_minutes"] = body.slot_minutes
+        changed = await ctx.agents.update(call.org_id, call.param("agent_id"), fields)
         if changed is None:
             raise not_found("agent")
         before, after = changed
@@ -187,13 +193,12 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
             call,
             "agent.availability",
             after.id,
-            before={"timezone": before.timezone},
-            after={"timezone": after.timezone, "working_hours": len(body.working_hours)},
+            before={"timezone": before.timezone, "slot_minutes": before.slot_minutes},
+            after={
+                "timezone": after.timezone,
+                "working_hours": len(body.working_hours),
+                "slot_minutes": after.slot_minutes,
+            },
         )
         await ctx.agent_changed(call.org_id, after.id)
-        return json_response(
-            {
-                "timezone": after.timezone,
-                "working_hours": [p.model_dump() for p in after.working_hours],
-            }
-        )
+        return json_response(availability_of(after))
