@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from services.ingress.admin import create_admin_app
+from services.ingress.calendar import add_calendar_route
 from services.ingress.webhooks import create_webhook_app
 from shared.broker import Broker
 from shared.crypto import KeyRing
@@ -10,6 +11,7 @@ from shared.gupshup.partner import partner_from_settings
 from shared.health import start_http
 from shared.logs import get_logger
 from shared.repositories.agents import AgentDirectory
+from shared.repositories.appointments import AppointmentRepository
 from shared.service import service_main, stop_requested, until_stopped
 from shared.settings import Settings
 from shared.store import Store
@@ -24,6 +26,7 @@ async def main(settings: Settings) -> None:
     agents = AgentDirectory.for_store(store, settings)
     key_ring = KeyRing.from_settings(settings)
     webhooks = create_webhook_app(settings, broker, agents, key_ring)
+    add_calendar_route(webhooks, AppointmentRepository(store), agents)  # leads' calendar links
     partner = partner_from_settings(settings)
     admin = create_admin_app(settings, store, broker, key_ring, partner)
 

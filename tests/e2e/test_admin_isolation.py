@@ -14,14 +14,16 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from cli.local_stack import stack_env
 from shared.phones import wa_id
+from shared.repositories.appointments import AppointmentRepository
 from tests.e2e.conftest import OnboardedAgent, Stack
 from tests.e2e.test_pipeline import eventually, new_lead, settled_reply
 
@@ -102,7 +104,9 @@ SAMPLE_BODIES: dict[str, Callable[[Tenant], dict[str, Any] | Raw]] = {
     "set_availability": lambda t: {
         "timezone": "Asia/Singapore",
         "working_hours": [{"day": "mon", "start": "09:00", "end": "18:00"}],
+        "slot_minutes": 45,
     },
+    "cancel_appointment": lambda t: {"reason": "sample cancellation"},
 }
 
 
@@ -139,7 +143,7 @@ class Operation:
     @property
     def path_params(self) -> list[str]:
         """The path's parameters, in order."""
-        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+        return re.findall(r"\{(\w+)\}", self.path)
 
     def sample(self, tenant: Tenant) -> dict[str, Any] | Raw | None:
         """A valid body for the tenant (with `Ref` placeholders), None when none is taken."""
@@ -295,11 +299,44 @@ def creator_of(spec_ops: list[Operation], kind: str, path: str | None) -> Operat
     return None
 
 
+async def book_appointment(stack: Stack, tenant: Tenant) -> dict[str, Any]:
+    """An appointment of the tenant's agent with its lead, booked as the bot books them (no
+    route makes one), at a time of its own a month or more ahead."""
+    appointments = AppointmentRepository(stack.store)
+    base = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    for _ in range(10):
+        quarter = uuid.uuid4().int % (300 * 24 * 4)
+        start = base + timedelta(days=30, minutes=15 * quarter)
+        booked = await appointments.book(
+            tenant.ids["org_id"],
+            tenant.ids["agent_id"],
+            tenant.ids["lead_id"],
+            tenant.ids["thread_id"],
+            start,
+            start + timedelta(minutes=30),
+            f"apt_{uuid.uuid4().hex}",
+        )
+        if booked is not None:
+            return booked.public(str(stack.settings.public_base_url))
+    raise MissingId(f"no free time to book an appointment for {tenant.label}")
+
+
+# Ids that no route makes: how to make one for a tenant (answering like a creating route).
+MADE_IN_STORE: dict[str, Callable[[Stack, Tenant], Awaitable[dict[str, Any]]]] = {
+    "appointment_id": book_appointment,
+}
+
+
 async def id_of(
     stack: Stack, spec_ops: list[Operation], tenant: Tenant, kind: str, path: str | None = None
 ) -> str:
     """An id of `kind` belonging to the tenant, made through the API when it has none yet."""
     if kind in tenant.ids:
+        return tenant.ids[kind]
+    if kind in MADE_IN_STORE:
+        made = await MADE_IN_STORE[kind](stack, tenant)
+        tenant.ids[kind] = str(made[kind])
+        tenant.made[kind] = made
         return tenant.ids[kind]
     creator = creator_of(spec_ops, kind, path)
     if creator is None:

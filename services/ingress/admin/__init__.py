@@ -6,6 +6,7 @@ from aiohttp import web
 
 from services.ingress.admin import (
     agents,
+    appointments,
     lead_data,
     listings,
     organizations,
@@ -32,6 +33,15 @@ def create_admin_app(
     """The admin application with every endpoint module registered."""
     ctx = AdminContext(settings, store, broker, key_ring, partner)
     table = RouteTable()
-    for module in (organizations, agents, listings, threads, reports, templates, lead_data):
+    for module in (
+        organizations,
+        agents,
+        listings,
+        threads,
+        appointments,
+        reports,
+        templates,
+        lead_data,
+    ):
         module.register(table, ctx)
     return build_app(table, ctx.keys, "realtybot admin API")

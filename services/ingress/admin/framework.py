@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -24,6 +24,7 @@ log = get_logger(__name__)
 Scope = Literal["org", "platform", "public"]
 MAX_BODY_BYTES = 1024 * 1024
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+PATH_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
 
 
 class Body(BaseModel):
@@ -106,6 +107,22 @@ class Call:
             raise ApiError(
                 422, "invalid", "invalid query parameter", {name: "must be a date (YYYY-MM-DD)"}
             ) from None
+
+    def query_time(self, name: str) -> datetime | None:
+        """An ISO-8601 date or time query parameter (UTC when it has no offset), or a 422."""
+        raw = self.request.query.get(name)
+        if raw is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(raw)
+        except ValueError:
+            raise ApiError(
+                422,
+                "invalid",
+                "invalid query parameter",
+                {name: "must be an ISO-8601 date or time"},
+            ) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 Handler = Callable[[Call], Awaitable[web.StreamResponse]]
@@ -292,9 +309,8 @@ def openapi(table: RouteTable, title: str) -> dict[str, Any]:
                 "content": {route.content_type: {"schema": {"type": "string"}}},
             }
         parameters = [
-            {"name": part[1:-1], "in": "path", "required": True, "schema": {"type": "string"}}
-            for part in route.path.split("/")
-            if part.startswith("{")
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in PATH_PARAMETER.findall(route.path)
         ]
         if parameters:
             operation["parameters"] = parameters
