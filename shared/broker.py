@@ -76,8 +76,10 @@ class Topology:
     @classmethod
     def from_settings(cls, settings: Settings) -> Topology:
         """The topology the settings describe."""
-        tiers = sorted({*settings.retry_delays_ms, settings.lease_busy_retry_ms})
-        return cls(settings.broker_prefix, tuple(tiers))
+        tiers = {*settings.retry_delays_ms, settings.lease_busy_retry_ms}
+        if settings.burst_quiet_seconds > 0:  # a burst's work item waits the quiet period
+            tiers.add(int(settings.burst_quiet_seconds * 1000))
+        return cls(settings.broker_prefix, tuple(sorted(tiers)))
 
     @property
     def exchange(self) -> str:
@@ -238,6 +240,25 @@ class Broker:
         if self._exchange is None:
             raise PublishFailed("not connected to the broker")
         await self._confirmed(self._exchange, message, kind)
+
+    async def publish_after(
+        self, event: BaseModel, *, stage: str, delay_ms: int, message_id: str
+    ) -> None:
+        """Publish an event straight to a stage's delay tier: it reaches the stage later.
+
+        The tier is the shortest declared one at least `delay_ms` long.
+        """
+        kind = str(getattr(event, "kind"))  # noqa: B009 - every event model has a kind
+        message = aio_pika.Message(
+            event.model_dump_json().encode(),
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+            type=kind,
+            timestamp=datetime.now(UTC),
+        )
+        queue = self.topology.delay_queue(stage, self.topology.tier_for(delay_ms))
+        await self._publish_to_queue(queue, message)
 
     async def broadcast_config_change(self, change: AgentChanged) -> None:
         """Tell every running process that an agent's configuration changed."""

@@ -11,6 +11,7 @@ from shared.ids import new_id
 from shared.models import Bubble, SendCommand, utcnow
 from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.replies import ReplyRepository
+from shared.repositories.threads import ThreadRepository
 from shared.store import Document, Store
 
 
@@ -37,10 +38,24 @@ class ReplyOutbox:
         self._broker = broker
         self._replies = ReplyRepository(store)
         self._messages = MessageRepository(store)
+        self._threads = ThreadRepository(store)
 
-    async def record(self, command: SendCommand, answers: list[str], author: str) -> SendCommand:
-        """Store a reply (or find the one stored earlier), its messages, and what it answers."""
-        command = await self._replies.create(command, answers, author)
+    async def record(
+        self,
+        command: SendCommand,
+        answers: list[str],
+        author: str,
+        thread_state: Document | None = None,
+    ) -> SendCommand:
+        """Store a reply (or find the one stored earlier), its messages, and what it answers.
+
+        The reply's `thread_state` is applied to the thread here and again before a stored
+        reply is published after a crash, so the two never part.
+        """
+        command = await self._replies.create(command, answers, author, thread_state)
+        stored_state = await self._replies.thread_state_of(command.org_id, command.command_id)
+        if stored_state:
+            await self._threads.update_state(command.org_id, command.thread_id, stored_state)
         for index, bubble in enumerate(command.bubbles):
             send_id = command.send_id(index)
             await self._messages.store_outbound(
@@ -72,5 +87,7 @@ class ReplyOutbox:
 
     async def publish_pending(self, org_id: str, thread_id: str) -> None:
         """Publish replies an interrupted run stored but did not publish."""
-        for command in await self._replies.unpublished(org_id, thread_id):
+        for command, thread_state in await self._replies.unpublished(org_id, thread_id):
+            if thread_state:
+                await self._threads.update_state(org_id, thread_id, thread_state)
             await self.publish(command)

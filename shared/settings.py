@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     retry_delays_ms: list[int] = Field(default=[1_000, 5_000, 30_000, 120_000, 600_000])
     lease_seconds: float = Field(default=60.0, gt=0)
     lease_busy_retry_ms: int = Field(default=500, ge=10)
+    # A burst of a lead's messages is answered once, after this long without a new one.
+    burst_quiet_seconds: float = Field(default=3.0, ge=0, le=60)
     shutdown_grace_seconds: float = Field(default=25.0, ge=0)
     default_region: str = "SG"
     # Outbound pacing: the pause between two messages to the same lead, and how long a send

@@ -55,6 +55,7 @@ def make_settings(**overrides: object) -> Settings:
         "lease_busy_retry_ms": 50,
         "lead_pause_seconds": 0.02,
         "ambiguous_resolve_seconds": 1.5,
+        "burst_quiet_seconds": 0,
         "log_format": "console",
     }
     values.update(overrides)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import TypeAdapter
 
 from services.brain.handler import Brain
+from services.brain.pipeline import engine_from
 from shared.models import ThreadWork
 from shared.repositories.agents import AgentDirectory
 from shared.service import Runtime, run_consumer_service, service_main
@@ -16,7 +17,7 @@ async def setup(runtime: Runtime) -> None:
     settings = runtime.settings
     agents = AgentDirectory.for_store(runtime.store, settings)
     await runtime.broker.on_config_change(agents.forget)
-    brain = Brain(runtime.broker, runtime.store, agents, settings.lease_seconds)
+    brain = Brain(runtime.broker, runtime.store, agents, settings, engine_from(settings))
     await runtime.broker.consume("brain", TypeAdapter(ThreadWork), brain.handle)
 
 

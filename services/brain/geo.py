@@ -57,3 +57,40 @@ def _km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
     return 6371.0 * 2 * math.asin(math.sqrt(a))
+
+
+# Areas leads name, and the districts they cover (regions span several).
+AREA_DISTRICTS: dict[str, tuple[str, ...]] = {
+    "central": ("D1", "D2", "D3", "D4", "D6", "D7", "D8", "D9", "D10", "D11"),
+    "east": ("D14", "D15", "D16", "D17", "D18"),
+    "west": ("D5", "D21", "D22", "D23", "D24"),
+    "north": ("D25", "D26", "D27"),
+    "north-east": ("D19", "D28"),
+    "tampines": ("D18",),
+    "pasir ris": ("D18",),
+    "bedok": ("D16",),
+    "marine parade": ("D15",),
+    "punggol": ("D19",),
+    "sengkang": ("D19",),
+    "serangoon": ("D19",),
+    "jurong": ("D22",),
+    "clementi": ("D5",),
+    "queenstown": ("D3",),
+    "woodlands": ("D25",),
+    "bishan": ("D20",),
+    "toa payoh": ("D12",),
+    "orchard": ("D9",),
+    "bukit timah": ("D10", "D11", "D21"),
+}
+
+
+def districts_for(place: str) -> set[str]:
+    """The districts a place means: "D15", "district 15", "Tampines", "East"."""
+    text = place.strip().lower().replace("district", "d").replace(" ", "")
+    if text.startswith("d") and text[1:].isdigit():
+        return {f"D{int(text[1:])}"}
+    key = place.strip().lower()
+    for name, (_, _, label) in DISTRICTS.items():
+        if label.lower() == key:
+            return {name}
+    return set(AREA_DISTRICTS.get(key, ()))

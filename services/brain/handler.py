@@ -1,12 +1,31 @@
-"""Brain: one thread at a time, answer every unanswered message once."""
+"""Brain: one thread at a time, every unanswered message answered once, in the agent's voice.
+
+A work item names a thread. Under the thread's lease the brain waits out the burst quiet
+period (a lead often sends three short messages in a row), reads every unanswered message
+in the order the lead sent them, runs the five layers, acts on the decision (books,
+reschedules, cancels, hands off), and stores the reply with the thread's new state before
+publishing it. A message arriving meanwhile stays unanswered and gets the next reply.
+"""
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import replace
+from typing import Any
 
-from services.brain.engine import Conversation, compose_reply
+from services.brain.model import (
+    Context,
+    Decision,
+    LeadMessage,
+    Profile,
+    Recall,
+    SlotOption,
+    Stage,
+    Turn,
+)
+from services.brain.offline import OfflineEngine
+from services.brain.pipeline import Engine, Pipeline
+from services.brain.recall import Recaller
 from shared.broker import Broker
 from shared.colleagues import ColleagueThreads
 from shared.errors import Defer, TransientError
@@ -16,18 +35,34 @@ from shared.metrics import REPLIES
 from shared.models import Bubble, SendCommand, ThreadWork, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
+from shared.repositories.appointments import (
+    AppointmentClosed,
+    AppointmentRepository,
+    UnknownAppointment,
+)
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leases import ThreadLeases
 from shared.repositories.messages import MessageRepository
 from shared.repositories.templates import TemplateRepository
 from shared.repositories.threads import ThreadRepository
+from shared.settings import Settings
 from shared.store import Document, Store
 
 log = get_logger(__name__)
-ENGINE = "rules"
 OPT_OUT_CONFIRMATION = (
     "Understood, you won't receive any more messages from {bot}, {agent}'s assistant. "
     "If you change your mind, just reply START."
+)
+HISTORY_MESSAGES = 20
+STAGES: tuple[Stage, ...] = (
+    "new",
+    "qualifying",
+    "qualified",
+    "booking",
+    "booked",
+    "nurturing",
+    "handed_off",
+    "closed",
 )
 
 
@@ -35,18 +70,27 @@ class Brain:
     """Handle thread work items under the thread's lease."""
 
     def __init__(
-        self, broker: Broker, store: Store, agents: AgentDirectory, lease_seconds: float
+        self,
+        broker: Broker,
+        store: Store,
+        agents: AgentDirectory,
+        settings: Settings,
+        engine: Engine | None = None,
     ) -> None:
+        self._settings = settings
         self._agents = agents
-        self._leases = ThreadLeases(store, lease_seconds)
+        self._leases = ThreadLeases(store, settings.lease_seconds)
         self._threads = ThreadRepository(store)
         self._messages = MessageRepository(store)
         self._outbox = ReplyOutbox(store, broker)
         self._colleagues = ColleagueThreads(store)
         self._consents = ConsentRepository(store)
         self._templates = TemplateRepository(store)
+        self._appointments = AppointmentRepository(store)
+        self._recaller = Recaller(store)
         self._leads = store.db["leads"]
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.pipeline = Pipeline(engine or OfflineEngine())
 
     async def handle(self, work: ThreadWork) -> None:
         """Take the thread's lease, publish pending replies, answer new messages."""
@@ -64,6 +108,12 @@ class Brain:
         unanswered = await self._messages.unanswered(work.org_id, work.thread_id)
         if not unanswered:
             return
+        quiet = self._settings.burst_quiet_seconds
+        latest = max(m["received_at"] for m in unanswered)
+        remaining = quiet - (utcnow() - latest).total_seconds()
+        if remaining > 0:
+            # The lead may still be typing: answer the whole burst once it has settled.
+            raise Defer("waiting for the burst to settle", delay_ms=int(remaining * 1000) + 1)
         agent = await self._agents.by_id(work.agent_id)
         thread = await self._threads.get(work.org_id, work.thread_id)
         if agent is None or thread is None:
@@ -71,42 +121,127 @@ class Brain:
         lead = await self._leads.find_one({"_id": work.lead_id})
         if lead is None:
             raise TransientError(f"lead {work.lead_id} is not readable yet")
+        if thread["state"] == "human":
+            # The agent has the thread: what the lead writes now is theirs to answer.
+            await self._messages.mark_answered(work.org_id, [m["_id"] for m in unanswered], "human")
+            log.info("not answering: the agent has the thread", thread_id=work.thread_id)
+            return
         if not agent.active or thread["state"] != "bot":
-            log.info(
-                "not answering: agent suspended or thread handed off", thread_id=work.thread_id
-            )
+            log.info("not answering: agent suspended or thread closed", thread_id=work.thread_id)
             return
         if await self._consents.opted_out(work.org_id, work.lead_id):
             await self._confirm_opt_out(agent, thread, lead, unanswered)
             return
+        state: Document = {}
         if thread.get("opt_out_confirmed"):  # they opted in again: a fresh confirmation later
-            await self._threads.update_state(
-                work.org_id, work.thread_id, {"opt_out_confirmed": False}
-            )
-        conversation = self._conversation(agent, thread, lead, unanswered)
-        conversation = replace(conversation, colleague_threads=await self._colleagues.of(thread))
-        composed = compose_reply(conversation)
+            state["opt_out_confirmed"] = False
         answers = [m["_id"] for m in unanswered]
+        command_id = derived_id("rpl", work.thread_id, *answers)
+        context = await self._context(agent, thread, lead, unanswered)
+        understanding, understood_by = await self.pipeline.understand(context)
+        recall = await self._recaller.recall(context, understanding, agent)
+        decision = self.pipeline.decide(context, understanding, recall)
+        decision, recall = await self._act(agent, context, recall, decision, command_id)
+        draft, composed_by = await self.pipeline.compose(context, recall, decision)
+        bubbles, blocked, composed_by = await self.pipeline.finish(
+            context, recall, decision, draft, composed_by
+        )
+        state.update(self._thread_state(context, recall, decision))
         command = SendCommand(
-            event_id=derived_id("rpl", work.thread_id, *answers),
-            command_id=derived_id("rpl", work.thread_id, *answers),
+            event_id=command_id,
+            command_id=command_id,
             org_id=work.org_id,
             agent_id=work.agent_id,
             thread_id=work.thread_id,
             lead_id=work.lead_id,
             destination=lead["phone"],
-            bubbles=[Bubble(text=t) for t in composed.bubbles],
+            bubbles=[Bubble(text=text) for text in bubbles],
             created_at=utcnow(),
             fallback=await self._templates.fallback_for(
-                agent.org_id, agent.id, agent.fallback_template_id, conversation.lead_name
+                agent.org_id, agent.id, agent.fallback_template_id, recall.profile.name
             ),
         )
-        command = await self._outbox.record(command, answers, ENGINE)
-        await self._threads.update_state(
-            work.org_id, work.thread_id, {"stage": composed.stage, "profile": composed.profile}
+        engine = composed_by if composed_by == understood_by else f"{understood_by}+{composed_by}"
+        command = await self._outbox.record(command, answers, engine, state)
+        REPLIES.labels(composed_by).inc()
+        log.info(
+            "reply composed",
+            thread_id=work.thread_id,
+            action=decision.action,
+            stage=decision.stage,
+            engine=engine,
+            blocked=blocked or None,
+            answered=len(answers),
         )
-        REPLIES.labels(ENGINE).inc()
         await self._outbox.publish(command)
+
+    async def _act(
+        self,
+        agent: Agent,
+        context: Context,
+        recall: Recall,
+        decision: Decision,
+        command_id: str,
+    ) -> tuple[Decision, Recall]:
+        """Carry out what the decision changes in the world: bookings, first of all.
+
+        Every change is idempotent under the reply's id, so a re-run after a crash finds
+        the booking it made instead of making another.
+        """
+        slot = decision.slot
+        if decision.action == "confirm_booking" and slot is not None:
+            booked = await self._appointments.book(
+                context.org_id,
+                context.agent_id,
+                context.lead_id,
+                context.thread_id,
+                slot.start,
+                slot.end,
+                derived_id("apt", command_id),
+            )
+            if booked is None:
+                return self._taken(recall, slot), recall
+        elif decision.action == "reschedule" and slot is not None and recall.appointment:
+            try:
+                moved = await self._appointments.reschedule(
+                    context.org_id, recall.appointment.appointment_id, slot.start, slot.end
+                )
+            except (AppointmentClosed, UnknownAppointment):
+                # The agent cancelled it meanwhile: book the new time instead.
+                return await self._act(
+                    agent,
+                    context,
+                    recall.model_copy(update={"appointment": None}),
+                    decision.model_copy(update={"action": "confirm_booking"}),
+                    command_id,
+                )
+            if moved is None:
+                return self._taken(recall, slot), recall
+        elif decision.action == "cancel" and recall.appointment is not None:
+            await self._appointments.cancel(context.org_id, recall.appointment.appointment_id)
+        return decision, recall
+
+    @staticmethod
+    def _taken(recall: Recall, slot: SlotOption) -> Decision:
+        others = [s for s in recall.free_slots if s.start != slot.start][:3]
+        return Decision(action="slot_taken", stage="booking", slots=others)
+
+    @staticmethod
+    def _thread_state(context: Context, recall: Recall, decision: Decision) -> Document:
+        """What this reply changes on the thread."""
+        asked = list(context.asked)
+        if decision.question and decision.question not in asked:
+            asked.append(decision.question)
+        state: Document = {
+            "stage": decision.stage,
+            "profile": recall.profile.model_dump(mode="json", exclude_none=True),
+            "asked": asked,
+            "offered": [s.model_dump(mode="json") for s in decision.slots],
+            "last_action": decision.action,
+        }
+        if decision.action == "handoff":
+            state.update(state="human", handed_off_at=utcnow(), handoff_reason="lead_asked")
+        return state
 
     async def _confirm_opt_out(
         self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
@@ -130,21 +265,71 @@ class Brain:
             created_at=utcnow(),
             purpose="opt_out_confirmation",
         )
-        command = await self._outbox.record(command, answers, ENGINE)
-        await self._threads.update_state(
-            thread["org_id"], thread["_id"], {"opt_out_confirmed": True, "stage": "opted_out"}
-        )
+        state = {"opt_out_confirmed": True, "stage": "closed"}
+        command = await self._outbox.record(command, answers, "rules", state)
         await self._outbox.publish(command)
 
-    def _conversation(
+    async def _context(
         self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
-    ) -> Conversation:
+    ) -> Context:
         names = [n["name"] for n in lead.get("names", []) if n.get("org_id") == agent.org_id]
-        return Conversation(
-            persona=agent.persona,
-            agent_name=agent.name,
-            lead_name=names[-1] if names else None,
-            stage=thread.get("stage", "new"),
-            profile=thread.get("profile", {}),
-            new_texts=[m["text"] for m in unanswered if m.get("text")],
+        known = {
+            k: v for k, v in (thread.get("profile") or {}).items() if k in Profile.model_fields
+        }
+        profile = Profile.model_validate(known)
+        if profile.name is None and names:
+            profile = profile.model_copy(update={"name": names[-1]})
+        stage = thread.get("stage", "new")
+        answered_ids = {m["_id"] for m in unanswered}
+        recent = await self._messages.page(
+            thread["org_id"], thread["_id"], before=None, limit=HISTORY_MESSAGES + len(unanswered)
         )
+        history = [
+            Turn(who=_who(m), text=m["text"], at=m["sent_at"])
+            for m in reversed(recent)
+            if m["_id"] not in answered_ids and m.get("text")
+        ][-HISTORY_MESSAGES:]
+        return Context(
+            org_id=agent.org_id,
+            agent_id=agent.id,
+            thread_id=thread["_id"],
+            lead_id=lead["_id"],
+            agent_name=agent.name,
+            persona=agent.persona,
+            timezone=agent.timezone,
+            now=utcnow(),
+            stage=stage if stage in STAGES else "qualifying",
+            profile=profile,
+            new_messages=[_lead_message(m) for m in unanswered],
+            history=history,
+            asked=list(thread.get("asked") or []),
+            offered=[SlotOption.model_validate(s) for s in thread.get("offered") or []],
+            colleague_threads=await self._colleagues.of(thread),
+        )
+
+
+def _who(message: Document) -> Any:
+    if message["direction"] == "in":
+        return "lead"
+    return "agent" if str(message.get("author", "")).startswith("human:") else "bot"
+
+
+def _lead_message(doc: Document) -> LeadMessage:
+    """An inbound message as Understand reads it."""
+    payload = doc.get("payload") or {}
+    choice = payload.get("choice") or {}
+    location = payload.get("location") or {}
+    media = payload.get("media") or {}
+    kind = doc.get("type", "text")
+    return LeadMessage(
+        type=kind,
+        text=doc.get("text"),
+        at=doc.get("sent_at") or doc["received_at"],
+        choice_id=choice.get("id") or choice.get("postback"),
+        choice_title=choice.get("title"),
+        latitude=location.get("latitude"),
+        longitude=location.get("longitude"),
+        place=location.get("name") or location.get("address"),
+        media_kind=kind if media else None,
+        caption=media.get("caption"),
+    )

@@ -186,6 +186,7 @@ class Decision(Frozen):
     action: Action
     stage: Stage
     greet: bool = False  # the first reply opens with the persona's greeting
+    thank: bool = False  # the lead told us something: say thanks before the question
     question: str | None = None  # the qualifying field to ask about (at most one)
     listings: list[ListingCard] = Field(default_factory=list)
     slots: list[SlotOption] = Field(default_factory=list)

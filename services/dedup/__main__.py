@@ -12,7 +12,13 @@ from shared.settings import Settings
 
 async def setup(runtime: Runtime) -> None:
     """Start consuming the dedup queue."""
-    dedup = Dedup(runtime.broker, runtime.store, runtime.settings.default_region)
+    settings = runtime.settings
+    dedup = Dedup(
+        runtime.broker,
+        runtime.store,
+        settings.default_region,
+        burst_quiet_seconds=settings.burst_quiet_seconds,
+    )
     adapter: TypeAdapter[InboundMessage | UserEvent] = TypeAdapter(InboundMessage | UserEvent)
     await runtime.broker.consume("dedup", adapter, dedup.handle)
 

@@ -47,8 +47,15 @@ def first_touch_source(message: InboundMessage) -> dict[str, Any]:
 class Dedup:
     """Handle routed messages and user events."""
 
-    def __init__(self, broker: Broker, store: Store, default_region: str) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        store: Store,
+        default_region: str,
+        burst_quiet_seconds: float = 0.0,
+    ) -> None:
         self._broker = broker
+        self._burst_quiet_ms = int(burst_quiet_seconds * 1000)
         self._orgs = OrganizationRepository(store)
         self._leads = LeadRepository(store)
         self._threads = ThreadRepository(store)
@@ -135,7 +142,12 @@ class Dedup:
             thread_id=thread["_id"],
             lead_id=lead["_id"],
         )
-        await self._broker.publish(work, message_id=work.event_id)
+        if self._burst_quiet_ms > 0:  # the brain looks once the burst has had time to settle
+            await self._broker.publish_after(
+                work, stage="brain", delay_ms=self._burst_quiet_ms, message_id=work.event_id
+            )
+        else:
+            await self._broker.publish(work, message_id=work.event_id)
         await self._messages.mark_dispatched(message.org_id, stored["_id"])
 
     async def handle_user_event(self, event: UserEvent) -> None:

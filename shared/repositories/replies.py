@@ -20,8 +20,18 @@ class ReplyRepository:
     def __init__(self, store: Store) -> None:
         self._replies = store.db["replies"]
 
-    async def create(self, command: SendCommand, answers: list[str], engine: str) -> SendCommand:
-        """Store a reply; if it exists already, return the stored one instead."""
+    async def create(
+        self,
+        command: SendCommand,
+        answers: list[str],
+        engine: str,
+        thread_state: Document | None = None,
+    ) -> SendCommand:
+        """Store a reply; if it exists already, return the stored one instead.
+
+        `thread_state` is what the reply changes on its thread (stage, profile ...): kept with
+        the reply so that publishing a stored reply after a crash applies it too.
+        """
         doc: Document = {
             "_id": command.command_id,
             "org_id": command.org_id,
@@ -29,6 +39,7 @@ class ReplyRepository:
             "answers": answers,
             "engine": engine,
             "command": command.model_dump(mode="json"),
+            "thread_state": thread_state or {},
             "published": False,
             "created_at": command.created_at,
         }
@@ -45,12 +56,22 @@ class ReplyRepository:
             return SendCommand.model_validate(existing["command"])
         return command
 
-    async def unpublished(self, org_id: str, thread_id: str) -> list[SendCommand]:
-        """Replies of a thread that were stored but not confirmed by the broker."""
+    async def unpublished(self, org_id: str, thread_id: str) -> list[tuple[SendCommand, Document]]:
+        """Replies of a thread stored but not confirmed by the broker, with their thread state."""
         cursor = self._replies.find(
             {"org_id": org_id, "thread_id": thread_id, "published": False}
         ).sort("created_at", 1)
-        return [SendCommand.model_validate(doc["command"]) async for doc in cursor]
+        return [
+            (SendCommand.model_validate(doc["command"]), doc.get("thread_state") or {})
+            async for doc in cursor
+        ]
+
+    async def thread_state_of(self, org_id: str, reply_id: str) -> Document:
+        """What a stored reply changes on its thread."""
+        doc = await with_retry(
+            lambda: self._replies.find_one({"_id": reply_id, "org_id": org_id}, {"thread_state": 1})
+        )
+        return (doc or {}).get("thread_state") or {}
 
     async def earlier_unfinished(
         self, org_id: str, thread_id: str, before: datetime, since: datetime

@@ -246,6 +246,7 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
             "RETRY_DELAYS_MS": "[200, 500, 1000]",
             "LEASE_BUSY_RETRY_MS": "100",
             "LEAD_PAUSE_SECONDS": "0.2",
+            "BURST_QUIET_SECONDS": "0.5",
             # Gupshup timeouts and their resolution, short enough for fault tests.
             "GUPSHUP_TIMEOUT_SECONDS": "2",
             "AMBIGUOUS_RESOLVE_SECONDS": "3",

@@ -138,8 +138,13 @@ async def test_handoff_silences_the_bot_and_the_agent_answers_through_the_api(
 
     await stack.admin("POST", f"/v1/threads/{thread_id}/handback", agent.org_key)
     await stack.lead_says(agent, lead, "Thanks! I want to buy in Tampines, 1.2m budget")
-    back = await settled_reply(stack, agent, lead, expected_at_least=len(sent) + 1)
-    assert len(back) == len(sent) + 1  # the bot answers only the new message
+    await settled_reply(stack, agent, lead, expected_at_least=len(sent) + 1)
+    # The bot answers only the new message: the one the agent handled is theirs.
+    replies = await stack.store.db["replies"].find({"thread_id": thread_id}).to_list()
+    latest = max(replies, key=lambda r: r["created_at"])
+    assert len(latest["answers"]) == 1
+    answered = await stack.store.db["messages"].find_one({"_id": latest["answers"][0]})
+    assert answered is not None and "Tampines" in answered["text"]
 
     history = await stack.admin("GET", f"/v1/threads/{thread_id}/messages", agent.org_key)
     authors = [m["author"] for m in history["items"] if m["direction"] == "out"]

@@ -37,7 +37,7 @@ async def start_brain(services: ServiceRunner, store: Store, settings: Settings)
         "brain",
         "brain",
         TypeAdapter(ThreadWork),
-        lambda b: Brain(b, store, agents, settings.lease_seconds).handle,
+        lambda b: Brain(b, store, agents, settings).handle,
     )
 
 
