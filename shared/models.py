@@ -212,8 +212,11 @@ class SendCommand(TenantEvent):
     bubbles: list[Bubble]
     created_at: datetime
     # The one message an opted-out lead may still receive is the confirmation of it;
-    # follow-ups and reminders are business-initiated: they wait for the agent's send hours.
-    purpose: Literal["reply", "opt_out_confirmation", "follow_up", "reminder"] = "reply"
+    # follow-ups and reminders are business-initiated: they wait for the agent's send hours;
+    # an agent notification goes to the agent's own number (`notify_number`), not the lead.
+    purpose: Literal[
+        "reply", "opt_out_confirmation", "follow_up", "reminder", "agent_notification"
+    ] = "reply"
     # Template bubbles to send instead when the 24-hour window has closed before delivery.
     fallback: list[Bubble] = Field(default_factory=list)
 

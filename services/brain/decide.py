@@ -33,12 +33,13 @@ def decide(context: Context, understanding: Understanding, recall: Recall) -> De
         return Decision(action="handoff", stage="handed_off", greet=greet)
     if appointment is not None and "cancel" in requests:
         return Decision(action="cancel", stage="qualified", slot=_as_slot(appointment))
-    if appointment is not None and ("reschedule" in requests or understanding.when is not None):
-        chosen = _chosen(context, understanding, recall)
+    chosen = _chosen(context, understanding, recall)
+    moving = "reschedule" in requests or understanding.when is not None
+    if appointment is not None and (moving or understanding.picked_slot is not None):
+        # A booked lead picking one of the new times offered, or naming one: move it.
         if chosen is not None:
             return Decision(action="reschedule", stage="booked", slot=chosen)
         return Decision(action="offer_slots", stage="booked", slots=_offer(recall))
-    chosen = _chosen(context, understanding, recall)
     if chosen is not None and appointment is None:
         return Decision(action="confirm_booking", stage="booked", greet=greet, slot=chosen)
     if understanding.media and not understanding.requests and not _has_facts(understanding):

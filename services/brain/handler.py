@@ -36,6 +36,7 @@ from shared.models import Bubble, SendCommand, ThreadWork, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.appointments import (
+    Appointment,
     AppointmentClosed,
     AppointmentRepository,
     UnknownAppointment,
@@ -78,6 +79,7 @@ class Brain:
         engine: Engine | None = None,
     ) -> None:
         self._settings = settings
+        self._broker = broker
         self._agents = agents
         self._leases = ThreadLeases(store, settings.lease_seconds)
         self._threads = ThreadRepository(store)
@@ -147,6 +149,9 @@ class Brain:
             context, recall, decision, draft, composed_by
         )
         state.update(self._thread_state(context, recall, decision))
+        if decision.action == "handoff":
+            # Before the reply is stored: a re-run after a crash sends the same notice id.
+            await self._notify_agent(agent, context, lead, command_id)
         command = SendCommand(
             event_id=command_id,
             command_id=command_id,
@@ -201,6 +206,7 @@ class Brain:
             )
             if booked is None:
                 return self._taken(recall, slot), recall
+            return decision.model_copy(update={"link": self._link(booked)}), recall
         elif decision.action == "reschedule" and slot is not None and recall.appointment:
             try:
                 moved = await self._appointments.reschedule(
@@ -217,9 +223,44 @@ class Brain:
                 )
             if moved is None:
                 return self._taken(recall, slot), recall
+            return decision.model_copy(update={"link": self._link(moved)}), recall
         elif decision.action == "cancel" and recall.appointment is not None:
             await self._appointments.cancel(context.org_id, recall.appointment.appointment_id)
         return decision, recall
+
+    def _link(self, appointment: Appointment) -> str:
+        """Where the lead gets the booking as a calendar file."""
+        return str(self._settings.public_base_url).rstrip("/") + appointment.calendar_path
+
+    async def _notify_agent(
+        self, agent: Agent, context: Context, lead: Document, reply_id: str
+    ) -> None:
+        """Tell the agent on their own number that a lead wants them (once per handoff)."""
+        if not agent.notify_number:
+            return
+        name = context.profile.name or "A lead"
+        said = " / ".join(t for m in context.new_messages if (t := m.text))[:200]
+        text = (
+            f'{name} ({lead["phone"]}) would like to speak with you: "{said}". The bot has '
+            "paused this chat; answer from the dashboard, then hand it back."
+        )
+        notice_id = derived_id("ntf", reply_id)
+        notice = SendCommand(
+            event_id=notice_id,
+            command_id=notice_id,
+            org_id=context.org_id,
+            agent_id=agent.id,
+            thread_id=context.thread_id,
+            lead_id=context.lead_id,
+            destination=agent.notify_number,
+            bubbles=[Bubble(text=text)],
+            created_at=utcnow(),
+            purpose="agent_notification",
+            fallback=await self._templates.fallback_for(
+                agent.org_id, agent.id, agent.handoff_template_id, context.profile.name
+            ),
+        )
+        await self._broker.publish(notice, message_id=notice_id)
 
     @staticmethod
     def _taken(recall: Recall, slot: SlotOption) -> Decision:

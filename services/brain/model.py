@@ -191,6 +191,7 @@ class Decision(Frozen):
     listings: list[ListingCard] = Field(default_factory=list)
     slots: list[SlotOption] = Field(default_factory=list)
     slot: SlotOption | None = None  # the one booked, rescheduled to or cancelled
+    link: str | None = None  # the booking's calendar file, for the lead
     media: list[str] = Field(default_factory=list)
 
 

@@ -283,6 +283,7 @@ THANKS = {
     "professional": "Thank you, that is helpful.",
     "casual": "Cool, thanks!",
 }
+MORE_THANKS = ("Got it, thank you.", "Noted, thanks!", "Great, thanks for that.")
 TYPE_NAMES = {
     "condo": "condo",
     "hdb": "HDB flat",
@@ -314,7 +315,7 @@ def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
     match decision.action:
         case "ask":
             if decision.thank and not decision.greet:
-                bubbles.append(THANKS[tone])
+                bubbles.append(_fresh(context, THANKS[tone], *MORE_THANKS))
         case "acknowledge_media":
             kinds = ", ".join(dict.fromkeys(MEDIA_NAMES.get(k, "file") for k in decision.media))
             bubbles.append(f"Thanks for the {kinds}! I've kept it for {agent} to look at.")
@@ -325,7 +326,12 @@ def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
                 f"{agent} can meet you at one of these times:\n"
                 + "\n".join(f"{n}. {slot.label}" for n, slot in enumerate(decision.slots, 1))
             )
-            question = "Which one suits you best?"
+            question = _fresh(
+                context,
+                "Which one suits you best?",
+                "Which of these works for you?",
+                "Would one of these suit you?",
+            )
         case "slot_taken":
             bubbles.append("Sorry, that time was just taken.")
             if decision.slots:
@@ -333,17 +339,23 @@ def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
                     "These are still free:\n"
                     + "\n".join(f"{n}. {s.label}" for n, s in enumerate(decision.slots, 1))
                 )
-                question = "Would one of these work?"
+                question = _fresh(
+                    context, "Would one of these work?", "Does one of these suit you instead?"
+                )
         case "confirm_booking":
             label = decision.slot.label if decision.slot else "the time you chose"
             bubbles.append(
                 f"You're booked with {agent} on {label}. "
                 "You'll get a reminder the day before and an hour before."
             )
+            if decision.link:
+                bubbles.append(f"Add it to your calendar: {decision.link}")
             question = None
         case "reschedule":
             label = decision.slot.label if decision.slot else "the new time"
             bubbles.append(f"Done, your appointment with {agent} is moved to {label}.")
+            if decision.link:
+                bubbles.append(f"The calendar entry is updated: {decision.link}")
             question = None
         case "cancel":
             bubbles.append(
@@ -373,6 +385,12 @@ def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
     if persona.signature:
         bubbles[-1] = f"{bubbles[-1]}\n{persona.signature}"
     return Draft(bubbles=bubbles[:3] if len(bubbles) <= 3 else _fold(bubbles))
+
+
+def _fresh(context: Context, *options: str) -> str:
+    """The first phrasing the bot has not used lately (Guard drops repetitions)."""
+    said = {turn.text.strip() for turn in context.history[-12:] if turn.who == "bot"}
+    return next((o for o in options if not any(t.startswith(o) for t in said)), options[-1])
 
 
 def _listings(decision: Decision, recall: Recall) -> list[str]:

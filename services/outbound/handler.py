@@ -6,7 +6,7 @@ import asyncio
 import random
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from shared.broker import Broker
 from shared.crypto import KeyRing
@@ -112,6 +112,7 @@ class Outbound:
         self._templates = TemplateRepository(store)
         self._billing = store.db["billing_events"]
         self._orgs = OrganizationRepository(store)
+        self._leads = store.db["leads"]
         # Consecutive 429s per agent in this process, for the exponential backoff.
         self._throttled: dict[str, int] = {}
         self._outbox = ReplyOutbox(store, broker)
@@ -153,6 +154,9 @@ class Outbound:
         if command.business_initiated and last_inbound and last_inbound > command.created_at:
             await self._skip(command, "lead_wrote_since")  # a follow-up the lead overtook
             return
+        if command.purpose == "agent_notification":
+            # The window that counts is the agent's own number's with the business number.
+            last_inbound = await self._last_inbound_from(agent, command.destination)
         window_open = last_inbound is not None and utcnow() - last_inbound <= SESSION_WINDOW
         plan = await self._plan(agent, command, window_open)
         if isinstance(plan, str):
@@ -327,9 +331,10 @@ class Outbound:
                 await self._messages.set_provider_id(
                     command.org_id, message_id(command.agent_id, send_id), gupshup_id, now
                 )
-                await self._threads.update_state(
-                    command.org_id, command.thread_id, {"last_outbound_at": now}
-                )
+                if command.purpose != "agent_notification":
+                    await self._threads.update_state(
+                        command.org_id, command.thread_id, {"last_outbound_at": now}
+                    )
                 SENDS.labels(agent.id, "submitted").inc()
             case NotReached(reason=reason, retry_after=retry_after, throttled=throttled):
                 await self._sends.release(send_id)
@@ -378,8 +383,11 @@ class Outbound:
 
     async def _plan(self, agent: Agent, command: SendCommand, window_open: bool) -> Plan | str:
         """What to send under WhatsApp's rules, or why nothing may be sent now."""
-        if command.purpose != "opt_out_confirmation" and await self._consents.opted_out(
-            command.org_id, command.lead_id
+        notification = command.purpose == "agent_notification"
+        if (
+            command.purpose != "opt_out_confirmation"
+            and not notification
+            and await self._consents.opted_out(command.org_id, command.lead_id)
         ):
             return "opted_out"
         bubbles, send_ids = (
@@ -405,15 +413,28 @@ class Outbound:
                 return "template_parameters"
             templates[template.id] = template
         # Outside the window a template is business-initiated: tier-limited, held at night.
-        if not window_open and not await self._within_tier(agent, command.lead_id):
+        # A notification goes to the agent, not a lead: neither applies to it.
+        if (
+            not window_open
+            and not notification
+            and not await self._within_tier(agent, command.lead_id)
+        ):
             return "tier_limit"
         return Plan(
             bubbles=bubbles,
             send_ids=send_ids,
             templates=templates,
-            business_initiated=command.business_initiated or not window_open,
+            business_initiated=(command.business_initiated or not window_open) and not notification,
             replaces_reply=replaces_reply,
         )
+
+    async def _last_inbound_from(self, agent: Agent, number: str) -> datetime | None:
+        """When this number last wrote to the agent's business number (its window)."""
+        person = await self._leads.find_one({"phone": number}, {"_id": 1})
+        if person is None:
+            return None
+        thread = await self._threads.find_for(agent.org_id, agent.id, person["_id"])
+        return thread.get("last_inbound_at") if thread else None
 
     async def _within_tier(self, agent: Agent, lead_id: str) -> bool:
         """Whether one more business-initiated message to this lead fits the messaging tier.

@@ -72,6 +72,9 @@ class Agent(BaseModel):
     # An APPROVED template (no parameters, or one: the lead's name) that replaces a reply
     # when WhatsApp's 24-hour window closed before it could be sent.
     fallback_template_id: str | None = None
+    # An APPROVED template (no parameters, or one: the lead's name) that tells the agent on
+    # `notify_number` that a lead wants them, when that number has no open window.
+    handoff_template_id: str | None = None
     status: Literal["active", "suspended"] = "active"
     created_at: datetime
 

@@ -65,6 +65,10 @@ class ThreadRepository:
             return found, False
         return thread, True
 
+    async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Document | None:
+        """The agent's thread with this lead, if there is one."""
+        return await self.get(org_id, thread_id_for(agent_id, lead_id))
+
     async def get(self, org_id: str, thread_id: str) -> Document | None:
         """A thread of an organization."""
         return await with_retry(

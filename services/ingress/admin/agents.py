@@ -58,6 +58,8 @@ class AgentUpdate(Body):
     # An APPROVED template of this agent sent instead of a reply the 24-hour window
     # closed on; "" removes it.
     fallback_template_id: str | None = Field(default=None, max_length=100)
+    # An APPROVED template telling the agent (on notify_number) a lead wants them; "" removes.
+    handoff_template_id: str | None = Field(default=None, max_length=100)
 
 
 class CredentialsUpdate(Body):
@@ -166,8 +168,9 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         for name in ("number", "notify_number"):
             if name in fields:
                 fields[name] = phone(str(fields[name]), name, default_region)
-        if "fallback_template_id" in fields:
-            fields["fallback_template_id"] = await fallback_template(call, body)
+        for name in ("fallback_template_id", "handoff_template_id"):
+            if name in fields:
+                fields[name] = await usable_template(call, name, str(fields[name]))
         return await change(call, "agent.update", fields)
 
     @table.add(
@@ -177,10 +180,11 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         persona: Persona = call.body
         return await change(call, "agent.persona", {"persona": persona.model_dump()})
 
-    async def fallback_template(call: Call, body: AgentUpdate) -> str | None:
-        if not body.fallback_template_id:
+    async def usable_template(call: Call, field: str, template_id: str) -> str | None:
+        """A template of this agent with at most one parameter (the lead's name), or None."""
+        if not template_id:
             return None
-        template = await templates.get(call.org_id, body.fallback_template_id)
+        template = await templates.get(call.org_id, template_id)
         if template is None or template.agent_id != call.param("agent_id"):
             raise not_found("template")
         if template.parameters > 1:
@@ -188,7 +192,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 422,
                 "invalid",
                 "the request body is invalid",
-                {"fallback_template_id": "the template may take at most one parameter"},
+                {field: "the template may take at most one parameter"},
             )
         return template.id
 
