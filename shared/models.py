@@ -190,15 +190,28 @@ class AgentChanged(TenantEvent):
     kind: Literal["config.agent_changed.v1"] = "config.agent_changed.v1"
 
 
+class Choice(BaseModel):
+    """One row of a list message; `id` comes back as the reply's postback."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, max_length=200)
+    title: str = Field(min_length=1, max_length=24)  # WhatsApp's limit for a row title
+    description: str | None = Field(default=None, max_length=72)
+
+
 class Bubble(BaseModel):
     """One WhatsApp message of a reply."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: Literal["text", "template"] = "text"
-    text: str  # for a template: its rendered body, as the lead will read it
+    type: Literal["text", "template", "list"] = "text"
+    text: str  # for a template: its rendered body; for a list: the text above the button
     template_id: str | None = None
     params: list[str] = Field(default_factory=list)
+    # A list message: the button that opens it, and its rows (at most 10).
+    button: str | None = Field(default=None, max_length=20)
+    choices: list[Choice] = Field(default_factory=list, max_length=10)
 
 
 class SendCommand(TenantEvent):

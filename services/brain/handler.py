@@ -32,7 +32,7 @@ from shared.errors import Defer, TransientError
 from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import REPLIES
-from shared.models import Bubble, SendCommand, ThreadWork, utcnow
+from shared.models import Bubble, Choice, SendCommand, ThreadWork, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.appointments import (
@@ -160,7 +160,7 @@ class Brain:
             thread_id=work.thread_id,
             lead_id=work.lead_id,
             destination=lead["phone"],
-            bubbles=[Bubble(text=text) for text in bubbles],
+            bubbles=self._bubbles(bubbles, decision),
             created_at=utcnow(),
             fallback=await self._templates.fallback_for(
                 agent.org_id, agent.id, agent.fallback_template_id, recall.profile.name
@@ -227,6 +227,23 @@ class Brain:
         elif decision.action == "cancel" and recall.appointment is not None:
             await self._appointments.cancel(context.org_id, recall.appointment.appointment_id)
         return decision, recall
+
+    @staticmethod
+    def _bubbles(texts: list[str], decision: Decision) -> list[Bubble]:
+        """The reply's bubbles; offered times also come as a list the lead can pick from."""
+        bubbles = [Bubble(text=text) for text in texts]
+        if decision.slots and decision.action in ("offer_slots", "slot_taken"):
+            last = bubbles[-1]
+            bubbles[-1] = Bubble(
+                type="list",
+                text=last.text,
+                button="See times",
+                choices=[
+                    Choice(id=f"slot:{n}", title=slot.label[:24])
+                    for n, slot in enumerate(decision.slots)
+                ],
+            )
+        return bubbles
 
     def _link(self, appointment: Appointment) -> str:
         """Where the lead gets the booking as a calendar file."""
@@ -366,7 +383,8 @@ def _lead_message(doc: Document) -> LeadMessage:
         type=kind,
         text=doc.get("text"),
         at=doc.get("sent_at") or doc["received_at"],
-        choice_id=choice.get("id") or choice.get("postback"),
+        # Our own list rows come back with the id we gave them as the postback.
+        choice_id=choice.get("postback") or choice.get("id"),
         choice_title=choice.get("title"),
         latitude=location.get("latitude"),
         longitude=location.get("longitude"),

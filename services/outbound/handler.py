@@ -74,6 +74,34 @@ INTERRUPTED_AFTER_SECONDS = 60.0
 OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
 
 
+def session_message(bubble: Bubble, send_id: str) -> dict[str, object]:
+    """Gupshup's `message` for a free-form bubble: text, or a list the lead picks from."""
+    if bubble.type != "list":
+        return {"type": "text", "text": bubble.text}
+    return {
+        "type": "list",
+        "title": "",
+        "body": bubble.text,
+        "msgid": send_id,
+        "globalButtons": [{"type": "text", "title": bubble.button or "Choose"}],
+        "items": [
+            {
+                "title": "",
+                "subtitle": "",
+                "options": [
+                    {
+                        "type": "text",
+                        "title": choice.title,
+                        "description": choice.description or "",
+                        "postbackText": choice.id,
+                    }
+                    for choice in bubble.choices
+                ],
+            }
+        ],
+    }
+
+
 @dataclass(frozen=True)
 class Plan:
     """The bubbles a command sends now, with their send ids and templates."""
@@ -203,7 +231,7 @@ class Outbound:
                     app=agent.gupshup_app,
                     source=wa_id(agent.number),
                     destination=wa_id(command.destination),
-                    message={"type": "text", "text": bubble.text},
+                    message=session_message(bubble, send_id),
                 )
             previous = time.time()
             if template is not None and isinstance(result, Submitted):

@@ -38,7 +38,7 @@ class Lead:
             lambda: self.stack.sent_to(self.agent, self.phone),
             lambda s: len(s) >= self.seen + count,
         )
-        bubbles = [m["text"] for m in sent[self.seen : self.seen + count]]
+        bubbles = [text_of(m) for m in sent[self.seen : self.seen + count]]
         self.seen += count
         return bubbles
 
@@ -67,6 +67,11 @@ class Lead:
             {"agent_id": self.agent.agent.id, "lead_id": lead["_id"]}
         )
         return found
+
+
+def text_of(sent: dict[str, Any]) -> str:
+    """What the lead reads of a message: its text, or a list message's body."""
+    return str(sent.get("text") or (sent.get("message") or {}).get("body", ""))
 
 
 def questions(bubbles: list[str]) -> list[str]:
@@ -258,3 +263,40 @@ async def test_a_request_for_a_human_hands_the_thread_to_the_agent(stack: Stack)
     await stack.lead_says(agent, lead.phone, "Hello?")
     await asyncio.sleep(1.5)
     assert len(await stack.sent_to(agent, lead.phone)) == lead.seen
+
+
+async def test_a_time_picked_from_the_list_message_is_booked(stack: Stack) -> None:
+    agent = await stack.onboard()
+    lead = Lead(stack, agent)
+    await lead.says(
+        "Hi, buying a 4 bedroom landed home in Bukit Timah for my family, 5m, this year. "
+        "When can I meet Jason?"
+    )
+    sent = await stack.sent_to(agent, lead.phone)
+    offer = sent[-1]
+    assert offer["type"] == "list", offer
+    rows = offer["message"]["items"][0]["options"]
+    assert 2 <= len(rows) <= 3 and rows[1]["postbackText"] == "slot:1"
+    before = await lead._replies()
+    await stack.control(
+        "POST",
+        "/sandbox/v1/inbound",
+        {
+            "app": agent.app,
+            "from": lead.phone,
+            "name": lead.name,
+            "message": {
+                "type": "list_reply",
+                "payload": {
+                    "title": rows[1]["title"],
+                    "id": "row-2",
+                    "postbackText": rows[1]["postbackText"],
+                    "reply": rows[1]["title"],
+                },
+            },
+        },
+    )
+    booked = await lead.reply_after(before)
+    assert rows[1]["title"] in booked[0] and "booked" in booked[0], booked
+    [appointment] = await appointments(stack, agent)
+    assert appointment["status"] == "booked"
