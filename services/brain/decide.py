@@ -29,7 +29,8 @@ def decide(context: Context, understanding: Understanding, recall: Recall) -> De
     greet = context.stage == "new" and not context.history
     appointment = recall.appointment
 
-    if "human" in requests:
+    if "human" in requests or understanding.sentiment == "negative":
+        # Asked for a person, or upset: a conversation for the agent, not the bot.
         return Decision(action="handoff", stage="handed_off", greet=greet)
     if appointment is not None and "cancel" in requests:
         return Decision(action="cancel", stage="qualified", slot=_as_slot(appointment))

@@ -292,3 +292,10 @@ def test_budget_the_lead_gave_may_be_repeated_back() -> None:
 def test_understanding_and_decision_types_stay_strict() -> None:
     with pytest.raises(ValueError):
         Understanding.model_validate({"requests": ["dance"]})
+
+
+def test_an_upset_lead_is_handed_to_the_agent() -> None:
+    ctx = context("This is so annoying, your bot keeps asking the same thing")
+    understanding = understand(ctx)
+    assert understanding.sentiment == "negative"
+    assert decide(ctx, understanding, Recall(profile=FULL)).action == "handoff"
