@@ -13,6 +13,7 @@ tiers with the attempt count in the `x-attempt` header, then dead-lettered with 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -106,6 +107,19 @@ class Topology:
     def tier_for(self, delay_ms: int) -> int:
         """The shortest declared delay tier at least `delay_ms` long (or the longest)."""
         return next((t for t in self.delay_tiers_ms if t >= delay_ms), self.delay_tiers_ms[-1])
+
+
+def wire_body(event: BaseModel) -> bytes:
+    """An event as it crosses the broker: JSON without the fields left at their defaults.
+
+    A field added to a model later (optional, with a default) is then absent from messages
+    that do not use it, so a consumer still on the previous version of the model, which
+    refuses unknown fields, keeps accepting them during a rolling update. The kind always
+    travels: consumers pick the model by it.
+    """
+    body = event.model_dump(mode="json", exclude_defaults=True)
+    body["kind"] = getattr(event, "kind")  # noqa: B009 - every event model has a kind
+    return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _attempt(message: AbstractIncomingMessage) -> int:
@@ -229,7 +243,7 @@ class Broker:
         """Publish an event to the exchange and wait for the broker's confirm."""
         kind = str(getattr(event, "kind"))  # noqa: B009 - every event model has a kind
         message = aio_pika.Message(
-            event.model_dump_json().encode(),
+            wire_body(event),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
@@ -250,7 +264,7 @@ class Broker:
         """
         kind = str(getattr(event, "kind"))  # noqa: B009 - every event model has a kind
         message = aio_pika.Message(
-            event.model_dump_json().encode(),
+            wire_body(event),
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
@@ -268,7 +282,7 @@ class Broker:
             self.topology.config_exchange, ensure=False
         )
         message = aio_pika.Message(
-            change.model_dump_json().encode(),
+            wire_body(change),
             content_type="application/json",
             type=change.kind,
             message_id=change.event_id,
