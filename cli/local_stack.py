@@ -36,6 +36,9 @@ from shared.store import Store
 log = get_logger(__name__)
 
 SERVICES = ("ingress", "router", "dedup", "brain", "outbound")
+RESTART_BASE_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+HEALTHY_AFTER_SECONDS = 60.0
 DEMO_FILE = CHECKOUT_ROOT / ".local" / "demo.json"
 DEMO_ORG = "Demo Realty"
 DEMO_APP = "DemoRealtySG"
@@ -58,6 +61,11 @@ class StackProcesses:
     sandbox_port: int
     log_dir: Path | None = None
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    # Supervision: when each dead process may start again, and its consecutive restarts.
+    restart_at: dict[str, float] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    started_at: dict[str, float] = field(default_factory=dict)
 
     def start(self, names: tuple[str, ...] = SERVICES, sandbox: bool = True) -> None:
         """Start the given services (and the sandbox)."""
@@ -77,7 +85,41 @@ class StackProcesses:
         for name in names:
             self._spawn(name, [sys.executable, "-m", f"services.{name}"])
 
+    def supervise(self) -> list[str]:
+        """Restart processes that died, as Kubernetes would: after 1, 2, 4 ... 30 s.
+
+        A process that ran for a minute starts its backoff afresh. Returns the names
+        restarted by this call.
+        """
+        now = time.monotonic()
+        restarted = []
+        for name, process in list(self.processes.items()):
+            if process.poll() is None:
+                if now - self.started_at.get(name, now) > HEALTHY_AFTER_SECONDS:
+                    self.restarts.pop(name, None)
+                continue
+            if name not in self.restart_at:
+                count = self.restarts.get(name, 0)
+                delay = min(RESTART_BASE_SECONDS * 2**count, RESTART_MAX_SECONDS)
+                self.restart_at[name] = now + delay
+                log.warning(
+                    "process exited: restarting it",
+                    process=name,
+                    code=process.returncode,
+                    in_seconds=delay,
+                    restarts=count + 1,
+                )
+                continue
+            if now >= self.restart_at[name]:
+                del self.restart_at[name]
+                self.restarts[name] = self.restarts.get(name, 0) + 1
+                self._spawn(name, self.commands[name])
+                restarted.append(name)
+        return restarted
+
     def _spawn(self, name: str, argv: list[str]) -> None:
+        self.commands[name] = argv
+        self.started_at[name] = time.monotonic()
         output: Any = None
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -274,11 +316,10 @@ def run(settings: Settings) -> int:
             "Ctrl-C stops everything.",
             file=sys.stderr,
         )
-        while all(p.poll() is None for p in stack.processes.values()):
+        while True:  # a process that dies is restarted, as in the cluster
+            for name in stack.supervise():
+                print(f"{name} restarted (see .local/logs/{name}.log)", file=sys.stderr)
             time.sleep(0.5)
-        dead = [n for n, p in stack.processes.items() if p.poll() is not None]
-        print(f"stopping: {', '.join(dead)} exited (see .local/logs)", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("\nstopping ...", file=sys.stderr)
         return 0
@@ -322,7 +363,10 @@ async def chat(settings: Settings, lead: str, name: str) -> int:
                 async with http.get(messages_url, params=query) as response:
                     sent = await response.json()
                 for message in sent[seen:]:
-                    print(f"bot: {message.get('text')}")
+                    body = message.get("text") or (message.get("message") or {}).get("body")
+                    print(f"bot: {body}")
+                    for row in _list_rows(message):
+                        print(f"     - {row}")
                     got_reply = True
                 seen = len(sent)
                 if got_reply:
@@ -345,3 +389,9 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(chat(settings, args.lead, args.name))
     except KeyboardInterrupt:
         return 0
+
+
+def _list_rows(message: dict[str, Any]) -> list[str]:
+    """The rows of a list message, as the lead would see them."""
+    items = (message.get("message") or {}).get("items") or []
+    return [str(o.get("title")) for item in items for o in item.get("options", [])]
