@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     gupshup_timeout_seconds: float = Field(default=10.0, gt=0)
     anthropic_api_key: str | None = None
     anthropic_base_url: AnyUrl | None = None
-    anthropic_model: str = "claude-sonnet-4-5"
+    anthropic_model: str = "claude-sonnet-5-5"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
