@@ -6,9 +6,10 @@ at the same time), with its own database and broker prefix and short retry delay
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,6 +251,9 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
             # Gupshup timeouts and their resolution, short enough for fault tests.
             "GUPSHUP_TIMEOUT_SECONDS": "2",
             "AMBIGUOUS_RESOLVE_SECONDS": "3",
+            # Due follow-ups and reminders are found within half a second (tests move a
+            # message's due time into the past instead of waiting days for it).
+            "SCHEDULER_INTERVAL_SECONDS": "0.5",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
         },
@@ -261,6 +265,63 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
         _, platform_key = await ApiKeyRepository(store).issue("platform", None, "tests")
         async with aiohttp.ClientSession() as http:
             yield Stack(settings, processes, store, http, stack_log_dir, platform_key)
+    finally:
+        processes.stop()
+        broker = Broker(settings, "test")
+        await broker.connect()
+        await broker.delete_topology()
+        await broker.close()
+        await store.client.drop_database(settings.mongodb_db)
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(
+    log_dir: Path, env: Mapping[str, str] | None = None
+) -> AsyncIterator[Stack]:
+    """Another stack like `stack`, its processes given extra environment (`env`).
+
+    For a module that needs the services configured otherwise than the shared stack (the
+    Anthropic engine, for one); it has its own ports, database and broker prefix.
+    """
+    settings = make_settings(
+        ingress_port=free_port(),
+        admin_port=free_port(),
+        router_port=free_port(),
+        dedup_port=free_port(),
+        brain_port=free_port(),
+        outbound_port=free_port(),
+    )
+    sandbox_port = free_port()
+    settings = settings.model_copy(
+        update={
+            "public_base_url": f"http://127.0.0.1:{settings.ingress_port}",
+            "gupshup_base_url": f"http://127.0.0.1:{sandbox_port}",
+            "gupshup_partner_base_url": f"http://127.0.0.1:{sandbox_port}",
+            "gupshup_partner_email": "partner@example.com",
+            "gupshup_partner_password": "partner-password",
+        }
+    )
+    store = Store(settings)
+    await store.migrate()
+    overrides = {
+        "RETRY_DELAYS_MS": "[200, 500, 1000]",
+        "LEASE_BUSY_RETRY_MS": "100",
+        "LEAD_PAUSE_SECONDS": "0.2",
+        "BURST_QUIET_SECONDS": "0.5",
+        "GUPSHUP_TIMEOUT_SECONDS": "2",
+        "AMBIGUOUS_RESOLVE_SECONDS": "3",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        **(env or {}),
+    }
+    processes = StackProcesses(stack_env(settings, overrides), sandbox_port, log_dir=log_dir)
+    processes.start()
+    try:
+        await processes.wait_ready(timeout=60)
+        _, platform_key = await ApiKeyRepository(store).issue("platform", None, "tests")
+        async with aiohttp.ClientSession() as http:
+            yield Stack(settings, processes, store, http, log_dir, platform_key)
     finally:
         processes.stop()
         broker = Broker(settings, "test")
