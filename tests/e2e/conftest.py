@@ -248,6 +248,8 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
             "LEASE_BUSY_RETRY_MS": "100",
             "LEAD_PAUSE_SECONDS": "0.2",
             "BURST_QUIET_SECONDS": "0.5",
+            # The offline engine, whatever key the shell running the tests may hold.
+            "ANTHROPIC_API_KEY": "",
             # Gupshup timeouts and their resolution, short enough for fault tests.
             "GUPSHUP_TIMEOUT_SECONDS": "2",
             "AMBIGUOUS_RESOLVE_SECONDS": "3",
