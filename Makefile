@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint fmt infra-up infra-down chat clean lock
+.PHONY: venv run test lint fmt infra-up infra-down manifest-tools deploy-check chat clean lock
 
 venv: $(STAMP)
 
@@ -26,6 +26,10 @@ infra-up:
 infra-down:
 	bash infra/local-infra.sh down
 
+# kustomize and the custom resource schemas the deployment's tests render and validate with.
+manifest-tools:
+	bash infra/manifest-tools.sh install
+
 lint: venv
 	$(BIN)/ruff check services shared sandbox cli tests
 	$(BIN)/ruff format --check services shared sandbox cli tests
@@ -35,8 +39,12 @@ fmt: venv
 	$(BIN)/ruff format services shared sandbox cli tests
 	$(BIN)/ruff check --fix services shared sandbox cli tests
 
-test: venv lint infra-up
+test: venv lint infra-up manifest-tools
 	$(BIN)/pytest
+
+# The deployment's offline checks alone (Dockerfile, manifests, alerts, dashboard).
+deploy-check: venv manifest-tools
+	$(BIN)/pytest tests/deploy
 
 run: venv
 	$(BIN)/realtybot run
