@@ -3,7 +3,9 @@ their runbook section, and a dashboard built from the same metrics."""
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import re
 from typing import Any
 
@@ -11,9 +13,8 @@ import promql_parser
 import pytest
 from prometheus_client import REGISTRY
 
-import services.brain.metrics
-import services.brain.pipeline
-import shared.metrics
+import services
+import shared
 from tests.deploy.conftest import (
     DASHBOARD,
     README,
@@ -23,7 +24,10 @@ from tests.deploy.conftest import (
     github_anchor,
 )
 
-assert services.brain.metrics and services.brain.pipeline and shared.metrics  # registered
+# Importing every module registers every metric the services define, wherever it is.
+for package in (shared, services):
+    for module in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        importlib.import_module(module.name)
 # Grafana's variables, replaced by plausible values before an expression is parsed.
 DASHBOARD_VARIABLES = {
     "$__rate_interval": "5m",
@@ -34,17 +38,13 @@ DASHBOARD_VARIABLES = {
 
 def exported_metric_names() -> set[str]:
     """Every sample name the code registers (histograms' _bucket, _sum, _count included)."""
-    names: set[str] = set()
-    for collector in list(REGISTRY._collector_to_names):
-        for family in collector.describe() if hasattr(collector, "describe") else []:
-            if family.name.startswith("realtybot_"):
-                if family.type == "counter":
-                    names |= {family.name + "_total"}
-                elif family.type == "histogram":
-                    names |= {family.name + s for s in ("_bucket", "_sum", "_count")}
-                else:
-                    names.add(family.name)
-    return names
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    return {
+        family.name + suffix
+        for family in REGISTRY.collect()
+        if family.name.startswith("realtybot_")
+        for suffix in suffixes.get(family.type, ("",))
+    }
 
 
 def documented_rabbitmq_metrics() -> set[str]:
