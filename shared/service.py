@@ -7,7 +7,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +29,21 @@ class Runtime:
     settings: Settings
     broker: Broker
     store: Store
+    # What the service started besides its consumers, stopped first on shutdown (newest first).
+    stoppers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def on_stop(self, stopper: Callable[[], Awaitable[None]]) -> None:
+        """Run `stopper` on shutdown, before consuming stops and the connections close."""
+        self.stoppers.append(stopper)
+
+    async def stop_background(self) -> None:
+        """Stop what `on_stop` registered (each once)."""
+        while self.stoppers:
+            stopper = self.stoppers.pop()
+            try:
+                await stopper()
+            except Exception as exc:
+                log.error("stopping a background task failed", error=str(exc), exc_info=exc)
 
     async def readiness(self) -> dict[str, bool]:
         """The broker and the store are both usable."""
@@ -84,8 +99,10 @@ async def run_consumer_service(name: str, settings: Settings, setup: Setup) -> N
             log.info("service started", port=settings.service_port(name))
             await stop.wait()
             log.info("stopping: finishing in-flight messages")
+            await runtime.stop_background()
             await runtime.broker.stop_consuming(settings.shutdown_grace_seconds)
     finally:
+        await runtime.stop_background()
         await runtime.broker.close()
         await runtime.store.close()
         await http.cleanup()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AnyUrl, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 CHECKOUT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,12 +75,35 @@ class Settings(BaseSettings):
     ambiguous_resolve_seconds: float = Field(default=120.0, gt=0)
     # A business-initiated message held by quiet hours is looked at again at least this often.
     quiet_hours_recheck_seconds: float = Field(default=600.0, gt=0)
+    # Follow-ups of a lead who went quiet: step k goes this many hours after the bot's reply
+    # the lead left unanswered (days 3, 7, 14 and 30 by default); [] turns them off.
+    follow_up_delays_hours: list[float] = Field(default=[72.0, 168.0, 336.0, 720.0])
+    # Appointment reminders, this many hours before the start (a day and an hour).
+    reminder_hours_before: list[float] = Field(default=[24.0, 1.0])
+    # How often the brain looks for follow-ups and reminders that are due, and how many
+    # of them it takes per look.
+    scheduler_interval_seconds: float = Field(default=30.0, gt=0)
+    scheduler_batch_size: int = Field(default=100, ge=1, le=10_000)
 
     @field_validator("retry_delays_ms")
     @classmethod
     def _delays_positive(cls, value: list[int]) -> list[int]:
         if not value or any(d <= 0 for d in value):
             raise ValueError("must be a non-empty list of positive milliseconds")
+        return value
+
+    @field_validator("follow_up_delays_hours")
+    @classmethod
+    def _delays_increasing(cls, value: list[float]) -> list[float]:
+        if any(d <= 0 for d in value) or any(b <= a for a, b in pairwise(value)):
+            raise ValueError("must be positive hours in increasing order")
+        return value
+
+    @field_validator("reminder_hours_before")
+    @classmethod
+    def _reminders_positive(cls, value: list[float]) -> list[float]:
+        if any(h <= 0 for h in value) or len(set(value)) != len(value):
+            raise ValueError("must be distinct positive hours")
         return value
 
     def service_port(self, service: str) -> int:
@@ -96,6 +121,10 @@ def load_settings() -> Settings:
             f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
         )
         raise ConfigError(f"invalid configuration: {problems}") from None
+    except SettingsError as exc:  # a list or object setting that is not JSON
+        named = re.search(r'field "(\w+)"', str(exc))
+        variable = named.group(1).upper() if named else "a setting"
+        raise ConfigError(f"invalid configuration: {variable}: not valid JSON") from None
     if settings.environment == "production" and not settings.credentials_keys:
         raise ConfigError("invalid configuration: CREDENTIALS_KEYS is required in production")
     return settings

@@ -223,6 +223,20 @@ async def _appointment_indexes(db: AsyncDatabase[Document]) -> None:
     await db["appointment_slots"].create_indexes([plain("appointment_id", name="appointment")])
 
 
+async def _schedule_indexes(db: AsyncDatabase[Document]) -> None:
+    # The sweeper reads what is due across organizations; a reply or a booking finds the
+    # thread's pending follow-ups and reminders.
+    def plain(*keys: str, name: str) -> IndexModel:
+        return IndexModel([(k, ASCENDING) for k in keys], name=name)
+
+    await db["scheduled_messages"].create_indexes(
+        [
+            plain("status", "due_at", name="status_due"),
+            plain("org_id", "thread_id", "kind", "status", name="org_thread_kind_status"),
+        ]
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "collections and indexes of the pipeline", _initial_indexes),
     Migration(2, "one agent per Gupshup app", _one_agent_per_app),
@@ -230,6 +244,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "sends by agent, lead and state", _unknown_send_index),
     Migration(5, "indexes for the cost report", _cost_report_indexes),
     Migration(6, "appointments and the claims on agents' time", _appointment_indexes),
+    Migration(7, "follow-ups and reminders by due time and by thread", _schedule_indexes),
 )
 
 

@@ -75,6 +75,12 @@ class Agent(BaseModel):
     # An APPROVED template (no parameters, or one: the lead's name) that tells the agent on
     # `notify_number` that a lead wants them, when that number has no open window.
     handoff_template_id: str | None = None
+    # An APPROVED template (no parameters, or one: the lead's name) sent as a follow-up to a
+    # lead who went quiet when WhatsApp's window has closed.
+    follow_up_template_id: str | None = None
+    # An APPROVED template (up to two parameters: the lead's name, then the appointment's time)
+    # sent as an appointment reminder when WhatsApp's window has closed.
+    reminder_template_id: str | None = None
     status: Literal["active", "suspended"] = "active"
     created_at: datetime
 

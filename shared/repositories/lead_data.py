@@ -180,6 +180,7 @@ class LeadDataRepository:
         self._consent_events = db["consent_events"]
         self._appointments = db["appointments"]
         self._conversions = db["conversions"]
+        self._schedules = db["scheduled_messages"]
         self._thread_repository = ThreadRepository(store)
 
     # -- import -----------------------------------------------------------------------
@@ -470,6 +471,7 @@ class LeadDataRepository:
             ("messages", self._messages),
             ("message_fingerprints", self._fingerprints),
             ("conversions", self._conversions),
+            ("scheduled_messages", self._schedules),
         )
         for name, collection in per_thread:
             counts[name] = 0

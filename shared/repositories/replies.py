@@ -66,6 +66,13 @@ class ReplyRepository:
             async for doc in cursor
         ]
 
+    async def exists(self, org_id: str, reply_id: str) -> bool:
+        """Whether a reply with this id is stored."""
+        doc = await with_retry(
+            lambda: self._replies.find_one({"_id": reply_id, "org_id": org_id}, {"_id": 1})
+        )
+        return doc is not None
+
     async def thread_state_of(self, org_id: str, reply_id: str) -> Document:
         """What a stored reply changes on its thread."""
         doc = await with_retry(

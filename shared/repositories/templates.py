@@ -30,6 +30,11 @@ def parameter_count(body: str) -> int:
     return len(numbers)
 
 
+def first_name_of(name: str | None) -> str:
+    """How a template greets a lead: their first name, or "there"."""
+    return (name or "").split(" ")[0] or "there"
+
+
 def render(body: str, params: list[str]) -> str:
     """The body with its placeholders filled."""
     return PLACEHOLDER.sub(lambda m: params[int(m.group(1)) - 1], body)
@@ -80,17 +85,26 @@ class TemplateRepository:
         self, org_id: str, agent_id: str, template_id: str | None, lead_name: str | None
     ) -> list[Bubble]:
         """The agent's fallback template as bubbles for one lead ([] if none is usable now)."""
+        return await self.filled(org_id, agent_id, template_id, [first_name_of(lead_name)])
+
+    async def filled(
+        self, org_id: str, agent_id: str, template_id: str | None, params: list[str]
+    ) -> list[Bubble]:
+        """An agent's template as bubbles, its parameters the first of `params` it takes.
+
+        [] when it is not set, not the agent's, not usable now, or takes more parameters
+        than given.
+        """
         if not template_id:
             return []
         template = await self.get(org_id, template_id)
         if template is None or template.agent_id != agent_id or not template.usable:
             return []
-        first_name = (lead_name or "").split(" ")[0] or "there"
-        params = [first_name][: template.parameters]
-        if len(params) != template.parameters:
+        used = params[: template.parameters]
+        if len(used) != template.parameters:
             return []
-        text = render(template.body, params)
-        return [Bubble(type="template", text=text, template_id=template.id, params=params)]
+        text = render(template.body, used)
+        return [Bubble(type="template", text=text, template_id=template.id, params=used)]
 
     async def claim(
         self, org_id: str, agent_id: str, name: str, language: str, category: str, body: str

@@ -60,6 +60,19 @@ class AgentUpdate(Body):
     fallback_template_id: str | None = Field(default=None, max_length=100)
     # An APPROVED template telling the agent (on notify_number) a lead wants them; "" removes.
     handoff_template_id: str | None = Field(default=None, max_length=100)
+    # APPROVED templates for follow-ups and appointment reminders outside the window; "" removes.
+    follow_up_template_id: str | None = Field(default=None, max_length=100)
+    reminder_template_id: str | None = Field(default=None, max_length=100)
+
+
+# How many parameters each template setting may take: the lead's name, and for reminders
+# the appointment's time after it.
+TEMPLATE_PARAMETERS = {
+    "fallback_template_id": 1,
+    "handoff_template_id": 1,
+    "follow_up_template_id": 1,
+    "reminder_template_id": 2,
+}
 
 
 class CredentialsUpdate(Body):
@@ -168,7 +181,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         for name in ("number", "notify_number"):
             if name in fields:
                 fields[name] = phone(str(fields[name]), name, default_region)
-        for name in ("fallback_template_id", "handoff_template_id"):
+        for name in TEMPLATE_PARAMETERS:
             if name in fields:
                 fields[name] = await usable_template(call, name, str(fields[name]))
         return await change(call, "agent.update", fields)
@@ -181,18 +194,20 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         return await change(call, "agent.persona", {"persona": persona.model_dump()})
 
     async def usable_template(call: Call, field: str, template_id: str) -> str | None:
-        """A template of this agent with at most one parameter (the lead's name), or None."""
+        """A template of this agent taking no more parameters than the setting fills, or None."""
         if not template_id:
             return None
         template = await templates.get(call.org_id, template_id)
         if template is None or template.agent_id != call.param("agent_id"):
             raise not_found("template")
-        if template.parameters > 1:
+        most = TEMPLATE_PARAMETERS[field]
+        if template.parameters > most:
+            allowed = "one parameter" if most == 1 else f"{most} parameters"
             raise ApiError(
                 422,
                 "invalid",
                 "the request body is invalid",
-                {field: "the template may take at most one parameter"},
+                {field: f"the template may take at most {allowed}"},
             )
         return template.id
 
