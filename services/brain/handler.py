@@ -26,6 +26,7 @@ from services.brain.model import (
 from services.brain.offline import OfflineEngine
 from services.brain.pipeline import Engine, Pipeline
 from services.brain.recall import Recaller
+from services.brain.scheduler import Scheduler
 from shared.broker import Broker
 from shared.colleagues import ColleagueThreads
 from shared.errors import Defer, TransientError
@@ -77,8 +78,10 @@ class Brain:
         agents: AgentDirectory,
         settings: Settings,
         engine: Engine | None = None,
+        scheduler: Scheduler | None = None,
     ) -> None:
         self._settings = settings
+        self._scheduler = scheduler or Scheduler(store, settings)
         self._broker = broker
         self._agents = agents
         self._leases = ThreadLeases(store, settings.lease_seconds)
@@ -167,6 +170,9 @@ class Brain:
             ),
         )
         engine = composed_by if composed_by == understood_by else f"{understood_by}+{composed_by}"
+        # Follow-ups and reminders are planned before the reply is stored: a run that fails
+        # before storing it is re-run whole and plans the same ones (their ids derive from it).
+        await self._scheduler.after_reply(context, understanding, decision, command_id)
         command = await self._outbox.record(command, answers, engine, state)
         REPLIES.labels(composed_by).inc()
         log.info(
