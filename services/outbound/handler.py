@@ -179,8 +179,9 @@ class Outbound:
             return
         thread = await self._threads.get(command.org_id, command.thread_id)
         last_inbound = thread.get("last_inbound_at") if thread else None
-        if command.business_initiated and last_inbound and last_inbound > command.created_at:
-            await self._skip(command, "lead_wrote_since")  # a follow-up the lead overtook
+        if command.purpose == "follow_up" and last_inbound and last_inbound > command.created_at:
+            # A follow-up the lead overtook; a reminder of their appointment still goes.
+            await self._skip(command, "lead_wrote_since")
             return
         if command.purpose == "agent_notification":
             # The window that counts is the agent's own number's with the business number.
