@@ -34,6 +34,14 @@ def decide(context: Context, understanding: Understanding, recall: Recall) -> De
         return Decision(action="handoff", stage="handed_off", greet=greet)
     if appointment is not None and "cancel" in requests:
         return Decision(action="cancel", stage="qualified", slot=_as_slot(appointment))
+    if not recall.complete:
+        # Without the bookings and listings, nothing is booked, moved or cited now.
+        question = _next_question(context, recall)
+        if question is not None:
+            return Decision(
+                action="ask", stage=_stage(context.stage), greet=greet, question=question
+            )
+        return Decision(action="close", stage=_stage(context.stage), greet=greet)
     chosen = _chosen(context, understanding, recall)
     moving = "reschedule" in requests or understanding.when is not None
     if appointment is not None and (moving or understanding.picked_slot is not None):

@@ -144,7 +144,9 @@ class Brain:
         command_id = derived_id("rpl", work.thread_id, *answers)
         context = await self._context(agent, thread, lead, unanswered)
         understanding, understood_by = await self.pipeline.understand(context)
-        recall = await self._recaller.recall(context, understanding, agent)
+        recall = await self.pipeline.recall(
+            lambda: self._recaller.recall(context, understanding, agent), context, understanding
+        )
         decision = self.pipeline.decide(context, understanding, recall)
         decision, recall = await self._act(agent, context, recall, decision, command_id)
         draft, composed_by = await self.pipeline.compose(context, recall, decision)

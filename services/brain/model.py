@@ -178,6 +178,7 @@ class Recall(Frozen):
     free_slots: list[SlotOption] = Field(default_factory=list)
     appointment: AppointmentView | None = None
     colleague_threads: list[dict[str, Any]] = Field(default_factory=list)
+    complete: bool = True  # False: the reads failed, only the conversation is known
 
 
 class Decision(Frozen):

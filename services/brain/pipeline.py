@@ -68,6 +68,7 @@ class Budgets:
     """Latency budgets per model-backed layer, in seconds."""
 
     understand: float = LLM_TIMEOUT_SECONDS + 1
+    recall: float = 3.0
     compose: float = LLM_TIMEOUT_SECONDS + 1
 
 
@@ -108,6 +109,32 @@ class Pipeline:
             self.budgets.compose,
             lambda engine: engine.compose(context, recall, decision),
         )
+
+    async def recall(
+        self,
+        read: Callable[[], Awaitable[Recall]],
+        context: Context,
+        understanding: Understanding,
+    ) -> Recall:
+        """What the reply may cite; if the reads fail or are slow, only what the lead said.
+
+        Without listings or free slots the rules cannot offer any, so the fallback reply
+        asks or acknowledges instead of inventing: safe, and counted.
+        """
+        started = time.perf_counter()
+        try:
+            recall = await asyncio.wait_for(read(), timeout=self.budgets.recall)
+        except Exception as exc:
+            reason = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            LAYER_FALLBACKS.labels("recall", "store", reason).inc()
+            log.warning("recall failed, replying from the conversation only", reason=reason)
+            recall = Recall(
+                profile=context.profile.merged(understanding.facts),
+                colleague_threads=context.colleague_threads,
+                complete=False,
+            )
+        LAYER_SECONDS.labels("recall", "store").observe(time.perf_counter() - started)
+        return recall
 
     def decide(self, context: Context, understanding: Understanding, recall: Recall) -> Decision:
         """The next action, by rules."""

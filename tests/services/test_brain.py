@@ -171,3 +171,29 @@ async def test_suspended_agent_gets_no_reply(
     assert await store.db["replies"].count_documents({}) == 0
     message = await store.db["messages"].find_one({"_id": seeded.message_id})
     assert message is not None and message["answered"] is False
+
+
+async def test_a_failing_recall_still_answers_safely_and_is_counted(
+    services: ServiceRunner, broker: Broker, store: Store, settings: Settings, tenant: Tenant
+) -> None:
+    from services.brain.pipeline import LAYER_FALLBACKS
+
+    class BrokenRecall:
+        async def recall(self, *_: object) -> None:
+            raise ConnectionError("listings unreadable")
+
+    seeded = await seed_thread(store, tenant)
+    agents = AgentDirectory.for_store(store, settings)
+    brain = Brain(broker, store, agents, settings)
+    brain._recaller = BrokenRecall()  # type: ignore[assignment]
+    counter = LAYER_FALLBACKS.labels("recall", "store", "ConnectionError")
+    before = counter._value.get()
+    await services.start("brain", "brain", TypeAdapter(ThreadWork), lambda _b: brain.handle)
+    await broker.publish(seeded.work, message_id=seeded.work.event_id)
+
+    command = await fetch_event(broker, "outbound", SendCommand)
+    assert command is not None
+    texts = [b.text for b in command.bubbles]
+    assert texts[0].startswith("Hi") and texts[-1].endswith("?")  # greeted, asked; cited nothing
+    assert not any("$" in t for t in texts)
+    assert counter._value.get() == before + 1

@@ -299,3 +299,11 @@ def test_an_upset_lead_is_handed_to_the_agent() -> None:
     understanding = understand(ctx)
     assert understanding.sentiment == "negative"
     assert decide(ctx, understanding, Recall(profile=FULL)).action == "handoff"
+
+
+def test_without_recall_nothing_is_booked_or_cited() -> None:
+    offered = [slot(24), slot(48)]
+    ctx = context("the first one", offered=offered, stage="booking")
+    blind = Recall(profile=Profile(), complete=False)
+    decision = decide(ctx, understand(ctx), blind)
+    assert decision.action == "ask" and decision.slot is None and not decision.listings
