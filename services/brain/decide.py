@@ -24,7 +24,16 @@ SLOTS_OFFERED = 3
 
 
 def decide(context: Context, understanding: Understanding, recall: Recall) -> Decision:
-    """The next action for this reply."""
+    """The next action for this reply, in the lead's language where the persona allows it."""
+    decision = _decide(context, understanding, recall)
+    language = understanding.language
+    persona = context.persona
+    if language and language != persona.language.split("-")[0] and language in persona.languages:
+        return decision.model_copy(update={"language": language})
+    return decision
+
+
+def _decide(context: Context, understanding: Understanding, recall: Recall) -> Decision:
     requests = set(understanding.requests)
     greet = context.stage == "new" and not context.history
     appointment = recall.appointment

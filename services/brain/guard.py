@@ -27,6 +27,9 @@ PROMISE = re.compile(
     r"\d+(?:\.\d+)?\s?%\s(?:\w+\s)?(?:yield|returns?|roi|appreciation|profit))",
     re.IGNORECASE,
 )
+# Questions end with "?" or, in Chinese, the full-width question mark (U+FF1F).
+QUESTION_MARK = re.compile("[?\uff1f]")
+QUESTION = re.compile("[^.!?\u3002\uff01\uff1f\n]*[?\uff1f]")
 MONEY = re.compile(r"\$\s?(\d[\d,]*(?:\.\d+)?)\s?(k|m|mil|million)?\b", re.IGNORECASE)
 PHONE = re.compile(r"(?<![\w$])\+?\d[\d\s-]{6,}\d(?![\w,])")
 EMAIL = re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.]+\b")
@@ -98,16 +101,17 @@ def _one_question(bubbles: list[str]) -> list[str]:
     kept: list[str] = []
     asked = False
     for bubble in bubbles:
-        if "?" not in bubble:
+        mark = QUESTION_MARK.search(bubble)
+        if mark is None:
             kept.append(bubble)
             continue
         if asked:
-            remainder = re.sub(r"[^.!?\n]*\?", "", bubble).strip()
+            remainder = QUESTION.sub("", bubble).strip()
             if remainder:
                 kept.append(remainder)
             continue
-        first = bubble.index("?") + 1
-        rest = re.sub(r"[^.!?\n]*\?", "", bubble[first:]).strip()
+        first = mark.end()
+        rest = QUESTION.sub("", bubble[first:]).strip()
         kept.append((bubble[:first] + (" " + rest if rest else "")).strip())
         asked = True
     return kept

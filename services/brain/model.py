@@ -193,6 +193,7 @@ class Decision(Frozen):
     slots: list[SlotOption] = Field(default_factory=list)
     slot: SlotOption | None = None  # the one booked, rescheduled to or cancelled
     link: str | None = None  # the booking's calendar file, for the lead
+    language: str | None = None  # the lead's, when the persona allows it (else the persona's)
     media: list[str] = Field(default_factory=list)
 
 

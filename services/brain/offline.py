@@ -21,6 +21,7 @@ from services.brain.model import (
     TimeAsked,
     Understanding,
 )
+from services.brain.phrases import PHRASES
 from services.brain.slots import Slot
 from services.brain.when import parse_when, pick_offered
 
@@ -302,6 +303,8 @@ MEDIA_NAMES = {
 
 def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
     """Short bubbles in the persona's tone, at most one question, the signature last."""
+    if decision.language in PHRASES:
+        return _compose_in(PHRASES[decision.language], context, recall, decision)
     persona = context.persona
     tone = persona.tone
     agent = context.agent_name
@@ -382,6 +385,60 @@ def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
     bubbles = [b for b in bubbles if b]
     if not bubbles:
         bubbles = [f"Thanks! {agent} will get back to you shortly."]
+    if persona.signature:
+        bubbles[-1] = f"{bubbles[-1]}\n{persona.signature}"
+    return Draft(bubbles=bubbles[:3] if len(bubbles) <= 3 else _fold(bubbles))
+
+
+def _compose_in(
+    words: dict[str, str], context: Context, recall: Recall, decision: Decision
+) -> Draft:
+    """The same replies in another language the persona allows."""
+    persona = context.persona
+    values = {"agent": context.agent_name, "bot": persona.bot_name}
+    bubbles: list[str] = []
+    if decision.greet:
+        first = (recall.profile.name or "").split(" ")[0]
+        bubbles.append(words["greeting"].format(name=f" {first}" if first else "", **values))
+    question = words.get(decision.question or "")
+    slots = "\n".join(f"{n}. {slot.label}" for n, slot in enumerate(decision.slots, 1))
+    label = decision.slot.label if decision.slot else ""
+    match decision.action:
+        case "ask":
+            if decision.thank and not decision.greet:
+                bubbles.append(words["thanks"])
+        case "acknowledge_media":
+            bubbles.append(words["media"].format(**values))
+        case "answer_listings":
+            if decision.listings:
+                cards = [_card(n, card) for n, card in enumerate(decision.listings, 1)]
+                bubbles.append(words["listings"] + "\n" + "\n".join(cards))
+            else:
+                bubbles.append(words["no_listing"])
+        case "offer_slots":
+            bubbles.append(words["offer"].format(**values) + "\n" + slots)
+            question = words["offer_question"]
+        case "slot_taken":
+            bubbles.append(words["taken"])
+            if decision.slots:
+                bubbles.append(words["still_free"] + "\n" + slots)
+                question = words["taken_question"]
+        case "confirm_booking" | "reschedule":
+            key = "booked" if decision.action == "confirm_booking" else "moved"
+            bubbles.append(words[key].format(label=label, **values))
+            if decision.link:
+                bubbles.append(words["calendar"].format(link=decision.link))
+            question = None
+        case "cancel" | "handoff" | "respect_pace" | "close":
+            key = {"cancel": "cancelled", "respect_pace": "pace"}.get(
+                decision.action, decision.action
+            )
+            bubbles.append(words[key].format(**values))
+            question = None
+    if question:
+        bubbles.append(question)
+    if not bubbles:
+        bubbles = [words["safe"].format(**values)]
     if persona.signature:
         bubbles[-1] = f"{bubbles[-1]}\n{persona.signature}"
     return Draft(bubbles=bubbles[:3] if len(bubbles) <= 3 else _fold(bubbles))

@@ -26,6 +26,8 @@ class Persona(BaseModel):
     bot_name: str = Field(default="Ava", min_length=1, max_length=40)
     tone: Literal["friendly", "professional", "casual"] = "friendly"
     language: str = Field(default="en", pattern=r"^[a-z]{2}(-[A-Z]{2})?$")
+    # Other languages the bot may answer in when the lead writes in them (e.g. "zh", "ms").
+    languages: list[str] = Field(default_factory=list, max_length=10)
     greeting: str | None = Field(default=None, max_length=300)
     signature: str | None = Field(default=None, max_length=100)
     instructions: str | None = Field(default=None, max_length=2000)

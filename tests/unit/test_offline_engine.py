@@ -1,3 +1,4 @@
+# ruff: noqa: RUF001 - Chinese punctuation is full-width on purpose.
 """The offline engine's layers: facts and requests read, the next action decided by rules,
 replies composed in the persona with at most one question, and Guard's blocks."""
 
@@ -307,3 +308,35 @@ def test_without_recall_nothing_is_booked_or_cited() -> None:
     blind = Recall(profile=Profile(), complete=False)
     decision = decide(ctx, understand(ctx), blind)
     assert decision.action == "ask" and decision.slot is None and not decision.listings
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "greeting", "question"),
+    [
+        ("你好，我想买房自住", "zh", "您好！我是Mia", "您的预算大概是多少"),
+        ("Saya nak beli rumah untuk keluarga", "ms", "Hai! Saya Mia", "Berapakah bajet anda?"),
+    ],
+)
+def test_the_lead_is_answered_in_their_language_where_the_persona_allows(
+    text: str, language: str, greeting: str, question: str
+) -> None:
+    allowed = Persona(bot_name="Mia", languages=["zh", "ms"])
+    ctx = context(text, stage="new", persona=allowed, profile=Profile(intent="own_stay"))
+    understanding = understand(ctx)
+    assert understanding.language == language
+    recall = Recall(profile=ctx.profile)
+    decision = decide(ctx, understanding, recall)
+    assert decision.language == language
+    draft = compose(ctx, recall, decision)
+    assert draft.bubbles[0].startswith(greeting) and question in draft.bubbles[-1]
+    verdict = guard(ctx, recall, decision, draft)
+    assert verdict.blocked == [] and len(verdict.bubbles) == 2
+
+    english_only = context(text, stage="new", profile=Profile(intent="own_stay"))
+    assert decide(english_only, understand(english_only), recall).language is None
+
+
+def test_guard_counts_full_width_question_marks_too() -> None:
+    draft = Draft(bubbles=["您的预算大概是多少？您喜欢哪个地区？"])
+    verdict = guard(context("hi"), Recall(profile=FULL), Decision(action="ask", stage="new"), draft)
+    assert verdict.bubbles == ["您的预算大概是多少？"]
