@@ -23,7 +23,7 @@ from services.brain.model import (
     Stage,
     Turn,
 )
-from services.brain.offline import OfflineEngine
+from services.brain.offline import OfflineEngine, summarize
 from services.brain.pipeline import Engine, Pipeline
 from services.brain.recall import Recaller
 from services.brain.scheduler import Scheduler
@@ -304,6 +304,11 @@ class Brain:
             "asked": asked,
             "offered": [s.model_dump(mode="json") for s in decision.slots],
             "last_action": decision.action,
+            "summary": summarize(
+                recall.profile,
+                decision.stage,
+                decision.slot.label if decision.slot and decision.stage == "booked" else None,
+            ),
         }
         if decision.action == "handoff":
             state.update(state="human", handed_off_at=utcnow(), handoff_reason="lead_asked")

@@ -487,3 +487,30 @@ def _describe(profile: Profile) -> str:
 def _fold(bubbles: list[str]) -> list[str]:
     """At most three bubbles: the middle ones are joined."""
     return [bubbles[0], "\n".join(bubbles[1:-1]), bubbles[-1]]
+
+
+INTENT_NAMES = {"own_stay": "to buy for own stay", "investment": "to invest", "rent": "to rent"}
+STAGE_NOTES = {
+    "booked": "booked",
+    "booking": "choosing a time",
+    "nurturing": "not ready yet",
+    "handed_off": "asked for the agent",
+    "closed": "closed",
+}
+
+
+def summarize(profile: Profile, stage: str, booked: str | None = None) -> str:
+    """One line on where the lead stands, for the thread and the agent's colleagues."""
+    wants = INTENT_NAMES.get(profile.intent or "", "looking")
+    parts = [f"{profile.name or 'The lead'}: {wants}"]
+    described = _describe(profile)
+    if described and described != "home":
+        parts.append(described)
+    if profile.timeline:
+        parts.append(f"timeline {profile.timeline}")
+    note = STAGE_NOTES.get(stage)
+    if booked:
+        parts.append(f"viewing booked for {booked}")
+    elif note:
+        parts.append(note)
+    return "; ".join(parts) + "."

@@ -25,7 +25,7 @@ from services.brain.model import (
     Turn,
     Understanding,
 )
-from services.brain.offline import QUESTIONS, compose, extract_facts, understand
+from services.brain.offline import QUESTIONS, compose, extract_facts, summarize, understand
 from shared.repositories.agents import Persona
 
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # Wednesday 10:00 in Singapore
@@ -340,3 +340,12 @@ def test_guard_counts_full_width_question_marks_too() -> None:
     draft = Draft(bubbles=["您的预算大概是多少？您喜欢哪个地区？"])
     verdict = guard(context("hi"), Recall(profile=FULL), Decision(action="ask", stage="new"), draft)
     assert verdict.bubbles == ["您的预算大概是多少？"]
+
+
+def test_the_thread_summary_says_where_the_lead_stands() -> None:
+    profile = FULL.model_copy(update={"name": "Rachel Lim", "property_type": "condo"})
+    assert summarize(profile, "booked", "Sat 28 Nov, 3:00 pm") == (
+        "Rachel Lim: to buy for own stay; 3-bedroom condo in Tampines within $1,500,000; "
+        "timeline soon; viewing booked for Sat 28 Nov, 3:00 pm."
+    )
+    assert summarize(Profile(), "nurturing") == "The lead: looking; not ready yet."
