@@ -9,6 +9,7 @@ publishing it. A message arriving meanwhile stays unanswered and gets the next r
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from typing import Any
@@ -119,11 +120,14 @@ class Brain:
         if remaining > 0:
             # The lead may still be typing: answer the whole burst once it has settled.
             raise Defer("waiting for the burst to settle", delay_ms=int(remaining * 1000) + 1)
-        agent = await self._agents.by_id(work.agent_id)
-        thread = await self._threads.get(work.org_id, work.thread_id)
+        agent, thread, lead, opted_out = await asyncio.gather(
+            self._agents.by_id(work.agent_id),
+            self._threads.get(work.org_id, work.thread_id),
+            self._leads.find_one({"_id": work.lead_id}),
+            self._consents.opted_out(work.org_id, work.lead_id),
+        )
         if agent is None or thread is None:
             raise TransientError(f"thread {work.thread_id} or its agent is not readable yet")
-        lead = await self._leads.find_one({"_id": work.lead_id})
         if lead is None:
             raise TransientError(f"lead {work.lead_id} is not readable yet")
         if thread["state"] == "human":
@@ -134,7 +138,7 @@ class Brain:
         if not agent.active or thread["state"] != "bot":
             log.info("not answering: agent suspended or thread closed", thread_id=work.thread_id)
             return
-        if await self._consents.opted_out(work.org_id, work.lead_id):
+        if opted_out:
             await self._confirm_opt_out(agent, thread, lead, unanswered)
             return
         state: Document = {}
@@ -352,8 +356,14 @@ class Brain:
             profile = profile.model_copy(update={"name": names[-1]})
         stage = thread.get("stage", "new")
         answered_ids = {m["_id"] for m in unanswered}
-        recent = await self._messages.page(
-            thread["org_id"], thread["_id"], before=None, limit=HISTORY_MESSAGES + len(unanswered)
+        recent, colleague_threads = await asyncio.gather(
+            self._messages.page(
+                thread["org_id"],
+                thread["_id"],
+                before=None,
+                limit=HISTORY_MESSAGES + len(unanswered),
+            ),
+            self._colleagues.of(thread),
         )
         history = [
             Turn(who=_who(m), text=m["text"], at=m["sent_at"])
@@ -375,7 +385,7 @@ class Brain:
             history=history,
             asked=list(thread.get("asked") or []),
             offered=[SlotOption.model_validate(s) for s in thread.get("offered") or []],
-            colleague_threads=await self._colleagues.of(thread),
+            colleague_threads=colleague_threads,
         )
 
 

@@ -6,6 +6,7 @@ organization's shared ones.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from services.brain.geo import districts_for
@@ -42,10 +43,13 @@ class Recaller:
         profile = context.profile.merged(understanding.facts)
         if understanding.district and not understanding.facts.area:
             profile = profile.model_copy(update={"area": understanding.district})
-        listings = await self.listings(context.org_id, context.agent_id, profile)
-        appointment = await self._appointments.active_for_thread(context.org_id, context.thread_id)
-        booked = await self._appointments.booked_between(
-            context.org_id, context.agent_id, context.now, context.now + HORIZON
+        # Independent reads, at once: a reply waits for the slowest, not for their sum.
+        listings, appointment, booked = await asyncio.gather(
+            self.listings(context.org_id, context.agent_id, profile),
+            self._appointments.active_for_thread(context.org_id, context.thread_id),
+            self._appointments.booked_between(
+                context.org_id, context.agent_id, context.now, context.now + HORIZON
+            ),
         )
         when = understanding.when
         window = None if when is None else TimeWindow(when.start, when.end, when.exact)
