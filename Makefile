@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint fmt infra-up infra-down manifest-tools deploy-check chat clean lock
+.PHONY: venv run test lint fmt infra-up infra-down manifest-tools deploy-check chat clean lock \
+	bench bench-smoke
 
 venv: $(STAMP)
 
@@ -31,16 +32,26 @@ manifest-tools:
 	bash infra/manifest-tools.sh install
 
 lint: venv
-	$(BIN)/ruff check services shared sandbox cli tests
-	$(BIN)/ruff format --check services shared sandbox cli tests
-	$(BIN)/mypy services shared sandbox cli
+	$(BIN)/ruff check services shared sandbox cli bench tests
+	$(BIN)/ruff format --check services shared sandbox cli bench tests
+	$(BIN)/mypy services shared sandbox cli bench
 
 fmt: venv
-	$(BIN)/ruff format services shared sandbox cli tests
-	$(BIN)/ruff check --fix services shared sandbox cli tests
+	$(BIN)/ruff format services shared sandbox cli bench tests
+	$(BIN)/ruff check --fix services shared sandbox cli bench tests
 
 test: venv lint infra-up manifest-tools
 	$(BIN)/pytest
+	$(MAKE) bench-smoke
+
+# Benchmarks against a private local stack: bench/results/*.json and bench/RESULTS.md.
+# Run on a quiet machine; NAMES="ingress brain" runs some of them.
+bench: venv infra-up
+	$(BIN)/python -m bench $(NAMES)
+
+# Every benchmark at a tiny size (seconds), to keep the harness working; asserts no speed.
+bench-smoke: venv infra-up
+	$(BIN)/python -m bench --smoke $(NAMES)
 
 # The deployment's offline checks alone (Dockerfile, manifests, alerts, dashboard).
 deploy-check: venv manifest-tools

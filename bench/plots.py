@@ -1,0 +1,52 @@
+"""PNG plots for the report (matplotlib without a display)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # the backend is chosen first
+
+
+def lines(
+    path: Path,
+    title: str,
+    xlabel: str,
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    ylabel: str,
+    *,
+    right: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    right_label: str = "",
+    logx: bool = False,
+    hlines: dict[str, float] | None = None,
+) -> str:
+    """Line plot of named (x, y) series, optionally a second y axis; returns the file name."""
+    figure, axis = plt.subplots(figsize=(8, 4.2), dpi=100)
+    for name, (x, y) in series.items():
+        axis.plot(x, y, marker="o", markersize=3, label=name)
+    for name, value in (hlines or {}).items():
+        axis.axhline(value, linestyle=":", color="grey")
+        axis.annotate(name, (0, value), xycoords=("axes fraction", "data"), fontsize=8)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    if logx:
+        axis.set_xscale("log", base=2)
+    handles, labels = axis.get_legend_handles_labels()
+    if right:
+        other = axis.twinx()
+        for name, (x, y) in right.items():
+            other.plot(x, y, linestyle="--", marker="x", markersize=3, label=name)
+        other.set_ylabel(right_label)
+        more_handles, more_labels = other.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    axis.legend(handles, labels, fontsize=8, loc="best")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path.name
