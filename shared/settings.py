@@ -62,7 +62,12 @@ class Settings(BaseSettings):
     lease_busy_retry_ms: int = Field(default=500, ge=10)
     # A burst of a lead's messages is answered once, after this long without a new one.
     burst_quiet_seconds: float = Field(default=3.0, ge=0, le=60)
+    # On SIGTERM: how long in-flight messages (consumers) and requests (ingress) may take.
     shutdown_grace_seconds: float = Field(default=25.0, ge=0)
+    # On SIGTERM ingress answers /readyz with 503 at once but keeps serving this long before
+    # it closes its listeners, for load balancers that learn of the stop from readiness.
+    # Kubernetes needs none: the preStop pause covers the time endpoints take to drop a pod.
+    ingress_drain_seconds: float = Field(default=0.0, ge=0, le=60)
     default_region: str = "SG"
     # Outbound pacing: the pause between two messages to the same lead, and how long a send
     # may wait for its rate slot in a handler before it is deferred through the broker.
@@ -73,6 +78,11 @@ class Settings(BaseSettings):
     # A send whose outcome is unknown (Gupshup timed out after reading it, or the process
     # died mid-call) is sent again only if no status callback names it for this long.
     ambiguous_resolve_seconds: float = Field(default=120.0, gt=0)
+    # Gupshup not reached (429 without Retry-After, 502, 503, connection refused): the agent
+    # pauses 0.5-1 x this, doubling each time up to a minute; a reply still unsent after
+    # `gupshup_outage_max_seconds` goes to the dead-letter queue for an operator to replay.
+    gupshup_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    gupshup_outage_max_seconds: float = Field(default=3600.0, gt=0)
     # A business-initiated message held by quiet hours is looked at again at least this often.
     quiet_hours_recheck_seconds: float = Field(default=600.0, gt=0)
     # Follow-ups of a lead who went quiet: step k goes this many hours after the bot's reply
@@ -125,8 +135,6 @@ def load_settings() -> Settings:
         named = re.search(r'field "(\w+)"', str(exc))
         variable = named.group(1).upper() if named else "a setting"
         raise ConfigError(f"invalid configuration: {variable}: not valid JSON") from None
-    if settings.environment == "production" and not settings.credentials_keys:
-        raise ConfigError("invalid configuration: CREDENTIALS_KEYS is required in production")
     return settings
 
 

@@ -56,6 +56,7 @@ def make_settings(**overrides: object) -> Settings:
         "lead_pause_seconds": 0.02,
         "ambiguous_resolve_seconds": 1.5,
         "burst_quiet_seconds": 0,
+        "gupshup_backoff_base_seconds": 0.1,
         "log_format": "console",
     }
     values.update(overrides)

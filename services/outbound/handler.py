@@ -65,8 +65,7 @@ NOT_ON_WHATSAPP = 1002
 WINDOW_CLOSED = {1005, 1006, 131047}  # Gupshup's and Meta's "outside the 24-hour window"
 AGENT_THROTTLED = {4001, 130429}  # Gupshup's and Meta's "rate limited" for the number
 AGENT_BACKOFF_SECONDS = 30.0
-# A 429 without Retry-After pauses the agent 0.5-1 s, then up to twice as long each time.
-THROTTLE_BASE_SECONDS = 1.0
+# Backoff when Gupshup gives no hint: up to twice as long each time, at most this long.
 THROTTLE_MAX_SECONDS = 60.0
 # A claim older than a Gupshup call can take (its timeout plus margin) was interrupted.
 INTERRUPTED_AFTER_SECONDS = 60.0
@@ -163,7 +162,7 @@ class Outbound:
             raise PermanentError(f"no agent {command.agent_id} in organization {command.org_id}")
         since = command.created_at - timedelta(seconds=self._settings.ordering_wait_seconds)
         if await self._replies.earlier_unfinished(
-            command.org_id, command.thread_id, command.created_at, since
+            command.org_id, command.thread_id, command.created_at, since, command.command_id
         ):
             raise Defer("an earlier reply of this thread is still on its way", delay_ms=200)
         try:
@@ -368,19 +367,25 @@ class Outbound:
             case NotReached(reason=reason, retry_after=retry_after, throttled=throttled):
                 await self._sends.release(send_id)
                 SENDS.labels(agent.id, "retry").inc()
-                if retry_after is None and throttled:
-                    # 429 without a hint: back off exponentially, with jitter, per agent.
-                    self._throttled[agent.id] = streak = self._throttled.get(agent.id, 0) + 1
-                    ceiling = min(THROTTLE_BASE_SECONDS * 2 ** (streak - 1), THROTTLE_MAX_SECONDS)
-                    retry_after = random.uniform(ceiling / 2, ceiling)
-                if retry_after is not None:  # throttled: wait, but it is not a failure
+                if throttled:
                     THROTTLED.labels(agent.id).inc()
-                    await self._pauses.pause(agent.id, retry_after)
-                    raise Defer(
-                        f"Gupshup asked to wait: {reason}",
-                        delay_ms=int(min(retry_after, 600) * 1000) or 100,
-                    )
-                raise TransientError(f"Gupshup not reached: {reason}")
+                waited = (utcnow() - command.created_at).total_seconds()
+                if waited > self._settings.gupshup_outage_max_seconds:
+                    # Surely not sent, and waiting longer would not help: an operator replays it.
+                    raise PermanentError(f"Gupshup not reached for {waited:.0f} s: {reason}")
+                if retry_after is None:
+                    # No hint (a 429 without Retry-After, a 503, a refused connection): back
+                    # off exponentially, with jitter, per agent; an outage is waited out, not
+                    # spent as failed attempts.
+                    self._throttled[agent.id] = streak = self._throttled.get(agent.id, 0) + 1
+                    base = self._settings.gupshup_backoff_base_seconds
+                    ceiling = min(base * 2 ** (streak - 1), THROTTLE_MAX_SECONDS)
+                    retry_after = random.uniform(ceiling / 2, ceiling)
+                await self._pauses.pause(agent.id, retry_after)
+                raise Defer(
+                    f"Gupshup not reached, waiting {retry_after:.1f} s: {reason}",
+                    delay_ms=int(min(retry_after, 600) * 1000) or 100,
+                )
             case Refused(status=status, reason=reason):
                 await self._sends.finish(send_id, "failed", error=f"HTTP {status}: {reason}")
                 SENDS.labels(agent.id, "refused").inc()

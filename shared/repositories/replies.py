@@ -81,16 +81,25 @@ class ReplyRepository:
         return (doc or {}).get("thread_state") or {}
 
     async def earlier_unfinished(
-        self, org_id: str, thread_id: str, before: datetime, since: datetime
+        self, org_id: str, thread_id: str, before: datetime, since: datetime, reply_id: str
     ) -> bool:
-        """True when an earlier reply of the thread (made after `since`) is not sent yet."""
+        """True when an earlier reply of the thread (made after `since`) is not sent yet.
+
+        The store keeps milliseconds: two replies made within one are ordered by id, so
+        exactly one of them is the earlier.
+        """
+        same_ms = before.replace(microsecond=before.microsecond // 1000 * 1000)
         found = await with_retry(
             lambda: self._replies.find_one(
                 {
                     "org_id": org_id,
                     "thread_id": thread_id,
-                    "created_at": {"$lt": before, "$gte": since},
+                    "created_at": {"$gte": since},
                     "outbound_done": {"$ne": True},
+                    "$or": [
+                        {"created_at": {"$lt": same_ms}},
+                        {"created_at": same_ms, "_id": {"$lt": reply_id}},
+                    ],
                 }
             )
         )

@@ -23,6 +23,7 @@ from shared.quiet_hours import QuietHours
 from shared.repositories.agents import AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leads import LeadRepository
+from shared.repositories.replies import ReplyRepository
 from shared.repositories.templates import Template, TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
@@ -239,13 +240,13 @@ async def test_throttled_send_is_retried_and_arrives_once(
 ) -> None:
     # More 429s in a row than the retry budget (2 here): throttling is waited out with a
     # growing, jittered pause of the agent, never spent as failed attempts.
-    await inject_fault(http, sandbox, mode="429", count=3)
+    await inject_fault(http, sandbox, mode="429", count=5)
     command = conversation.command("First bubble", "Second bubble")
     await broker.publish(command, message_id=command.command_id)
     await outbound.wait_for("ok", 1)
 
     assert outbound.outcome_count("retried") == 0
-    assert outbound.outcome_count("deferred") >= 3
+    assert outbound.outcome_count("deferred") >= 5
     sent = await sandbox_messages(http, sandbox)
     assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
     cursor = store.db["sends"].find({"command_id": command.command_id}).sort("index", 1)
@@ -818,3 +819,41 @@ def test_quiet_hours_wrap_past_midnight_and_follow_daylight_saving() -> None:
     early = QuietHours(start="01:00", end="05:00")  # not wrapping
     assert early.wait_seconds(datetime(2026, 3, 2, 19, 0, tzinfo=UTC), sg) == 2 * 3600  # 03:00
     assert early.wait_seconds(datetime(2026, 3, 2, 22, 0, tzinfo=UTC), sg) == 0  # 06:00
+
+
+async def test_gupshup_down_longer_than_the_retry_budget_is_waited_out_in_order(
+    outbound: RunningService,
+    broker: Broker,
+    store: Store,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    # Six 503s in a row, three times the retry budget: nothing is dead-lettered, every
+    # bubble goes once when Gupshup is back, in order.
+    await inject_fault(http, sandbox, mode="503", count=6)
+    first = conversation.command("First bubble", "Second bubble", command_id="rpl_a")
+    later = conversation.command("Later reply", command_id="rpl_b")
+    for reply in (first, later):  # stored first, as the brain does: order follows the store
+        await ReplyRepository(store).create(reply, [], "rules")
+    await broker.publish(first, message_id=first.command_id)
+    await broker.publish(later, message_id=later.command_id)
+    sent = await wait_for_sandbox_count(http, sandbox, 3)
+    assert [m["text"] for m in sent] == ["First bubble", "Second bubble", "Later reply"]
+    assert outbound.outcome_count("dead") == 0 and outbound.outcome_count("retried") == 0
+
+
+@pytest.mark.parametrize("settings", [{"gupshup_outage_max_seconds": 0.5}], indirect=True)
+async def test_a_reply_gupshup_never_took_is_dead_lettered_after_the_outage_limit(
+    outbound: RunningService,
+    broker: Broker,
+    conversation: Conversation,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> None:
+    await inject_fault(http, sandbox, mode="503")  # until cleared
+    command = conversation.command("Never sent")
+    await broker.publish(command, message_id=command.command_id)
+    dead = await broker.fetch(broker.topology.dead_letter_queue("outbound"), timeout=15)
+    assert dead is not None and "not reached" in str(dead.headers["x-dead-reason"])
+    assert await sandbox_messages(http, sandbox) == []
