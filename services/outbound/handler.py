@@ -67,8 +67,6 @@ AGENT_THROTTLED = {4001, 130429}  # Gupshup's and Meta's "rate limited" for the 
 AGENT_BACKOFF_SECONDS = 30.0
 # Backoff when Gupshup gives no hint: up to twice as long each time, at most this long.
 THROTTLE_MAX_SECONDS = 60.0
-# A claim older than a Gupshup call can take (its timeout plus margin) was interrupted.
-INTERRUPTED_AFTER_SECONDS = 60.0
 
 OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
 
@@ -126,6 +124,8 @@ class Outbound:
     ) -> None:
         self._broker = broker
         self._settings = settings
+        # A claim older than a Gupshup call can take (its timeout plus margin) was interrupted.
+        self._interrupted_after = settings.gupshup_timeout_seconds * 2 + 5
         self._slots = RateSlots(store)
         self._pauses = AgentPauses(store)
         self._replies = ReplyRepository(store)
@@ -255,7 +255,7 @@ class Outbound:
         """
         if claim["state"] == "sending":
             age = (utcnow() - claim["claimed_at"]).total_seconds()
-            if age < INTERRUPTED_AFTER_SECONDS:
+            if age < self._interrupted_after:
                 raise Defer("bubble being sent by another worker", delay_ms=1000)
             await self._sends.mark_unknown(
                 claim["_id"], claim["claimed_at"], "interrupted during the call to Gupshup"
@@ -507,7 +507,7 @@ class Outbound:
         if send is None and status.gupshup_message_id and status.destination:
             lead = "+" + status.destination.lstrip("+")
             if await self._sends.in_flight(
-                status.org_id, status.agent_id, lead, INTERRUPTED_AFTER_SECONDS
+                status.org_id, status.agent_id, lead, self._interrupted_after
             ):
                 # The status overtook Gupshup's answer to the request it is about.
                 raise Defer("a send to this lead is waiting for Gupshup's answer", delay_ms=500)
@@ -517,7 +517,7 @@ class Outbound:
                 lead,
                 status.gupshup_message_id,
                 status.at,
-                interrupted_before=utcnow() - timedelta(seconds=INTERRUPTED_AFTER_SECONDS),
+                interrupted_before=utcnow() - timedelta(seconds=self._interrupted_after),
             )
             if send is not None:
                 log.info("unknown send resolved: Gupshup has it", send_id=send["_id"])
