@@ -89,6 +89,35 @@ class BenchAgent:
     app: str
     callback_key: str
     digits: str  # the agent's number as Gupshup writes it
+    api_key: str
+
+
+async def create_agents(
+    store: Store, settings: Settings, count: int, *, rate: float = 20.0
+) -> list[BenchAgent]:
+    """`count` agents of a new organization, created as onboarding creates them."""
+    orgs = OrganizationRepository(store)
+    agents = AgentRepository(store, KeyRing.from_settings(settings))
+    org, _ = await orgs.create(
+        f"Bench {uuid.uuid4().hex[:8]}",
+        OrganizationSettings(quiet_hours=quiet_hours_away_from_now()),
+    )
+    made = []
+    for _ in range(count):
+        app = f"Bench{uuid.uuid4().hex[:10]}"
+        number = f"+659{uuid.uuid4().int % 10_000_000:07d}"
+        api_key = f"gs-{uuid.uuid4().hex}"
+        agent, callback_key = await agents.create(
+            org_id=org.id,
+            name="Jason Tan",
+            number=number,
+            gupshup_app=app,
+            gupshup_api_key=api_key,
+            persona=Persona(bot_name="Ava"),
+            rate_per_second=rate,
+        )
+        made.append(BenchAgent(org.id, agent, app, callback_key, number.lstrip("+"), api_key))
+    return made
 
 
 @dataclass
@@ -122,43 +151,26 @@ class BenchStack:
     ) -> list[BenchAgent]:
         """`count` agents in one organization, each registered with the sandbox (and its
         number's throughput limit there, when given)."""
-        orgs = OrganizationRepository(self.store)
-        agents = AgentRepository(self.store, KeyRing.from_settings(self.settings))
-        org, _ = await orgs.create(
-            f"Bench {uuid.uuid4().hex[:8]}",
-            OrganizationSettings(quiet_hours=quiet_hours_away_from_now()),
-        )
-        made = []
-        for _ in range(count):
-            app = f"Bench{uuid.uuid4().hex[:10]}"
-            number = f"+659{uuid.uuid4().int % 10_000_000:07d}"
-            api_key = f"gs-{uuid.uuid4().hex}"
-            agent, callback_key = await agents.create(
-                org_id=org.id,
-                name="Jason Tan",
-                number=number,
-                gupshup_app=app,
-                gupshup_api_key=api_key,
-                persona=Persona(bot_name="Ava"),
-                rate_per_second=rate,
-            )
-            made.append(BenchAgent(org.id, agent, app, callback_key, number.lstrip("+")))
-            if self.processes.processes.get("sandbox") is None:
-                continue
+        made = await create_agents(self.store, self.settings, count, rate=rate)
+        if self.processes.processes.get("sandbox") is None:
+            return made
+        for agent in made:
             await self.control(
                 "POST",
                 "/sandbox/v1/apps",
                 {
-                    "app": app,
-                    "api_key": api_key,
-                    "number": number.lstrip("+"),
-                    "callback_url": self.webhook_url(made[-1]),
+                    "app": agent.app,
+                    "api_key": agent.api_key,
+                    "number": agent.digits,
+                    "callback_url": self.webhook_url(agent),
                     "format": "v2",
                 },
             )
             if throughput is not None:
                 await self.control(
-                    "POST", f"/sandbox/v1/apps/{app}/rules", {"throughput_per_second": throughput}
+                    "POST",
+                    f"/sandbox/v1/apps/{agent.app}/rules",
+                    {"throughput_per_second": throughput},
                 )
         return made
 

@@ -1,0 +1,433 @@
+"""Brain: the offline engine's latency per reply, in process, and `Brain.handle` per reply
+against the real store and broker, next to one store round trip and one confirmed publish.
+
+Three measurements, each over the same kinds of lead messages:
+- engine layers: Understand, Decide, Compose and Guard on an in-memory Recall (no I/O);
+- five layers: the same with Recall reading the store (listings, appointments);
+- handle: the whole work item (lease, reads, five layers, reply stored with the thread's
+  state and follow-ups planned, send command published with a confirm).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from datetime import timedelta
+
+from pymongo import monitoring
+
+from bench.plots import lines
+from bench.result import BenchContext, BenchResult, Figure
+from bench.stack import BenchAgent, bench_settings, create_agents
+from bench.stats import summary
+from services.brain.handler import Brain
+from services.brain.model import (
+    Context,
+    LeadMessage,
+    ListingCard,
+    Profile,
+    Recall,
+    SlotOption,
+    Turn,
+    Understanding,
+)
+from services.brain.offline import OfflineEngine
+from services.brain.pipeline import Pipeline
+from services.brain.recall import Recaller
+from shared.broker import Broker
+from shared.models import InboundMessage, ThreadWork, utcnow
+from shared.repositories.agents import AgentDirectory
+from shared.repositories.leads import LeadRepository
+from shared.repositories.listings import ListingFields, ListingRepository
+from shared.repositories.messages import MessageRepository
+from shared.repositories.threads import ThreadRepository
+from shared.settings import Settings
+from shared.store import Store
+
+TARGET_P50_MS = 20.0
+TEXTS = (
+    "Hi, any 3-bedroom condo in Tampines?",
+    "Hello, I saw your listing. Is it still available?",
+    "Looking to buy for own stay, budget around 1.2m",
+    "Can I view a unit this Saturday afternoon?",
+    "Hi, what's available near an MRT in the East?",
+    "Interested in a 2 bedder in Punggol, first time buyer",
+    "just browsing for now, agents keep calling me",
+    "Can I speak to Jason directly?",
+)
+DISTRICTS = ("Tampines", "Punggol", "Bedok", "Pasir Ris", "Bishan", "Queenstown")
+
+
+async def run(context: BenchContext) -> BenchResult:
+    """Seed threads, then time each of the three measurements and the two baselines."""
+    replies = context.size(200, 10)
+    result = BenchResult(
+        "brain",
+        "Brain: time per reply (offline engine)",
+        {"replies": replies, "listings": 60, "engine": "offline"},
+    )
+    settings = bench_settings("brain", burst_quiet_seconds=0)
+    commands = StoreCommands()
+    monitoring.register(commands)  # clients made from now on report their commands
+    store = Store(settings)
+    await store.migrate()
+    broker = Broker(settings, "bench")
+    await broker.connect()
+    await broker.declare_topology()
+    try:
+        (agent,) = await create_agents(store, settings, 1)
+        await _listings(store, agent.org_id)
+        works = [await _seed(store, agent, i) for i in range(replies)]
+        pipeline = Pipeline(OfflineEngine())
+        engine_ms, layers = await _engine_layers(pipeline, agent, replies)
+        five_ms = await _five_layers(pipeline, store, agent, replies)
+        directory = AgentDirectory.for_store(store, settings)
+        brain = Brain(broker, store, directory, settings)
+        handle_ms = []
+        commands.reset()
+        for work in works:
+            started = time.perf_counter()
+            await brain.handle(work)
+            handle_ms.append((time.perf_counter() - started) * 1000)
+        handle_commands = dict(commands.count)
+        handle_store_ms = commands.milliseconds
+        commands.reset()
+        find_ms = await _find_one(store, agent, replies)
+        publish_ms = await _publish(broker, settings, agent, replies)
+        answered = await store.db["replies"].count_documents({})
+    finally:
+        await broker.delete_topology()
+        await broker.close()
+        await store.client.drop_database(settings.mongodb_db)
+        await store.close()
+
+    stats = {
+        "engine_layers": summary(engine_ms),
+        "five_layers": summary(five_ms),
+        "handle": summary(handle_ms),
+        "store_find_one": summary(find_ms),
+        "confirmed_publish": summary(publish_ms),
+    }
+    result.raw = {
+        "milliseconds": {
+            "engine_layers": engine_ms,
+            "five_layers": five_ms,
+            "handle": handle_ms,
+            "store_find_one": find_ms,
+            "confirmed_publish": publish_ms,
+        },
+        "summary_ms": stats,
+        "engine_layer_means_ms": {k: sum(v) / len(v) for k, v in layers.items()},
+        "replies_stored": answered,
+        "store_commands_during_handle": handle_commands,
+        "store_command_ms_during_handle": handle_store_ms,
+    }
+    per_reply = sum(handle_commands.values()) / replies
+    store_share = handle_store_ms / sum(handle_ms)
+    find_p50 = stats["store_find_one"]["p50"]
+    result.figures += [
+        Figure(
+            "engine layers p50 (no I/O)",
+            stats["engine_layers"]["p50"],
+            "ms",
+            target=f"< {TARGET_P50_MS:.0f}",
+            met=stats["engine_layers"]["p50"] < TARGET_P50_MS,
+            baseline=find_p50,
+            baseline_name="one store find_one p50",
+        ),
+        Figure("engine layers p99", stats["engine_layers"]["p99"], "ms"),
+        Figure(
+            "five layers p50 (Recall reads the store)",
+            stats["five_layers"]["p50"],
+            "ms",
+            target=f"< {TARGET_P50_MS:.0f}",
+            met=stats["five_layers"]["p50"] < TARGET_P50_MS,
+            baseline=find_p50,
+            baseline_name="one store find_one p50",
+        ),
+        Figure("five layers p99", stats["five_layers"]["p99"], "ms"),
+        Figure(
+            "Brain.handle p50 (whole reply, real store)",
+            stats["handle"]["p50"],
+            "ms",
+            baseline=find_p50,
+            baseline_name="one store find_one p50",
+        ),
+        Figure(
+            "Brain.handle p95",
+            stats["handle"]["p95"],
+            "ms",
+            baseline=stats["store_find_one"]["p95"],
+            baseline_name="find_one p95",
+        ),
+        Figure(
+            "Brain.handle p99",
+            stats["handle"]["p99"],
+            "ms",
+            baseline=stats["store_find_one"]["p99"],
+            baseline_name="find_one p99",
+        ),
+        Figure(
+            "replies per second, one handler in sequence",
+            1000 / stats["handle"]["mean"],
+            "/s",
+            baseline=1000 / stats["store_find_one"]["mean"],
+            baseline_name="find_one round trips per second",
+        ),
+        Figure("confirmed publish p50", stats["confirmed_publish"]["p50"], "ms"),
+    ]
+    result.figures.append(Figure("store commands per reply (Brain.handle)", per_reply, ""))
+    result.figures.append(
+        Figure("share of Brain.handle time inside store commands", store_share * 100, "%")
+    )
+    means = result.raw["engine_layer_means_ms"]
+    busiest = sorted(handle_commands.items(), key=lambda kv: -kv[1])[:6]
+    result.notes += [
+        "Engine layer means (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in means.items()) + ".",
+        f"What bounds Brain.handle: {per_reply:.1f} store commands per reply, "
+        f"{store_share:.0%} of its time with at least one of them waiting for its answer "
+        "(the store client's command monitoring), the rest in Python (models, validation, "
+        "logging) and the confirmed publish; the offline engine itself is "
+        f"{stats['engine_layers']['mean'] / stats['handle']['mean']:.1%} of it. Most frequent "
+        "commands: " + ", ".join(f"{k} {v / replies:.1f}/reply" for k, v in busiest) + ".",
+    ]
+    result.plots.append(
+        lines(
+            context.out_dir / "brain.png",
+            "Brain: time per reply, in order",
+            "reply #",
+            {
+                name: (list(range(len(values))), values)
+                for name, values in result.raw["milliseconds"].items()
+            },
+            "milliseconds",
+        )
+    )
+    return result
+
+
+class StoreCommands(monitoring.CommandListener):
+    """Counts the store commands this process sends, and the time spent waiting on them."""
+
+    def __init__(self) -> None:
+        self.count: Counter[str] = Counter()
+        self.intervals: list[tuple[float, float]] = []
+        self._open: dict[int, float] = {}
+
+    def reset(self) -> None:
+        """Start counting afresh."""
+        self.count.clear()
+        self.intervals.clear()
+        self._open.clear()
+
+    @property
+    def milliseconds(self) -> float:
+        """Time during which at least one command was waiting for its answer (commands that
+        run at once count once)."""
+        busy, end = 0.0, float("-inf")
+        for start, stop in sorted(self.intervals):
+            if stop > end:
+                busy += stop - max(start, end)
+                end = stop
+        return busy * 1000
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        """A command went out."""
+        self.count[event.command_name] += 1
+        self._open[event.request_id] = time.perf_counter()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        """A command's answer came back."""
+        self._close(event.request_id)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        """A command failed (a duplicate key is an answer too)."""
+        self._close(event.request_id)
+
+    def _close(self, request_id: int) -> None:
+        started = self._open.pop(request_id, None)
+        if started is not None:
+            self.intervals.append((started, time.perf_counter()))
+
+
+async def _listings(store: Store, org_id: str) -> None:
+    rows = [
+        ListingFields(
+            project=f"{district} Residences {n}",
+            district=district,
+            property_type="condo" if n % 3 else "hdb",
+            bedrooms=1 + n % 4,
+            price=700_000 + 50_000 * n,
+            size_sqft=600 + 40 * n,
+            tenure="99-year",
+        )
+        for n in range(10)
+        for district in DISTRICTS
+    ]
+    await ListingRepository(store).import_all(org_id, rows)
+
+
+async def _seed(store: Store, agent: BenchAgent, i: int) -> ThreadWork:
+    """A new lead's first message to the agent, stored as dedup stores it."""
+    at = utcnow() - timedelta(seconds=5)
+    phone = f"+658{uuid.uuid4().int % 10_000_000:07d}"
+    source = {"source": "organic"}
+    lead = await LeadRepository(store).get_or_create(
+        phone, name="Bench Lead", org_id=agent.org_id, agent_id=agent.agent.id, at=at, source=source
+    )
+    threads = ThreadRepository(store)
+    thread = await threads.get_or_create(
+        org_id=agent.org_id, agent_id=agent.agent.id, lead_id=lead["_id"], at=at, source=source
+    )
+    message = InboundMessage(
+        event_id=f"evt-{i}",
+        org_id=agent.org_id,
+        agent_id=agent.agent.id,
+        provider_message_id=f"wamid.bench.{uuid.uuid4().hex}",
+        lead_wa_id=phone.lstrip("+"),
+        lead_name="Bench Lead",
+        type="text",
+        text=TEXTS[i % len(TEXTS)],
+        sent_at=at,
+        received_at=at,
+    )
+    stored, _ = await MessageRepository(store).store_inbound(
+        message, thread_id=thread["_id"], lead_id=lead["_id"], phone=phone
+    )
+    await threads.touch_inbound(agent.org_id, thread["_id"], at)
+    return ThreadWork(
+        event_id=f"wrk-{stored['_id']}",
+        org_id=agent.org_id,
+        agent_id=agent.agent.id,
+        thread_id=thread["_id"],
+        lead_id=lead["_id"],
+    )
+
+
+def _context(agent: BenchAgent, i: int) -> Context:
+    """A lead's message in a new thread, or (every other one) mid-conversation."""
+    now = utcnow()
+    ongoing = i % 2 == 1
+    history = (
+        [
+            Turn(who="lead", text="Hi, looking for a condo", at=now - timedelta(minutes=9)),
+            Turn(who="bot", text="Hi, I'm Ava. What area do you prefer?", at=now),
+            Turn(who="lead", text="Somewhere in the East", at=now - timedelta(minutes=5)),
+            Turn(who="bot", text="Great! What budget do you have in mind?", at=now),
+        ]
+        if ongoing
+        else []
+    )
+    return Context(
+        org_id=agent.org_id,
+        agent_id=agent.agent.id,
+        thread_id=f"thr_{i}",
+        lead_id=f"lead_{i}",
+        agent_name=agent.agent.name,
+        persona=agent.agent.persona,
+        timezone=agent.agent.timezone,
+        now=now,
+        stage="qualifying" if ongoing else "new",
+        profile=Profile(area="East") if ongoing else Profile(),
+        new_messages=[LeadMessage(type="text", text=TEXTS[i % len(TEXTS)], at=now)],
+        history=history,
+        asked=["area", "budget"] if ongoing else [],
+    )
+
+
+def _recall(context: Context, facts: Profile) -> Recall:
+    now = context.now
+    slots = [
+        SlotOption(
+            start=now + timedelta(days=1, hours=h),
+            end=now + timedelta(days=1, hours=h, minutes=30),
+            label=f"Tomorrow {h}:00 pm",
+        )
+        for h in (2, 3, 4)
+    ]
+    listings = [
+        ListingCard(
+            listing_id=f"lst_{n}",
+            project=f"Tampines Residences {n}",
+            district="Tampines",
+            property_type="condo",
+            bedrooms=3,
+            price=1_100_000 + n * 50_000,
+        )
+        for n in range(3)
+    ]
+    return Recall(profile=context.profile.merged(facts), listings=listings, free_slots=slots)
+
+
+async def _engine_layers(
+    pipeline: Pipeline, agent: BenchAgent, replies: int
+) -> tuple[list[float], dict[str, list[float]]]:
+    totals: list[float] = []
+    layers: dict[str, list[float]] = {"understand": [], "decide": [], "compose": [], "guard": []}
+    for i in range(replies):
+        context = _context(agent, i)
+        t0 = time.perf_counter()
+        understanding, _ = await pipeline.understand(context)
+        t1 = time.perf_counter()
+        recall = _recall(context, understanding.facts)
+        t2 = time.perf_counter()
+        decision = pipeline.decide(context, understanding, recall)
+        t3 = time.perf_counter()
+        draft, engine = await pipeline.compose(context, recall, decision)
+        t4 = time.perf_counter()
+        await pipeline.finish(context, recall, decision, draft, engine)
+        t5 = time.perf_counter()
+        totals.append((t1 - t0 + t5 - t2) * 1000)
+        for name, spent in zip(layers, (t1 - t0, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            layers[name].append(spent * 1000)
+    return totals, layers
+
+
+async def _five_layers(
+    pipeline: Pipeline, store: Store, agent: BenchAgent, replies: int
+) -> list[float]:
+    recaller = Recaller(store)
+    totals = []
+    for i in range(replies):
+        context = _context(agent, i)
+        started = time.perf_counter()
+        understanding, _ = await pipeline.understand(context)
+
+        async def read(c: Context = context, u: Understanding = understanding) -> Recall:
+            return await recaller.recall(c, u, agent.agent)
+
+        recall = await pipeline.recall(read, context, understanding)
+        decision = pipeline.decide(context, understanding, recall)
+        draft, engine = await pipeline.compose(context, recall, decision)
+        await pipeline.finish(context, recall, decision, draft, engine)
+        totals.append((time.perf_counter() - started) * 1000)
+    return totals
+
+
+async def _find_one(store: Store, agent: BenchAgent, count: int) -> list[float]:
+    agents = store.db["agents"]
+    spent = []
+    for _ in range(count):
+        started = time.perf_counter()
+        await agents.find_one({"_id": agent.agent.id})
+        spent.append((time.perf_counter() - started) * 1000)
+    return spent
+
+
+async def _publish(
+    broker: Broker, settings: Settings, agent: BenchAgent, count: int
+) -> list[float]:
+    spent = []
+    for i in range(count):
+        work = ThreadWork(
+            event_id=f"bench-{i}",
+            org_id=agent.org_id,
+            agent_id=agent.agent.id,
+            thread_id=f"thr_{i}",
+            lead_id=f"lead_{i}",
+        )
+        started = time.perf_counter()
+        await broker.publish(work, message_id=work.event_id)
+        spent.append((time.perf_counter() - started) * 1000)
+    return spent
