@@ -86,8 +86,13 @@ class ReplyOutbox:
         await self._replies.mark_published(command.org_id, command.command_id)
 
     async def publish_pending(self, org_id: str, thread_id: str) -> None:
-        """Publish replies an interrupted run stored but did not publish."""
-        for command, thread_state in await self._replies.unpublished(org_id, thread_id):
-            if thread_state:
-                await self._threads.update_state(org_id, thread_id, thread_state)
+        """Publish replies an interrupted run stored but did not publish.
+
+        The run may have died anywhere in `record`: recording again (idempotent) applies the
+        thread state, stores the messages and marks what the reply answers, so those are
+        not answered a second time.
+        """
+        for stored in await self._replies.unpublished(org_id, thread_id):
+            command = SendCommand.model_validate(stored["command"])
+            await self.record(command, stored.get("answers") or [], stored["engine"])
             await self.publish(command)

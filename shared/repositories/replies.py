@@ -56,15 +56,12 @@ class ReplyRepository:
             return SendCommand.model_validate(existing["command"])
         return command
 
-    async def unpublished(self, org_id: str, thread_id: str) -> list[tuple[SendCommand, Document]]:
-        """Replies of a thread stored but not confirmed by the broker, with their thread state."""
+    async def unpublished(self, org_id: str, thread_id: str) -> list[Document]:
+        """Replies of a thread stored but not confirmed by the broker, oldest first."""
         cursor = self._replies.find(
             {"org_id": org_id, "thread_id": thread_id, "published": False}
         ).sort("created_at", 1)
-        return [
-            (SendCommand.model_validate(doc["command"]), doc.get("thread_state") or {})
-            async for doc in cursor
-        ]
+        return [doc async for doc in cursor]
 
     async def exists(self, org_id: str, reply_id: str) -> bool:
         """Whether a reply with this id is stored."""

@@ -197,3 +197,35 @@ async def test_a_failing_recall_still_answers_safely_and_is_counted(
     assert texts[0].startswith("Hi") and texts[-1].endswith("?")  # greeted, asked; cited nothing
     assert not any("$" in t for t in texts)
     assert counter._value.get() == before + 1
+
+
+async def test_a_reply_stored_by_a_run_that_died_is_published_and_nothing_answered_twice(
+    services: ServiceRunner, broker: Broker, store: Store, settings: Settings, tenant: Tenant
+) -> None:
+    from shared.models import Bubble
+    from shared.repositories.replies import ReplyRepository
+
+    seeded = await seed_thread(store, tenant)
+    # A run stored its reply to the message, then died before marking the message answered.
+    work = seeded.work
+    stored = SendCommand(
+        event_id="rpl_died",
+        command_id="rpl_died",
+        org_id=work.org_id,
+        agent_id=work.agent_id,
+        thread_id=work.thread_id,
+        lead_id=work.lead_id,
+        destination=LEAD_PHONE,
+        bubbles=[Bubble(text="Hi Rachel! I'm Mia.")],
+        created_at=utcnow(),
+    )
+    await ReplyRepository(store).create(stored, [seeded.message_id], "rules")
+    brain = await start_brain(services, store, settings)
+    await broker.publish(work, message_id=work.event_id)
+    await brain.wait_for("ok", 1)
+
+    commands = await drain(broker, broker.topology.queue("outbound"))
+    assert [SendCommand.model_validate_json(c.body).command_id for c in commands] == ["rpl_died"]
+    message = await store.db["messages"].find_one({"_id": seeded.message_id})
+    assert message is not None and message["answered_by"] == "rpl_died"
+    assert await store.db["replies"].count_documents({}) == 1
