@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import os
 import sys
 import time
 import traceback
@@ -21,6 +22,7 @@ from bench.machine import describe_machine
 from bench.report import ORDER, write_report
 from bench.result import BenchContext, BenchResult
 from bench.stack import bench_settings
+from bench.store_server import private_store
 from shared.logs import configure_logging
 from shared.settings import CHECKOUT_ROOT
 
@@ -51,7 +53,20 @@ async def run_one(name: str, context: BenchContext) -> BenchResult:
 
 
 async def main_async(names: list[str], smoke: bool) -> int:
-    """Run the named benchmarks in order; 1 if any failed."""
+    """Run the named benchmarks in order, on a private store when one can be started; 1 if
+    any failed."""
+    with private_store() as url:
+        if url is not None:
+            os.environ["MONGODB_URL"] = url
+            print(f"bench: private store at {url}", file=sys.stderr, flush=True)
+        try:
+            return await _run_all(names, smoke, "private" if url else "shared")
+        finally:
+            if url is not None:
+                del os.environ["MONGODB_URL"]
+
+
+async def _run_all(names: list[str], smoke: bool, store: str) -> int:
     base = SMOKE_DIR if smoke else BENCH_DIR
     context = BenchContext(smoke=smoke, out_dir=base / "results", log_dir=LOG_DIR)
     failed = 0
@@ -59,6 +74,7 @@ async def main_async(names: list[str], smoke: bool) -> int:
         began = time.monotonic()
         print(f"bench {name}: running{' (smoke)' if smoke else ''}", file=sys.stderr, flush=True)
         result = await run_one(name, context)
+        result.machine["store_instance"] = store
         result.write(context.out_dir)
         write_report(context.out_dir, base / "RESULTS.md")
         status = "failed: " + result.error if result.error else "done"

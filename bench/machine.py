@@ -67,7 +67,8 @@ async def server_versions(settings: Settings) -> dict[str, str]:
             versions["store"] = str(info.get("version", "unknown"))
             ferret = info.get("ferretdbVersion")
             if ferret in (None, "unknown"):
-                ferret = _version_in_executable(27017, "ferretdb")
+                port = int(settings.mongodb_url.rsplit(":", 1)[-1].split("/")[0])
+                ferret = _version_in_executable(port, "ferretdb")
             if ferret:
                 versions["ferretdb"] = str(ferret)
         finally:

@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 from bench.flow import STAGES, StepOutcome, run_step
-from bench.machine import listening_pid
+from bench.machine import CpuWatch, listening_pid
 from bench.plots import lines
 from bench.profile import record, summarise
 from bench.relay import relay_floor
@@ -43,10 +43,41 @@ async def store_round_trips(store: Store, count: int) -> dict[str, float]:
     return summary(spent)
 
 
+async def store_writes(store: Store, count: int, concurrency: int) -> dict[str, float]:
+    """insert_one of a small document, `count` times with `concurrency` at once: latency (ms)
+    and inserts per second (the store's write ceiling for one database)."""
+    collection = store.db["bench_writes"]
+    gate = asyncio.Semaphore(concurrency)
+    spent: list[float] = []
+
+    async def one(n: int) -> None:
+        async with gate:
+            started = time.perf_counter()
+            await collection.insert_one({"n": n, "text": "x" * 200})
+            spent.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(n) for n in range(count)))
+    seconds = time.perf_counter() - started
+    await collection.drop()
+    return {**summary(spent), "per_second": count / seconds, "concurrency": concurrency}
+
+
+async def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Each process's CPU share (cores) while this stack is idle: what others' use of the
+    shared RabbitMQ and store costs them meanwhile."""
+    watch = CpuWatch(pids, interval=seconds)
+    watch.start()
+    await asyncio.sleep(seconds)
+    await watch.stop()
+    return {name: round(spent / seconds, 3) for name, spent in watch.cpu_seconds().items()}
+
+
 def infra_pids(stack: BenchStack) -> dict[str, int]:
     """The service processes plus RabbitMQ and the store, when they are found."""
     pids = stack.pids()
-    for name, port in (("rabbitmq", 5672), ("store", 27017)):
+    store_port = int(stack.settings.mongodb_url.rsplit(":", 1)[-1].split("/")[0])
+    for name, port in (("rabbitmq", 5672), ("store", store_port)):
         pid = listening_pid(port)
         if pid is not None:
             pids[name] = pid
@@ -60,7 +91,7 @@ def first_lead() -> int:
 
 async def run(context: BenchContext) -> BenchResult:
     """Step the rate up until unstable; profile at the highest stable rate."""
-    rates = context.size([10, 25, 50, 75, 100, 150, 200, 300], [5])
+    rates = context.size([2, 5, 10, 20, 40, 80, 150, 300], [5])
     duration = context.size(10.0, 1.5)
     drain = context.size(20.0, 10.0)
     agent_count = context.size(8, 2)
@@ -83,6 +114,11 @@ async def run(context: BenchContext) -> BenchResult:
         pids = infra_pids(stack)
         floor = await relay_floor(stack.settings, context.size(100, 10), context.size(1000, 50))
         store_trip = await store_round_trips(stack.store, context.size(200, 10))
+        writes = {
+            "sequential": await store_writes(stack.store, context.size(100, 10), 1),
+            "concurrent": await store_writes(stack.store, context.size(400, 20), 32),
+        }
+        idle = await idle_cpu(pids, context.size(3.0, 0.5))
         lead = first_lead()
         if not context.smoke:  # connections, caches and imports warm, not measured
             await run_step(stack, agents, 5, 2, drain_timeout=drain, lead_start=lead)
@@ -103,8 +139,17 @@ async def run(context: BenchContext) -> BenchResult:
         stable = [s for s in steps if s.stable]
         best = stable[-1] if stable else steps[0]
         if not context.smoke:
+            await stack.purge(*STAGES)  # an unstable step's backlog is not profiled
+            await asyncio.sleep(2.0)
             profiles = await _profile(context, stack, agents, best.rate, duration, lead, drain)
-    _report(result, steps, best, bool(stable), floor, store_trip, profiles)
+    _report(result, steps, best, bool(stable), floor, store_trip, writes, profiles)
+    result.raw["idle_cpu_cores"] = idle
+    result.notes.insert(
+        0,
+        "CPU of the shared servers with this stack idle (others' use of them): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in idle.items() if k in ("store", "rabbitmq"))
+        + " cores; subtract it from their figures below.",
+    )
     _plots(context, result, steps)
     return result
 
@@ -145,6 +190,7 @@ def _report(
     any_stable: bool,
     floor: dict[str, Any],
     store_trip: dict[str, float],
+    writes: dict[str, dict[str, float]],
     profiles: dict[str, Any],
 ) -> None:
     sustained = best.rate if any_stable else 0.0
@@ -157,6 +203,22 @@ def _report(
             met=sustained >= TARGET_RATE,
             baseline=floor["messages_per_second"],
             baseline_name="4 confirmed quorum hops, no work",
+        )
+    )
+    result.figures.append(
+        Figure(
+            "store: inserts per second, 32 at once (baseline for the rate)",
+            writes["concurrent"]["per_second"],
+            "/s",
+        )
+    )
+    result.figures.append(
+        Figure(
+            "store: one insert_one, p50 (in sequence)",
+            writes["sequential"]["p50"],
+            "ms",
+            baseline=store_trip.get("p50"),
+            baseline_name="one find_one p50",
         )
     )
     result.figures.append(
@@ -224,6 +286,7 @@ def _report(
         "latencies_ms_by_rate": {str(s.rate): s.latencies for s in steps},
         "relay_floor": floor,
         "store_round_trip_ms": store_trip,
+        "store_writes": writes,
         "profiles": profiles,
         "best_rate": best.rate,
         "slowest_stage": _slowest(steps, best),

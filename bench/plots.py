@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -15,10 +15,10 @@ def lines(
     path: Path,
     title: str,
     xlabel: str,
-    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     ylabel: str,
     *,
-    right: dict[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+    right: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
     right_label: str = "",
     logx: bool = False,
     hlines: dict[str, float] | None = None,

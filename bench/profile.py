@@ -69,12 +69,7 @@ def _frame(raw: str) -> tuple[str, str]:
 
 
 def _short(function: str, file: str) -> str:
-    parts = Path(file).parts
-    for anchor in ("services", "shared", "site-packages", "asyncio", "json"):
-        if anchor in parts:
-            tail = parts[parts.index(anchor) + (1 if anchor == "site-packages" else 0) :]
-            return f"{function} ({'/'.join(tail)})"
-    return f"{function} ({Path(file).name})" if file else function
+    return f"{function} ({file})" if file else function
 
 
 def summarise(path: Path, seconds: float, top: int = 8) -> dict[str, Any]:
@@ -98,7 +93,12 @@ def summarise(path: Path, seconds: float, top: int = 8) -> dict[str, Any]:
         packages[_package(frames[-1][1])] += count
         seen = set()
         for function, file in frames:
-            if ("/services/" in file or "/shared/" in file) and (function, file) not in seen:
+            entry = file.endswith("__main__.py") or file == "shared/service.py"
+            if (
+                file.startswith(("services/", "shared/"))
+                and not entry
+                and (function, file) not in seen
+            ):
                 seen.add((function, file))
                 inclusive[_short(function, file)] += count
     busy = total / (SAMPLES_PER_SECOND * seconds) if seconds else 0.0
@@ -116,10 +116,13 @@ def summarise(path: Path, seconds: float, top: int = 8) -> dict[str, Any]:
 
 
 def _package(file: str) -> str:
+    """Who owns a frame's file: the project's module, a library, the standard library."""
     parts = Path(file).parts
-    if "site-packages" in parts:
-        return parts[parts.index("site-packages") + 1].split(".")[0]
-    for anchor in ("services", "shared"):
-        if anchor in parts:
-            return "/".join(parts[parts.index(anchor) : parts.index(anchor) + 2])
-    return "python stdlib" if file else "native"
+    if not parts:
+        return "native"
+    if parts[0] in ("services", "shared") and len(parts) > 1:
+        return "/".join(parts[:2])
+    top = parts[0].removesuffix(".py")
+    if top in sys.stdlib_module_names or top.startswith("<"):
+        return "python stdlib"
+    return top

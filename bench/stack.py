@@ -33,11 +33,13 @@ from shared.settings import Settings
 from shared.store import Store
 
 # What every benchmark stack runs with unless the benchmark says otherwise: the offline
-# engine whatever the shell holds, JSON logs at INFO as in containers.
+# engine whatever the shell holds, JSON logs at INFO as in containers, and a short grace on
+# SIGTERM (a benchmark's leftovers need not finish).
 BASE_ENV = {
     "ANTHROPIC_API_KEY": "",
     "LOG_FORMAT": "json",
     "LOG_LEVEL": "INFO",
+    "SHUTDOWN_GRACE_SECONDS": "2",
 }
 
 
