@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv run test lint fmt infra-up infra-down manifest-tools deploy-check chat clean lock \
+.PHONY: venv run test chaos lint fmt infra-up infra-down manifest-tools deploy-check chat clean lock \
 	bench bench-smoke
 
 venv: $(STAMP)
@@ -43,6 +43,12 @@ fmt: venv
 test: venv lint infra-up manifest-tools
 	$(BIN)/pytest
 	$(MAKE) bench-smoke
+
+# The long chaos run: thousands of lead messages while services are killed at random
+# (`make test` runs a short one).
+chaos: venv infra-up
+	CHAOS_LEADS=$${CHAOS_LEADS:-200} CHAOS_MESSAGES=$${CHAOS_MESSAGES:-10} \
+	CHAOS_KILL_EVERY=$${CHAOS_KILL_EVERY:-2} $(BIN)/pytest -s tests/e2e/test_chaos.py
 
 # Benchmarks against a private local stack: bench/results/*.json and bench/RESULTS.md.
 # Run on a quiet machine; NAMES="ingress brain" runs some of them.

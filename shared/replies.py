@@ -6,11 +6,14 @@ Storing first means a crash between the two is repaired by publishing what is st
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from shared.broker import Broker
+from shared.errors import Defer
 from shared.ids import new_id
 from shared.models import Bubble, SendCommand, utcnow
 from shared.repositories.messages import MessageRepository, message_id
-from shared.repositories.replies import ReplyRepository
+from shared.repositories.replies import AnsweredElsewhere, ReplyRepository
 from shared.repositories.threads import ThreadRepository
 from shared.store import Document, Store
 
@@ -34,8 +37,12 @@ def human_command(thread: Document, destination: str, bubbles: list[Bubble]) -> 
 class ReplyOutbox:
     """Record replies and hand them to outbound."""
 
-    def __init__(self, store: Store, broker: Broker) -> None:
+    def __init__(
+        self, store: Store, broker: Broker, stale_claims: timedelta = timedelta(minutes=2)
+    ) -> None:
         self._broker = broker
+        # A claim on messages whose reply was never stored is a dead run's after this long.
+        self._stale_claims = stale_claims
         self._replies = ReplyRepository(store)
         self._messages = MessageRepository(store)
         self._threads = ThreadRepository(store)
@@ -52,6 +59,7 @@ class ReplyOutbox:
         The reply's `thread_state` is applied to the thread here and again before a stored
         reply is published after a crash, so the two never part.
         """
+        await self.claim_answers(command.org_id, command.command_id, answers)
         command = await self._replies.create(command, answers, author, thread_state)
         stored_state = await self._replies.thread_state_of(command.org_id, command.command_id)
         if stored_state:
@@ -79,6 +87,19 @@ class ReplyOutbox:
         if answers:
             await self._messages.mark_answered(command.org_id, answers, command.command_id)
         return command
+
+    async def claim_answers(self, org_id: str, reply_id: str, answers: list[str]) -> None:
+        """Make this reply the one to answer these messages (Defer if another run has them).
+
+        Claim before acting on a reply (booking, planning follow-ups): a run that loses the
+        claim has changed nothing.
+        """
+        if not answers:
+            return
+        try:
+            await self._replies.claim_answers(org_id, reply_id, answers, self._stale_claims)
+        except AnsweredElsewhere as exc:
+            raise Defer(f"not answering: {exc}") from None
 
     async def publish(self, command: SendCommand) -> None:
         """Hand a stored reply to outbound (confirmed by the broker)."""

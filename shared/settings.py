@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     retry_delays_ms: list[int] = Field(default=[1_000, 5_000, 30_000, 120_000, 600_000])
     lease_seconds: float = Field(default=60.0, gt=0)
     lease_busy_retry_ms: int = Field(default=500, ge=10)
+    # Messages claimed by a reply that was never stored are free again after this long (the
+    # run died); longer than any reply takes to compose.
+    answer_claim_stale_seconds: float = Field(default=120.0, gt=0)
     # A burst of a lead's messages is answered once, after this long without a new one.
     burst_quiet_seconds: float = Field(default=3.0, ge=0, le=60)
     # On SIGTERM: how long in-flight messages (consumers) and requests (ingress) may take.

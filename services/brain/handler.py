@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from datetime import timedelta
 from typing import Any
 
 from services.brain.model import (
@@ -88,7 +89,8 @@ class Brain:
         self._leases = ThreadLeases(store, settings.lease_seconds)
         self._threads = ThreadRepository(store)
         self._messages = MessageRepository(store)
-        self._outbox = ReplyOutbox(store, broker)
+        stale = timedelta(seconds=settings.answer_claim_stale_seconds)
+        self._outbox = ReplyOutbox(store, broker, stale_claims=stale)
         self._colleagues = ColleagueThreads(store)
         self._consents = ConsentRepository(store)
         self._templates = TemplateRepository(store)
@@ -146,6 +148,9 @@ class Brain:
             state["opt_out_confirmed"] = False
         answers = [m["_id"] for m in unanswered]
         command_id = derived_id("rpl", work.thread_id, *answers)
+        # Before anything is booked or planned: a run that lost its lease to this one while
+        # still working must not answer these messages too.
+        await self._outbox.claim_answers(work.org_id, command_id, answers)
         context = await self._context(agent, thread, lead, unanswered)
         understanding, understood_by = await self.pipeline.understand(context)
         recall = await self.pipeline.recall(

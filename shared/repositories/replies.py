@@ -6,12 +6,17 @@ instead of composing a second one; `published` turns true once the broker confir
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from functools import partial
 
 from pymongo.errors import DuplicateKeyError
 
-from shared.models import SendCommand
+from shared.models import SendCommand, utcnow
 from shared.store import Document, Store, with_retry
+
+
+class AnsweredElsewhere(Exception):
+    """Another run is answering (or answered) some of these messages."""
 
 
 class ReplyRepository:
@@ -19,6 +24,57 @@ class ReplyRepository:
 
     def __init__(self, store: Store) -> None:
         self._replies = store.db["replies"]
+        self._claims = store.db["answer_claims"]
+
+    async def claim_answers(
+        self, org_id: str, reply_id: str, answers: list[str], stale_after: timedelta
+    ) -> None:
+        """Make `reply_id` the one reply to these messages, or raise AnsweredElsewhere.
+
+        Each message is claimed by inserting a document whose `_id` is the message, so two
+        runs that read overlapping sets of messages (a lease taken over from a run that was
+        slow, not dead) cannot both answer one: the loser gives back what it claimed. A
+        claim whose reply was never stored and that is older than `stale_after` belongs to
+        a run that died: it is taken over.
+        """
+        taken: list[str] = []
+        try:
+            for message_id in answers:
+                if not await self._claim_one(org_id, reply_id, message_id, stale_after):
+                    raise AnsweredElsewhere(f"message {message_id} is another reply's")
+                taken.append(message_id)
+        except AnsweredElsewhere:
+            if taken:
+                await with_retry(
+                    lambda: self._claims.delete_many({"_id": {"$in": taken}, "reply_id": reply_id})
+                )
+            raise
+
+    async def _claim_one(
+        self, org_id: str, reply_id: str, message_id: str, stale_after: timedelta
+    ) -> bool:
+        claim = {"_id": message_id, "org_id": org_id, "reply_id": reply_id, "at": utcnow()}
+        for _ in range(2):
+            try:
+                await with_retry(lambda: self._claims.insert_one(claim))
+                return True
+            except DuplicateKeyError:
+                existing = await with_retry(lambda: self._claims.find_one({"_id": message_id}))
+                if existing is None:
+                    continue  # given back meanwhile: try again
+                if existing["reply_id"] == reply_id:
+                    return True  # ours, from an earlier attempt of this same reply
+                holder = str(existing["reply_id"])
+                stored = await with_retry(
+                    partial(self._replies.find_one, {"_id": holder}, {"_id": 1})
+                )
+                if stored is not None or utcnow() - existing["at"] < stale_after:
+                    return False
+                # The run that claimed it died before storing its reply.
+                await with_retry(
+                    partial(self._claims.delete_one, {"_id": message_id, "reply_id": holder})
+                )
+        return False
 
     async def create(
         self,
