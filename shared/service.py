@@ -83,11 +83,16 @@ async def until_stopped(stop: asyncio.Event, starting: Awaitable[None]) -> bool:
 
 async def run_consumer_service(name: str, settings: Settings, setup: Setup) -> None:
     """Serve health and metrics, connect (waiting for the broker), consume, stop on a signal."""
+    stop = stop_requested()
     runtime = Runtime(name, settings, Broker(settings, name), Store(settings))
     app = web.Application()
-    add_health_routes(app, runtime.readiness)
-    http = await start_http(app, settings.http_host, settings.service_port(name))
-    stop = stop_requested()
+    add_health_routes(app, runtime.readiness, stopping=stop)
+    http = await start_http(
+        app,
+        settings.http_host,
+        settings.service_port(name),
+        shutdown_timeout=settings.shutdown_grace_seconds,
+    )
 
     async def start() -> None:
         await runtime.broker.connect(wait=True)

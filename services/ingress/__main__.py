@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from services.ingress.admin import create_admin_app
 from services.ingress.calendar import add_calendar_route
 from services.ingress.webhooks import create_webhook_app
@@ -20,19 +22,24 @@ log = get_logger("services.ingress")
 
 
 async def main(settings: Settings) -> None:
-    """Serve webhooks and the admin API until SIGTERM."""
+    """Serve webhooks and the admin API until SIGTERM, then drain and stop."""
+    stop = stop_requested()
     broker = Broker(settings, "ingress")
     store = Store(settings)
     agents = AgentDirectory.for_store(store, settings)
     key_ring = KeyRing.from_settings(settings)
-    webhooks = create_webhook_app(settings, broker, agents, key_ring)
+    webhooks = create_webhook_app(settings, broker, agents, key_ring, stopping=stop)
     add_calendar_route(webhooks, AppointmentRepository(store), agents)  # leads' calendar links
     partner = partner_from_settings(settings)
     admin = create_admin_app(settings, store, broker, key_ring, partner)
 
-    public = await start_http(webhooks, settings.http_host, settings.ingress_port)
-    internal = await start_http(admin, settings.http_host, settings.admin_port)
-    stop = stop_requested()
+    grace = settings.shutdown_grace_seconds
+    public = await start_http(
+        webhooks, settings.http_host, settings.ingress_port, shutdown_timeout=grace
+    )
+    internal = await start_http(
+        admin, settings.http_host, settings.admin_port, shutdown_timeout=grace
+    )
 
     async def connect() -> None:
         # Until the broker answers, webhooks get 503 and Gupshup retries them.
@@ -45,10 +52,15 @@ async def main(settings: Settings) -> None:
         if await until_stopped(stop, connect()):
             log.info("connected to the broker")
             await stop.wait()
-        log.info("stopping: finishing in-flight requests")
+            # /readyz answers 503 from now on, while webhooks are still served: load
+            # balancers stop sending new ones before the listener goes away.
+            log.info("stopping: not ready any more", drain_seconds=settings.ingress_drain_seconds)
+            await asyncio.sleep(settings.ingress_drain_seconds)
+        log.info("stopping: finishing in-flight requests", grace_seconds=grace)
     finally:
-        await public.cleanup()  # stops accepting, waits for requests in progress
-        await internal.cleanup()
+        # Both listeners stop accepting at once and wait (up to the grace) for requests in
+        # progress; the broker stays open until then, so those still get their confirms.
+        await asyncio.gather(public.cleanup(), internal.cleanup())
         await broker.close()
         await store.close()
         if partner is not None:

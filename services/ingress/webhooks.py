@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -42,9 +43,16 @@ def identity_mismatch(agent: Agent, body: dict[str, object]) -> str | None:
 
 
 def create_webhook_app(
-    settings: Settings, broker: Broker, agents: AgentDirectory, key_ring: KeyRing
+    settings: Settings,
+    broker: Broker,
+    agents: AgentDirectory,
+    key_ring: KeyRing,
+    stopping: asyncio.Event | None = None,
 ) -> web.Application:
-    """The public application: the webhook route plus health and metrics."""
+    """The public application: the webhook route plus health and metrics.
+
+    Readiness turns 503 once `stopping` is set, while webhooks are still accepted.
+    """
 
     async def readiness() -> dict[str, bool]:
         # Ingress keeps accepting known agents' webhooks while the store is down.
@@ -52,7 +60,7 @@ def create_webhook_app(
 
     app = web.Application(client_max_size=settings.webhook_max_body_bytes)
     app.router.add_post(WEBHOOK_PATH, WebhookReceiver(broker, agents, key_ring).receive)
-    add_health_routes(app, readiness)
+    add_health_routes(app, readiness, stopping)
     return app
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -160,6 +161,29 @@ async def test_readyz_is_ready_with_the_broker_connected(client: TestClient[Any,
     assert response.status == 200
     assert (await response.json())["checks"] == {"broker": True}
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_stopping_ingress_is_not_ready_but_still_accepts_webhooks(
+    settings: Settings, store: Store, ingress_broker: Broker, broker: Broker, tenant: Tenant
+) -> None:
+    stopping = asyncio.Event()
+    app = create_webhook_app(
+        settings,
+        ingress_broker,
+        AgentDirectory.for_store(store, settings),
+        KeyRing.from_settings(settings),
+        stopping=stopping,
+    )
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        assert (await client.get("/readyz")).status == 200
+        stopping.set()  # SIGTERM: load balancers must let go before the listener closes
+        response = await client.get("/readyz")
+        assert response.status == 503
+        assert await response.json() == {"status": "stopping"}
+        assert (await client.get("/healthz")).status == 200
+        body = gupshup_fixture("v2_text.json")
+        assert (await client.post(webhook_url(tenant.callback_key), json=body)).status == 200
+    assert await fetch_event(broker, "router", RawWebhook, timeout=0.5) is not None
 
 
 async def test_metrics_count_webhooks_by_status(
