@@ -10,6 +10,7 @@ Three measurements, each over the same kinds of lead messages:
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections import Counter
@@ -92,6 +93,20 @@ async def run(context: BenchContext) -> BenchResult:
             handle_ms.append((time.perf_counter() - started) * 1000)
         handle_commands = dict(commands.count)
         handle_store_ms = commands.milliseconds
+        sequential_command_ms = commands.mean_command_ms
+        # As the service runs: up to 32 work items at once (its prefetch).
+        more = [await _seed(store, agent, i) for i in range(replies)]
+        gate = asyncio.Semaphore(32)
+
+        async def handle(work: ThreadWork) -> None:
+            async with gate:
+                await brain.handle(work)
+
+        commands.reset()
+        started = time.perf_counter()
+        await asyncio.gather(*(handle(w) for w in more))
+        concurrent_seconds = time.perf_counter() - started
+        concurrent_command_ms = commands.mean_command_ms
         commands.reset()
         find_ms = await _find_one(store, agent, replies)
         publish_ms = await _publish(broker, settings, agent, replies)
@@ -121,6 +136,12 @@ async def run(context: BenchContext) -> BenchResult:
         "engine_layer_means_ms": {k: sum(v) / len(v) for k, v in layers.items()},
         "replies_stored": answered,
         "store_commands_during_handle": handle_commands,
+        "concurrent_handle": {
+            "replies": replies,
+            "seconds": concurrent_seconds,
+            "mean_store_command_ms": concurrent_command_ms,
+            "sequential_mean_store_command_ms": sequential_command_ms,
+        },
         "store_command_ms_during_handle": handle_store_ms,
     }
     per_reply = sum(handle_commands.values()) / replies
@@ -176,6 +197,20 @@ async def run(context: BenchContext) -> BenchResult:
             baseline_name="find_one round trips per second",
         ),
         Figure("confirmed publish p50", stats["confirmed_publish"]["p50"], "ms"),
+        Figure(
+            "replies per second, 32 at once (as the service runs)",
+            replies / concurrent_seconds,
+            "/s",
+            baseline=1000 / stats["handle"]["mean"],
+            baseline_name="one at a time",
+        ),
+        Figure(
+            "mean store command time, 32 replies at once",
+            concurrent_command_ms,
+            "ms",
+            baseline=sequential_command_ms,
+            baseline_name="one reply at a time",
+        ),
     ]
     result.figures.append(Figure("store commands per reply (Brain.handle)", per_reply, ""))
     result.figures.append(
@@ -220,6 +255,13 @@ class StoreCommands(monitoring.CommandListener):
         self.count.clear()
         self.intervals.clear()
         self._open.clear()
+
+    @property
+    def mean_command_ms(self) -> float:
+        """Mean time from a command's start to its answer."""
+        if not self.intervals:
+            return float("nan")
+        return sum(stop - start for start, stop in self.intervals) / len(self.intervals) * 1000
 
     @property
     def milliseconds(self) -> float:

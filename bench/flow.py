@@ -17,7 +17,16 @@ from typing import Any
 from bench.loadgen import Plan, run_generators
 from bench.machine import CpuWatch
 from bench.stack import BenchAgent, BenchStack
-from bench.stats import Samples, combine, counter, difference, histogram, per_interval, summary
+from bench.stats import (
+    Samples,
+    combine,
+    counter,
+    difference,
+    histogram,
+    per_interval,
+    percentile,
+    summary,
+)
 
 STAGES = ("router", "dedup", "brain", "outbound")
 
@@ -156,8 +165,11 @@ async def run_step(
             await watcher
     after = await scrape_by_service(stack)
     first = await first_sends(stack, agents, {str(lead) for lead, _ in accepted})
+    # In the order the webhooks left, so that a latency growing during the step shows.
     latencies = [
-        (first[str(lead)] - start) * 1000 for lead, start in accepted if str(lead) in first
+        (first[str(lead)] - start) * 1000
+        for lead, start in sorted(accepted, key=lambda pair: pair[1])
+        if str(lead) in first
     ]
     seconds = outcome["generator_wall_seconds"][0]
     step = StepOutcome(
@@ -224,9 +236,19 @@ async def first_sends(
     return first
 
 
+def _growing(latencies: list[float]) -> bool:
+    """The last quarter's median latency is more than twice the first's (and 250 ms more)."""
+    if len(latencies) < 8:
+        return False
+    quarter = len(latencies) // 4
+    early, late = percentile(latencies[:quarter], 50), percentile(latencies[-quarter:], 50)
+    return late > 2 * early + 250
+
+
 def _judge(step: StepOutcome, end_of_load: list[dict[str, Any]]) -> None:
-    """Stable: every webhook accepted and answered, and less than a second of the rate
-    waiting in the stages' queues during the second half of the load."""
+    """Stable: every webhook accepted and answered, less than a second of the rate waiting in
+    the stages' queues during the second half of the load, and a latency that did not grow
+    during the step (messages held by a consumer are not in its queue's ready count)."""
     backlog_limit = max(step.rate, 10.0)
     worst: dict[str, int] = {}
     for sample in end_of_load:
@@ -241,6 +263,14 @@ def _judge(step: StepOutcome, end_of_load: list[dict[str, Any]]) -> None:
         step.unstable_because = f"{step.accepted - step.answered} leads not answered in time"
     elif worst and max(worst.values()) > backlog_limit:
         step.unstable_because = f"queues over one second of messages: {worst}"
+    elif _growing(step.latencies):
+        quarter = max(len(step.latencies) // 4, 1)
+        step.unstable_because = (
+            "latency grew during the step (median of the first quarter "
+            f"{percentile(step.latencies[:quarter], 50):.0f} ms, of the last "
+            f"{percentile(step.latencies[-quarter:], 50):.0f} ms): messages wait in the "
+            "services (prefetched, unacknowledged) or in delay queues"
+        )
     step.stable = step.unstable_because is None
     if worst and max(worst.values()) > 0:
         step.growing_queue = max(worst, key=lambda s: worst[s])

@@ -42,7 +42,7 @@ async def run(context: BenchContext) -> BenchResult:
         sys.executable, "-m", "bench.bare_http", "--port", str(port), cwd=CHECKOUT_ROOT
     )
     try:
-        await _wait_ready(f"http://127.0.0.1:{port}/readyz")
+        await wait_ready(f"http://127.0.0.1:{port}/readyz")
         async with bench_stack(
             "ingress", context.log_dir / "ingress", services=("ingress",), sandbox=False
         ) as stack:
@@ -97,7 +97,8 @@ async def run(context: BenchContext) -> BenchResult:
     return result
 
 
-async def _wait_ready(url: str) -> None:
+async def wait_ready(url: str) -> None:
+    """Poll a URL until it answers 200."""
     async with aiohttp.ClientSession() as http:
         for _ in range(100):
             with contextlib.suppress(aiohttp.ClientError):

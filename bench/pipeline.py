@@ -23,7 +23,7 @@ from bench.profile import record, summarise
 from bench.relay import relay_floor
 from bench.result import BenchContext, BenchResult, Figure
 from bench.stack import BenchStack, bench_stack
-from bench.stats import summary
+from bench.stats import percentile, summary
 from shared.store import Store
 
 TARGET_RATE = 300.0
@@ -63,6 +63,41 @@ async def store_writes(store: Store, count: int, concurrency: int) -> dict[str, 
     return {**summary(spent), "per_second": count / seconds, "concurrency": concurrency}
 
 
+async def store_lookups(store: Store, sizes: list[int]) -> dict[str, dict[str, float]]:
+    """find_one latency (p50, ms) by `_id`, by a uniquely indexed field and by a field without
+    an index, as one collection grows to each size: how the store's reads scale with data."""
+    collection = store.db["bench_lookups"]
+    await collection.create_index("phone", unique=True)
+    found: dict[str, dict[str, float]] = {}
+    size = 0
+    for target in sizes:
+        rows = [
+            {"_id": f"d{n}", "phone": f"+65{80000000 + n}", "x": "y" * 200}
+            for n in range(size, target)
+        ]
+        for start in range(0, len(rows), 500):
+            await collection.insert_many(rows[start : start + 500])
+        size = target
+        timings: dict[str, list[float]] = {
+            "by_id": [],
+            "by_indexed_field": [],
+            "by_plain_field": [],
+        }
+        for n in range(20):
+            probes = {
+                "by_id": {"_id": f"d{(n * 37) % size}"},
+                "by_indexed_field": {"phone": f"+65{80000000 + (n * 53) % size}"},
+                "by_plain_field": {"x": "absent"},
+            }
+            for name, query in probes.items():
+                started = time.perf_counter()
+                await collection.find_one(query)
+                timings[name].append((time.perf_counter() - started) * 1000)
+        found[str(size)] = {name: percentile(t, 50) for name, t in timings.items()}
+    await collection.drop()
+    return found
+
+
 async def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
     """Each process's CPU share (cores) while this stack is idle: what others' use of the
     shared RabbitMQ and store costs them meanwhile."""
@@ -91,7 +126,7 @@ def first_lead() -> int:
 
 async def run(context: BenchContext) -> BenchResult:
     """Step the rate up until unstable; profile at the highest stable rate."""
-    rates = context.size([2, 5, 10, 20, 40, 80, 150, 300], [5])
+    rates = context.size([2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 150, 200, 300], [5])
     duration = context.size(10.0, 1.5)
     drain = context.size(20.0, 10.0)
     agent_count = context.size(8, 2)
@@ -118,6 +153,7 @@ async def run(context: BenchContext) -> BenchResult:
             "sequential": await store_writes(stack.store, context.size(100, 10), 1),
             "concurrent": await store_writes(stack.store, context.size(400, 20), 32),
         }
+        lookups = await store_lookups(stack.store, context.size([100, 2000, 10000], [100, 300]))
         idle = await idle_cpu(pids, context.size(3.0, 0.5))
         lead = first_lead()
         if not context.smoke:  # connections, caches and imports warm, not measured
@@ -143,6 +179,23 @@ async def run(context: BenchContext) -> BenchResult:
             await asyncio.sleep(2.0)
             profiles = await _profile(context, stack, agents, best.rate, duration, lead, drain)
     _report(result, steps, best, bool(stable), floor, store_trip, writes, profiles)
+    result.raw["store_lookups_p50_ms_by_collection_size"] = lookups
+    sizes = list(lookups)
+    small, large = lookups[sizes[0]], lookups[sizes[-1]]
+    for name, label in (
+        ("by_id", "by _id"),
+        ("by_indexed_field", "by a uniquely indexed field"),
+        ("by_plain_field", "by a field without an index"),
+    ):
+        result.figures.append(
+            Figure(
+                f"store: find_one {label}, {sizes[-1]} documents",
+                large[name],
+                "ms",
+                baseline=small[name],
+                baseline_name=f"same, {sizes[0]} documents",
+            )
+        )
     result.raw["idle_cpu_cores"] = idle
     result.notes.insert(
         0,

@@ -50,3 +50,32 @@ def lines(
     figure.savefig(path)
     plt.close(figure)
     return path.name
+
+
+def bars(
+    path: Path,
+    title: str,
+    names: Sequence[str],
+    groups: Mapping[str, Sequence[float]],
+    ylabel: str,
+    *,
+    hlines: dict[str, float] | None = None,
+) -> str:
+    """Grouped bar chart, one group of bars per name; returns the file name."""
+    figure, axis = plt.subplots(figsize=(8, 4.2), dpi=100)
+    width = 0.8 / max(len(groups), 1)
+    for n, (label, values) in enumerate(groups.items()):
+        axis.bar([i + n * width for i in range(len(names))], values, width, label=label)
+    for name, value in (hlines or {}).items():
+        axis.axhline(value, linestyle=":", color="grey")
+        axis.annotate(name, (0, value), xycoords=("axes fraction", "data"), fontsize=8)
+    axis.set_xticks([i + width * (len(groups) - 1) / 2 for i in range(len(names))], names)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+    return path.name
