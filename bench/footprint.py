@@ -71,8 +71,8 @@ async def bare_baseline(requests: int) -> dict[str, float]:
 async def run(context: BenchContext) -> BenchResult:
     """Idle for a while, then one pipeline step at the pipeline's highest stable rate."""
     rate = context.size(pipeline_rate(2.0), 2.0)
-    duration = context.size(20.0, 1.5)
-    idle_seconds = context.size(10.0, 1.0)
+    duration = context.size(20.0, 1.0)
+    idle_seconds = context.size(10.0, 0.5)
     result = BenchResult(
         "footprint",
         "Footprint: memory and CPU per service",

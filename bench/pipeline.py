@@ -127,7 +127,7 @@ def first_lead() -> int:
 async def run(context: BenchContext) -> BenchResult:
     """Step the rate up until unstable; profile at the highest stable rate."""
     rates = context.size([2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 150, 200, 300], [5])
-    duration = context.size(10.0, 1.5)
+    duration = context.size(10.0, 1.0)
     drain = context.size(20.0, 10.0)
     agent_count = context.size(8, 2)
     result = BenchResult(
