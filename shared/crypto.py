@@ -60,11 +60,18 @@ class KeyRing:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KeyRing:
-        """The configured key ring, or the checkout's development ring outside production."""
+        """The configured key ring, or the checkout's development ring outside production.
+
+        Only processes that encrypt or decrypt credentials build one (ingress, outbound, the
+        CLI's credential commands), so only they need CREDENTIALS_KEYS in production.
+        """
         if settings.credentials_keys:
             return cls.parse(settings.credentials_keys)
         if settings.environment == "production":
-            raise ConfigError("CREDENTIALS_KEYS is required in production")
+            raise ConfigError(
+                "CREDENTIALS_KEYS is required in production (ENVIRONMENT=production): "
+                "this process encrypts or decrypts agents' Gupshup credentials"
+            )
         return cls.parse(_development_key_ring(DEV_KEY_RING_FILE))
 
     def encrypt(self, plaintext: str, *, agent_id: str, field: str) -> dict[str, str]:

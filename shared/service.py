@@ -118,8 +118,8 @@ def service_main(name: str, main: Callable[[Settings], Coroutine[Any, Any, None]
     """Entry point of `python -m services.<name>`: settings, logging, run, exit codes."""
     try:
         settings = load_settings()
-    except ConfigError as exc:
+        configure_logging(settings.log_level, settings.log_format, service=name)
+        asyncio.run(main(settings))
+    except ConfigError as exc:  # also what a service checks itself (its key ring, say)
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_level, settings.log_format, service=name)
-    asyncio.run(main(settings))

@@ -23,11 +23,11 @@ log = get_logger("services.ingress")
 
 async def main(settings: Settings) -> None:
     """Serve webhooks and the admin API until SIGTERM, then drain and stop."""
+    key_ring = KeyRing.from_settings(settings)  # first: without it there is nothing to start
     stop = stop_requested()
     broker = Broker(settings, "ingress")
     store = Store(settings)
     agents = AgentDirectory.for_store(store, settings)
-    key_ring = KeyRing.from_settings(settings)
     webhooks = create_webhook_app(settings, broker, agents, key_ring, stopping=stop)
     add_calendar_route(webhooks, AppointmentRepository(store), agents)  # leads' calendar links
     partner = partner_from_settings(settings)

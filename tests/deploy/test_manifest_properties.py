@@ -13,7 +13,7 @@ import pytest
 from services.ingress.calendar import add_calendar_route
 from services.ingress.webhooks import create_webhook_app
 from shared.settings import Settings, load_settings
-from tests.conftest import TEST_KEY_RING, make_settings
+from tests.conftest import make_settings
 from tests.deploy.conftest import (
     CONSUMERS,
     K8S,
@@ -230,8 +230,7 @@ def test_rendered_configuration_is_valid_for_production(
         monkeypatch.delenv(name, raising=False)
     for name, value in rendered.config().items():
         monkeypatch.setenv(name, value)
-    monkeypatch.setenv("CREDENTIALS_KEYS", TEST_KEY_RING)
-    settings = load_settings()
+    settings = load_settings()  # without CREDENTIALS_KEYS: only the key ring's users need it
     assert settings.environment == "production"
     assert settings.http_host == "0.0.0.0"
     assert settings.log_format == "json"
@@ -296,6 +295,19 @@ def test_secrets_are_never_committed(rendered: Rendered) -> None:
         assert sorted(ignored.stdout.split()) == sorted(local)
     for path in K8S.rglob("*.yaml"):
         assert not re.search(r"^kind:\s*Secret\s*$", path.read_text(), re.M), path
+
+
+def test_only_the_processes_that_decrypt_credentials_get_the_key_ring(rendered: Rendered) -> None:
+    # KeyRing.from_settings is called by ingress and outbound only; the others start without.
+    readers = {
+        owner
+        for owner, pod in pod_specs(rendered)
+        for container in all_containers(pod)
+        for variable in container.get("env", [])
+        if variable.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+        == "realtybot-credentials-keys"
+    }
+    assert readers == {"realtybot-ingress", "realtybot-outbound"}
 
 
 def test_optional_secrets_are_marked_optional(rendered: Rendered) -> None:
