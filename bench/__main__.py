@@ -93,7 +93,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME", help=", ".join(ORDER))
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds each")
+    parser.add_argument(
+        "--report-only", action="store_true", help="rewrite the report from the results"
+    )
     args = parser.parse_args()
+    if args.report_only:
+        base = SMOKE_DIR if args.smoke else BENCH_DIR
+        print(write_report(base / "results", base / "RESULTS.md"))
+        return
     configure_logging("WARNING", "console", service="bench")
     names = args.names or [n for n in ORDER if importlib.util.find_spec(f"bench.{n}")]
     unknown = [n for n in names if n not in ORDER]

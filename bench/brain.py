@@ -1,9 +1,11 @@
 """Brain: the offline engine's latency per reply, in process, and `Brain.handle` per reply
 against the real store and broker, next to one store round trip and one confirmed publish.
 
-Three measurements, each over the same kinds of lead messages:
+Four measurements, each over the same kinds of lead messages:
 - engine layers: Understand, Decide, Compose and Guard on an in-memory Recall (no I/O);
 - five layers: the same with Recall reading the store (listings, appointments);
+- the Anthropic engine: the five layers with the Messages API played by a local stand-in
+  answering each call after a fixed delay (model calls, tokens and time per reply);
 - handle: the whole work item (lease, reads, five layers, reply stored with the thread's
   state and follow-ups planned, send command published with a confirm).
 """
@@ -15,13 +17,16 @@ import time
 import uuid
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
+from prometheus_client import REGISTRY
 from pymongo import monitoring
 
 from bench.plots import lines
 from bench.result import BenchContext, BenchResult, Figure
 from bench.stack import BenchAgent, bench_settings, create_agents
-from bench.stats import summary
+from bench.stats import percentile, summary
+from services.brain.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL, AnthropicEngine
 from services.brain.handler import Brain
 from services.brain.model import (
     Context,
@@ -45,8 +50,11 @@ from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
 from shared.store import Store
+from tests.fakes.anthropic_api import Delay, FakeAnthropic, ToolAnswer
 
 TARGET_P50_MS = 20.0
+# How long the local stand-in for the Messages API takes to answer each model call.
+MODEL_DELAY_SECONDS = 0.2
 TEXTS = (
     "Hi, any 3-bedroom condo in Tampines?",
     "Hello, I saw your listing. Is it still available?",
@@ -62,7 +70,7 @@ DISTRICTS = ("Tampines", "Punggol", "Bedok", "Pasir Ris", "Bishan", "Queenstown"
 
 async def run(context: BenchContext) -> BenchResult:
     """Seed threads, then time each of the three measurements and the two baselines."""
-    replies = context.size(200, 10)
+    replies = context.size(120, 10)
     result = BenchResult(
         "brain",
         "Brain: time per reply (offline engine)",
@@ -92,10 +100,12 @@ async def run(context: BenchContext) -> BenchResult:
             await brain.handle(work)
             handle_ms.append((time.perf_counter() - started) * 1000)
         handle_commands = dict(commands.count)
+        slowing = commands.growth()
         handle_store_ms = commands.milliseconds
         sequential_command_ms = commands.mean_command_ms
         # As the service runs: up to 32 work items at once (its prefetch).
-        more = [await _seed(store, agent, i) for i in range(replies)]
+        together = context.size(48, 10)
+        more = [await _seed(store, agent, i) for i in range(together)]
         gate = asyncio.Semaphore(32)
 
         async def handle(work: ThreadWork) -> None:
@@ -108,6 +118,8 @@ async def run(context: BenchContext) -> BenchResult:
         concurrent_seconds = time.perf_counter() - started
         concurrent_command_ms = commands.mean_command_ms
         commands.reset()
+        model_replies = context.size(30, 3)
+        model = await _model_layers(agent, model_replies)
         find_ms = await _find_one(store, agent, replies)
         publish_ms = await _publish(broker, settings, agent, replies)
         answered = await store.db["replies"].count_documents({})
@@ -135,9 +147,11 @@ async def run(context: BenchContext) -> BenchResult:
         "summary_ms": stats,
         "engine_layer_means_ms": {k: sum(v) / len(v) for k, v in layers.items()},
         "replies_stored": answered,
+        "anthropic_engine": model,
         "store_commands_during_handle": handle_commands,
+        "store_commands_slowing_down": slowing,
         "concurrent_handle": {
-            "replies": replies,
+            "replies": together,
             "seconds": concurrent_seconds,
             "mean_store_command_ms": concurrent_command_ms,
             "sequential_mean_store_command_ms": sequential_command_ms,
@@ -145,6 +159,8 @@ async def run(context: BenchContext) -> BenchResult:
         "store_command_ms_during_handle": handle_store_ms,
     }
     per_reply = sum(handle_commands.values()) / replies
+    result.parameters["model_replies"] = model["replies"]
+    result.parameters["model_delay_seconds"] = MODEL_DELAY_SECONDS
     store_share = handle_store_ms / sum(handle_ms)
     find_p50 = stats["store_find_one"]["p50"]
     result.figures += [
@@ -199,7 +215,7 @@ async def run(context: BenchContext) -> BenchResult:
         Figure("confirmed publish p50", stats["confirmed_publish"]["p50"], "ms"),
         Figure(
             "replies per second, 32 at once (as the service runs)",
-            replies / concurrent_seconds,
+            together / concurrent_seconds,
             "/s",
             baseline=1000 / stats["handle"]["mean"],
             baseline_name="one at a time",
@@ -211,6 +227,26 @@ async def run(context: BenchContext) -> BenchResult:
             baseline=sequential_command_ms,
             baseline_name="one reply at a time",
         ),
+    ]
+    result.figures += [
+        Figure(
+            "Anthropic engine: model calls per reply",
+            model["calls_per_reply"],
+            "",
+            target="≤ 2",
+            met=model["calls_per_reply"] <= 2,
+        ),
+        Figure(
+            "Anthropic engine: tokens per reply (input + output)", model["tokens_per_reply"], ""
+        ),
+        Figure(
+            "Anthropic engine: five layers p50 per reply",
+            model["milliseconds"]["p50"],
+            "ms",
+            baseline=2 * MODEL_DELAY_SECONDS * 1000,
+            baseline_name="two model calls' fixed delay",
+        ),
+        Figure("Anthropic engine: layers answered by the offline fallback", model["fallbacks"], ""),
     ]
     result.figures.append(Figure("store commands per reply (Brain.handle)", per_reply, ""))
     result.figures.append(
@@ -227,6 +263,19 @@ async def run(context: BenchContext) -> BenchResult:
         f"{stats['engine_layers']['mean'] / stats['handle']['mean']:.1%} of it. Most frequent "
         "commands: " + ", ".join(f"{k} {v / replies:.1f}/reply" for k, v in busiest) + ".",
     ]
+    if slowing:
+        result.notes.append(
+            f"Brain.handle slows down as replies accumulate (first quarter of the {replies} "
+            f"replies: {percentile(handle_ms[: replies // 4 or 1], 50):.0f} ms p50, last "
+            f"quarter: {percentile(handle_ms[-(replies // 4 or 1) :], 50):.0f} ms). The store "
+            "commands whose mean time grew most, first quarter to last: "
+            + "; ".join(
+                f"{r['command']} {r['first_quarter_mean_ms']:.1f} to "
+                f"{r['last_quarter_mean_ms']:.1f} ms"
+                for r in slowing
+            )
+            + "."
+        )
     result.plots.append(
         lines(
             context.out_dir / "brain.png",
@@ -242,19 +291,102 @@ async def run(context: BenchContext) -> BenchResult:
     return result
 
 
+async def _model_layers(agent: BenchAgent, replies: int) -> dict[str, Any]:
+    """The five layers on the Anthropic engine, the Messages API played by a local fake that
+    answers each call after MODEL_DELAY_SECONDS: calls, tokens and time per reply."""
+    understood = {
+        "facts": {"intent": "own_stay", "budget": 1_200_000, "bedrooms": 3, "area": "Tampines"},
+        "requests": [],
+        "sentiment": "positive",
+        "resistant": False,
+        "urgency": "normal",
+    }
+    bubbles = {"bubbles": ["Thanks! A 3-bedder in Tampines, noted.", "When would you move?"]}
+    fallbacks_before = _sample("realtybot_brain_fallbacks_total")
+    tokens_before = _tokens()
+    async with FakeAnthropic() as fake:
+        fake.on_tool(UNDERSTAND_TOOL, Delay(MODEL_DELAY_SECONDS, ToolAnswer(understood)))
+        fake.on_tool(COMPOSE_TOOL, Delay(MODEL_DELAY_SECONDS, ToolAnswer(bubbles)))
+        engine = AnthropicEngine(
+            api_key=fake.api_key, model="bench-model", base_url=fake.base_url, timeout_seconds=8
+        )
+        pipeline = Pipeline(engine)
+        spent = []
+        try:
+            for i in range(replies):
+                context = _context(agent, i)
+                started = time.perf_counter()
+                understanding, _ = await pipeline.understand(context)
+                recall = _recall(context, understanding.facts)
+                decision = pipeline.decide(context, understanding, recall)
+                draft, by = await pipeline.compose(context, recall, decision)
+                await pipeline.finish(context, recall, decision, draft, by)
+                spent.append((time.perf_counter() - started) * 1000)
+        finally:
+            await engine.close()
+        calls = len(fake.requests)
+    return {
+        "replies": replies,
+        "calls_per_reply": calls / replies,
+        "tokens_per_reply": (_tokens() - tokens_before) / replies,
+        "milliseconds": summary(spent),
+        "fallbacks": _sample("realtybot_brain_fallbacks_total") - fallbacks_before,
+    }
+
+
+def _tokens() -> float:
+    """Input and output tokens the model reported so far in this process."""
+    return _sample("realtybot_llm_tokens_total", kind="input") + _sample(
+        "realtybot_llm_tokens_total", kind="output"
+    )
+
+
+def _sample(name: str, **labels: str) -> float:
+    """A counter's total in this process over the series matching `labels`."""
+    total = 0.0
+    for metric in REGISTRY.collect():
+        for sample in metric.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
 class StoreCommands(monitoring.CommandListener):
     """Counts the store commands this process sends, and the time spent waiting on them."""
 
     def __init__(self) -> None:
         self.count: Counter[str] = Counter()
         self.intervals: list[tuple[float, float]] = []
-        self._open: dict[int, float] = {}
+        self.timeline: list[tuple[str, float]] = []  # ("find leads", ms), in order
+        self._open: dict[int, tuple[float, str]] = {}
 
     def reset(self) -> None:
         """Start counting afresh."""
         self.count.clear()
         self.intervals.clear()
+        self.timeline.clear()
         self._open.clear()
+
+    def growth(self, top: int = 6) -> list[dict[str, Any]]:
+        """The commands (by collection) whose mean time grew most from the first quarter of
+        the recorded ones to the last: where the store slows down as the data grows."""
+        quarter = max(len(self.timeline) // 4, 1)
+        early: dict[str, list[float]] = {}
+        late: dict[str, list[float]] = {}
+        for key, ms in self.timeline[:quarter]:
+            early.setdefault(key, []).append(ms)
+        for key, ms in self.timeline[-quarter:]:
+            late.setdefault(key, []).append(ms)
+        means = [
+            (key, sum(early[key]) / len(early[key]), sum(late[key]) / len(late[key]))
+            for key in early.keys() & late.keys()
+        ]
+        means.sort(key=lambda m: m[1] - m[2])
+        rows: list[dict[str, Any]] = [
+            {"command": key, "first_quarter_mean_ms": first, "last_quarter_mean_ms": last}
+            for key, first, last in means
+        ]
+        return rows[:top]
 
     @property
     def mean_command_ms(self) -> float:
@@ -277,7 +409,13 @@ class StoreCommands(monitoring.CommandListener):
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         """A command went out."""
         self.count[event.command_name] += 1
-        self._open[event.request_id] = time.perf_counter()
+        collection = event.command.get(event.command_name)
+        key = (
+            f"{event.command_name} {collection}"
+            if isinstance(collection, str)
+            else (event.command_name)
+        )
+        self._open[event.request_id] = (time.perf_counter(), key)
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
         """A command's answer came back."""
@@ -288,9 +426,12 @@ class StoreCommands(monitoring.CommandListener):
         self._close(event.request_id)
 
     def _close(self, request_id: int) -> None:
-        started = self._open.pop(request_id, None)
-        if started is not None:
-            self.intervals.append((started, time.perf_counter()))
+        opened = self._open.pop(request_id, None)
+        if opened is not None:
+            started, key = opened
+            now = time.perf_counter()
+            self.intervals.append((started, now))
+            self.timeline.append((key, (now - started) * 1000))
 
 
 async def _listings(store: Store, org_id: str) -> None:

@@ -52,6 +52,8 @@ class StepOutcome:
     growing_queue: str | None = None
     drain_seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    # Median latency of the webhooks sent in each second of the load.
+    latency_p50_by_second: list[float] = field(default_factory=list)
     # CPU seconds and peak RSS of each watched process over the load and the drain.
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     peak_rss_bytes: dict[str, int] = field(default_factory=dict)
@@ -166,11 +168,15 @@ async def run_step(
     after = await scrape_by_service(stack)
     first = await first_sends(stack, agents, {str(lead) for lead, _ in accepted})
     # In the order the webhooks left, so that a latency growing during the step shows.
-    latencies = [
-        (first[str(lead)] - start) * 1000
+    timed = [
+        (start, (first[str(lead)] - start) * 1000)
         for lead, start in sorted(accepted, key=lambda pair: pair[1])
         if str(lead) in first
     ]
+    latencies = [latency for _, latency in timed]
+    by_second: dict[int, list[float]] = {}
+    for start, latency in timed:
+        by_second.setdefault(int(start - outcome["began_at"]), []).append(latency)
     seconds = outcome["generator_wall_seconds"][0]
     step = StepOutcome(
         rate=rate,
@@ -190,6 +196,10 @@ async def run_step(
         stages=stage_figures(before, after),
         drain_seconds=drain_seconds,
         latencies=latencies,
+        latency_p50_by_second=[
+            percentile(by_second.get(n, []), 50) if n in by_second else float("nan")
+            for n in range(int(seconds) + 1)
+        ],
         cpu_seconds=cpu.cpu_seconds(),
         peak_rss_bytes=cpu.peak_rss(),
         watched_seconds=cpu.samples[-1][0] - cpu.samples[0][0] if cpu.samples else 0.0,

@@ -388,13 +388,13 @@ def _notes(
     if not any_stable:
         result.notes.append("No step was stable: the figures are those of the lowest rate.")
     result.notes.append(
-        f"At {best.rate:.0f} msg/s the stages above add up to {handler_sum:.0f} ms of the "
-        f"{e2e_mean:.0f} ms mean webhook-to-first-bubble time; the difference is time spent "
-        "waiting in the router, dedup and brain queues and in broker hops (the histograms' "
-        "means, from coarse buckets, are approximate). Outbound's own handler time, "
-        f"{_ms(best.stages.get('outbound', {}), 'mean_seconds'):.0f} ms mean, covers every "
-        "bubble of a reply with the pause between messages to one lead (LEAD_PAUSE_SECONDS), "
-        "so it is not on the first bubble's path."
+        f"At {best.rate:.0f} msg/s the stage times above add up to {handler_sum:.0f} ms against "
+        f"a {e2e_mean:.0f} ms mean webhook-to-first-bubble time. They overlap: outbound's "
+        "wait starts when the brain makes the reply, before the brain stores and publishes "
+        "it; what they leave out is the wait in the router, dedup and brain queues. "
+        f"Outbound's own handler time, {_ms(best.stages.get('outbound', {}), 'mean_seconds'):.0f}"
+        " ms mean, covers every bubble of a reply with the pause between messages to one lead "
+        "(LEAD_PAUSE_SECONDS), so it is not on the first bubble's path."
     )
     for service, summary_ in profiles.get("by_service", {}).items():
         top = "; ".join(f"{name} {share:.0%}" for name, share in summary_["self"][:5])
@@ -429,17 +429,16 @@ def _plots(context: BenchContext, result: BenchResult, steps: list[StepOutcome])
     )
     webhooks: list[float] = []
     sends: list[float] = []
-    backlog: list[float] = []
+    latency: list[float] = []
     for step in steps:
         length = max(len(step.webhooks_per_second), len(step.first_sends_per_second))
-        webhooks += [float(x) for x in step.webhooks_per_second] + [0.0] * (
-            length - len(step.webhooks_per_second)
-        )
-        sends += [float(x) for x in step.first_sends_per_second] + [0.0] * (
-            length - len(step.first_sends_per_second)
-        )
-        depths = [sum(d.get(s, 0) for s in STAGES) for d in step.queue_depths]
-        backlog += [float(x) for x in depths[:length]] + [0.0] * max(0, length - len(depths))
+
+        def padded(values: list[Any], n: int = length) -> list[float]:
+            return [float(x) for x in values[:n]] + [float("nan")] * max(0, n - len(values))
+
+        webhooks += padded(step.webhooks_per_second)
+        sends += padded(step.first_sends_per_second)
+        latency += padded(step.latency_p50_by_second)
     seconds = list(range(len(webhooks)))
     result.plots.append(
         lines(
@@ -448,7 +447,7 @@ def _plots(context: BenchContext, result: BenchResult, steps: list[StepOutcome])
             "second of load (drain pauses left out)",
             {"webhooks accepted/s": (seconds, webhooks), "first bubbles/s": (seconds, sends)},
             "per second",
-            right={"messages waiting in queues": (seconds, backlog)},
-            right_label="messages ready",
+            right={"p50 latency of the webhooks sent that second": (seconds, latency)},
+            right_label="webhook to first bubble (ms)",
         )
     )

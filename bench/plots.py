@@ -25,8 +25,8 @@ def lines(
 ) -> str:
     """Line plot of named (x, y) series, optionally a second y axis; returns the file name."""
     figure, axis = plt.subplots(figsize=(8, 4.2), dpi=100)
-    for name, (x, y) in series.items():
-        axis.plot(x, y, marker="o", markersize=3, label=name)
+    for n, (name, (x, y)) in enumerate(series.items()):
+        axis.plot(x, y, marker="o", markersize=3, label=name, color=f"C{n}")
     for name, value in (hlines or {}).items():
         axis.axhline(value, linestyle=":", color="grey")
         axis.annotate(name, (0, value), xycoords=("axes fraction", "data"), fontsize=8)
@@ -37,8 +37,8 @@ def lines(
     handles, labels = axis.get_legend_handles_labels()
     if right:
         other = axis.twinx()
-        for name, (x, y) in right.items():
-            other.plot(x, y, linestyle="--", marker="x", markersize=3, label=name)
+        for n, (name, (x, y)) in enumerate(right.items(), start=len(series)):
+            other.plot(x, y, linestyle="--", marker="x", markersize=3, label=name, color=f"C{n}")
         other.set_ylabel(right_label)
         more_handles, more_labels = other.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels

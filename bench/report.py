@@ -92,6 +92,8 @@ def write_report(out_dir: Path, report: Path) -> Path:
     summary = summary_table([results[n] for n in names])
     if summary:
         parts.append(summary)
+    if not any(results[n].get("smoke") for n in names):
+        parts.append(bounds_section(results))
     parts += [section(results[n], prefix) for n in names]
     report.write_text("\n".join(parts))
     return report
@@ -114,3 +116,155 @@ def summary_table(documents: list[dict[str, Any]]) -> str:
         "| benchmark | figure | value | target | |\n|---|---|---:|---|---|"
     )
     return head + "\n" + "\n".join(rows) + "\n"
+
+
+def _figure(document: dict[str, Any] | None, starts: str) -> dict[str, Any] | None:
+    for f in (document or {}).get("figures", []):
+        if str(f["name"]).startswith(starts):
+            return dict(f)
+    return None
+
+
+def _value(figure: dict[str, Any] | None, fmt: str = "{:.0f}") -> str:
+    if figure is None or figure.get("value") is None:
+        return "n/a"
+    return fmt.format(figure["value"])
+
+
+def bounds_section(results: dict[str, dict[str, Any]]) -> str:
+    """What bounds each stage, in sentences built from this run's figures."""
+    lines = ["## What bounds each stage", ""]
+    ingress = results.get("ingress")
+    if ingress and ingress.get("raw", {}).get("steps"):
+        steps = ingress["raw"]["steps"]
+        one, bare_one = steps["ingress"][0], steps["bare"][0]
+        best = max(steps["ingress"], key=lambda s: s["rate_per_second"])
+        lines.append(
+            f"- **Ingress**: at one client a webhook takes {one['latency_ms'].get('p50', 0):.1f} "
+            f"ms (p50) against {bare_one['latency_ms'].get('p50', 0):.2f} ms for the bare "
+            "handler: the difference is the broker's publish confirm (a persistent message "
+            "in a quorum queue) that each request waits for before its 200. At its best level "
+            f"(c={best['concurrency']}, {best['rate_per_second']:.0f}/s) ingress used "
+            f"{best['server_cpu_share'] or 0:.2f} of a core, RabbitMQ "
+            f"{best['rabbitmq_cpu_share'] or 0:.2f} and the load generator "
+            f"{best['generator_cpu_share']:.2f}, on two cores shared by all three."
+        )
+    brain = results.get("brain")
+    if brain and brain.get("raw"):
+        commands = _figure(brain, "store commands per reply")
+        share = _figure(brain, "share of Brain.handle time")
+        together = _figure(brain, "mean store command time, 32")
+        engine = _figure(brain, "engine layers p50")
+        lines.append(
+            f"- **Brain**: the offline engine needs {_value(engine, '{:.2f}')} ms per reply "
+            f"(p50); a whole reply makes {_value(commands, '{:.1f}')} store commands and "
+            f"spends {_value(share)} % of its time waiting for them. With 32 replies at once "
+            f"(the service's prefetch) one store command takes {_value(together, '{:.1f}')} "
+            f"ms instead of {together['baseline']:.1f} ms: the store answers them one after "
+            "the other, so concurrency adds waiting, not throughput."
+            if together and together.get("baseline") is not None
+            else "- **Brain**: see its section."
+        )
+    pipeline = results.get("pipeline")
+    if pipeline and pipeline.get("raw", {}).get("steps"):
+        raw = pipeline["raw"]
+        steps = raw["steps"]
+        last = steps[-1]
+        seconds = max(last.get("watched_seconds") or 1.0, 1e-9)
+        cores = {k: v / seconds for k, v in (last.get("cpu_seconds") or {}).items()}
+        services = sum(v for k, v in cores.items() if k not in ("store", "rabbitmq", "sandbox"))
+        lookups = raw.get("store_lookups_p50_ms_by_collection_size", {})
+        sizes = list(lookups)
+        growth = ""
+        if len(sizes) >= 2:
+            small, large = lookups[sizes[0]], lookups[sizes[-1]]
+            growth = (
+                f" The store's reads slow down as collections grow: find_one by a uniquely "
+                f"indexed field {small['by_indexed_field']:.1f} ms at {sizes[0]} documents, "
+                f"{large['by_indexed_field']:.1f} ms at {sizes[-1]}; by `_id` "
+                f"{small['by_id']:.1f} to {large['by_id']:.1f} ms; by a field without an index "
+                f"{small['by_plain_field']:.1f} to {large['by_plain_field']:.1f} ms."
+            )
+        busy = [
+            f"{name} {p['busy_share_of_a_core']:.0%}"
+            for name, p in (raw.get("profiles") or {}).get("by_service", {}).items()
+        ]
+        lines.append(
+            f"- **Pipeline**: the highest rate with flat queues and latency was "
+            f"{raw.get('best_rate')} msg/s; the {raw.get('slowest_stage')} stage backed up "
+            f"first. At {last['rate']:.0f} msg/s the store used {cores.get('store', 0):.2f} "
+            f"cores, RabbitMQ {cores.get('rabbitmq', 0):.2f} and the five services together "
+            f"{services:.2f}"
+            + (": the services wait for the store." if cores.get("store", 0) > services else ".")
+            + growth
+            + (
+                " Sampling profiles of the services at the highest stable rate found them "
+                f"busy {', '.join(busy)} of a core, mostly in the event loop's wait."
+                if busy
+                else ""
+            )
+            + " The broker alone relays a message through four confirmed hops in "
+            f"{raw['relay_floor']['latency_ms'].get('p50', 0):.1f} ms (p50)."
+            + (
+                " Lifting the bound takes fewer store round trips per message (batching a "
+                "reply's writes, caching what does not change per message) and a store whose "
+                "indexed reads do not grow with the data (MongoDB in production); the services "
+                "themselves have CPU to spare."
+                if cores.get("store", 0) > services
+                else ""
+            )
+        )
+    outbound = results.get("outbound")
+    if outbound and outbound.get("raw", {}).get("agents"):
+        rows = outbound["raw"]["agents"]
+        alone = outbound["raw"].get("alone", {})
+        lines.append(
+            "- **Outbound**: per-agent rates reached "
+            + ", ".join(f"{r['share_of_limit']:.0%} of {r['limit']:.0f}/s" for r in rows)
+            + (
+                f" (the 80/s agent alone: {alone['achieved_per_second']:.1f}/s)"
+                if alone.get("achieved_per_second")
+                else ""
+            )
+            + (
+                "; no one-second window went over its limit."
+                if all(r["max_in_any_second"] <= r["limit"] for r in rows)
+                else "; **a one-second window went over a limit** (see its section)."
+            )
+            + " Each send claims its rate slot by inserting a document (one store write per "
+            "probe; replicas that collide on a slot probe again) and its send claim; a send "
+            "that wakes more than 10 ms after its slot takes another, and after three tries "
+            "it is deferred through a delay queue. " + str(outbound["raw"].get("pacing", ""))
+        )
+    for name, label in (("dedup", "Dedup"), ("scaling", "Scaling")):
+        document = results.get(name)
+        if document and document.get("figures"):
+            figure = document["figures"][0]
+            ratio = figure.get("ratio")
+            lines.append(
+                f"- **{label}**: {figure['name']}: {_number(figure['value'])} {figure['unit']}"
+                + (
+                    f" against {_number(figure['baseline'])} with {figure['baseline_name']} "
+                    f"(x{ratio:.2f})"
+                    + (
+                        ": a second replica adds little, the shared store is the bound."
+                        if ratio < 1.2
+                        else "."
+                    )
+                    if ratio is not None
+                    else "."
+                )
+            )
+    footprint = results.get("footprint")
+    if footprint and footprint.get("raw", {}).get("processes"):
+        processes = footprint["raw"]["processes"]
+        worst = max(
+            (n for n in processes if n not in ("rabbitmq", "store", "sandbox")),
+            key=lambda n: processes[n]["loaded_peak_rss_mb"],
+        )
+        lines.append(
+            f"- **Footprint**: the largest service under load is {worst} at "
+            f"{processes[worst]['loaded_peak_rss_mb']:.0f} MB (a bare aiohttp process: "
+            f"{footprint['raw']['bare_aiohttp']['rss_mb']:.0f} MB)."
+        )
+    return "\n".join(lines) + "\n"
