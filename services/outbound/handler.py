@@ -208,8 +208,9 @@ class Outbound:
             try:
                 # Claimed first, so nothing stands between the slot and the request.
                 await self._pace(agent, command, previous)
-            except Defer:
-                await self._sends.release(send_id)  # no request was made: free to claim again
+            except (Defer, asyncio.CancelledError):
+                # No request was made (deferred, or the service stopping): free to claim again.
+                await self._sends.release(send_id)
                 raise
             if index == 0 and existing is None:
                 QUEUE_WAIT.labels(agent.id).observe(
