@@ -137,12 +137,16 @@ async def run(context: BenchContext) -> BenchResult:
             "in_flight_publishes": 64,
         },
     )
-    async with bench_stack(
-        "dedup", context.log_dir / "dedup", services=("dedup",), sandbox=False
-    ) as stack:
-        agents = await stack.onboard(2)
-        runs: dict[str, Any] = {}
-        for replicas in (1, 2):
+    runs: dict[str, Any] = {}
+    for replicas in (1, 2):
+        # A fresh stack each time: both runs start from an empty store.
+        async with bench_stack(
+            f"dedup{replicas}",
+            context.log_dir / f"dedup-{replicas}",
+            services=("dedup",),
+            sandbox=False,
+        ) as stack:
+            agents = await stack.onboard(2)
             if replicas == 2:
                 await stack.add_replica("dedup")
             first = 6580000000 + random.randrange(0, 5_000_000)
@@ -155,7 +159,6 @@ async def run(context: BenchContext) -> BenchResult:
                 "messages": len(messages),
             }
             runs[f"{replicas} replica{'s' if replicas > 1 else ''}"] = outcome
-            await stack.purge("brain")
     one, two = runs["1 replica"], runs["2 replicas"]
     result.figures += [
         Figure(

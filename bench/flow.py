@@ -224,7 +224,7 @@ async def _drain(
         )
         if sends != last_sends:
             last_sends, settled_since = sends, time.monotonic()
-        if replies >= expected and time.monotonic() - settled_since > 1.5:
+        if replies >= expected and time.monotonic() - settled_since > 1.0:
             depths = await stack.queue_depths()
             if not any(depths.values()):
                 return

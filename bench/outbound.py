@@ -197,6 +197,15 @@ async def run(context: BenchContext) -> BenchResult:
         )
         result.figures.append(
             Figure(
+                f"{limit:.0f}/s agent: backlog sent in the time allowed",
+                len(moments),
+                f"of {counts[agent_id]}",
+                target=f"= {counts[agent_id]}",
+                met=len(moments) >= counts[agent_id],
+            )
+        )
+        result.figures.append(
+            Figure(
                 f"{limit:.0f}/s agent: most sends in any one-second window",
                 peak,
                 "",

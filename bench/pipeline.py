@@ -126,7 +126,7 @@ def first_lead() -> int:
 
 async def run(context: BenchContext) -> BenchResult:
     """Step the rate up until unstable; profile at the highest stable rate."""
-    rates = context.size([2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 150, 200, 300], [5])
+    rates = context.size([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 150, 200, 300], [5])
     duration = context.size(10.0, 1.0)
     drain = context.size(20.0, 10.0)
     agent_count = context.size(8, 2)
@@ -153,7 +153,7 @@ async def run(context: BenchContext) -> BenchResult:
             "sequential": await store_writes(stack.store, context.size(100, 10), 1),
             "concurrent": await store_writes(stack.store, context.size(400, 20), 32),
         }
-        lookups = await store_lookups(stack.store, context.size([100, 2000, 10000], [100, 300]))
+        lookups = await store_lookups(stack.store, context.size([100, 2000, 10000], [50, 100]))
         idle = await idle_cpu(pids, context.size(3.0, 0.5))
         lead = first_lead()
         if not context.smoke:  # connections, caches and imports warm, not measured

@@ -11,10 +11,13 @@ from bench.result import read_results
 ORDER = ("ingress", "brain", "pipeline", "outbound", "dedup", "footprint", "scaling")
 HEADER = """# Benchmark results
 
-Written by `make bench` (`python -m bench`); do not edit by hand. Each benchmark runs against
-a private local stack on loopback (real RabbitMQ and store, the Gupshup sandbox, the offline
-engine). Figures that depend on the machine stand next to a baseline measured in the same
-run; **ratio** is figure / baseline. Raw figures: `bench/results/<name>.json`.
+Written by `make bench` (`python -m bench`; `make bench NAMES="ingress brain"` runs some,
+`python -m bench --report-only` rewrites this file from the results); do not edit by hand.
+Each benchmark runs against a private local stack on loopback: the five services as
+processes, the real RabbitMQ, a FerretDB instance of its own (unless `MONGODB_URL` is set),
+the Gupshup sandbox and the offline engine. Figures that depend on the machine stand next to
+a baseline measured in the same run; **ratio** is figure / baseline. The machine, its load
+average and the versions are in each `bench/results/<name>.json`, with the raw figures.
 """
 
 
@@ -42,9 +45,17 @@ def section(document: dict[str, Any], plots_prefix: str) -> str:
     lines = [f"## {document['title']}", ""]
     when = document.get("started_at", "")
     load = machine.get("load_average")
+    servers = machine.get("servers", {})
     lines.append(
         f"Run {when}, {document.get('duration_seconds', 0):.0f} s"
         + (f", load average before {load}" if load else "")
+        + (f", {machine.get('cpus')} CPUs ({machine.get('cpu_model')})" if machine else "")
+        + (
+            f", RabbitMQ {servers.get('rabbitmq', '?')}, FerretDB {servers.get('ferretdb', '?')}"
+            f" ({machine.get('store_instance', 'shared')} instance)"
+            if servers
+            else ""
+        )
         + (" (smoke size: says nothing about speed)" if document.get("smoke") else "")
         + "."
     )
@@ -220,7 +231,11 @@ def bounds_section(results: dict[str, dict[str, Any]]) -> str:
         alone = outbound["raw"].get("alone", {})
         lines.append(
             "- **Outbound**: per-agent rates reached "
-            + ", ".join(f"{r['share_of_limit']:.0%} of {r['limit']:.0f}/s" for r in rows)
+            + ", ".join(
+                f"{r['share_of_limit']:.0%} of {r['limit']:.0f}/s ({r['sent']} of "
+                f"{r['backlog']} sent in the time allowed)"
+                for r in rows
+            )
             + (
                 f" (the 80/s agent alone: {alone['achieved_per_second']:.1f}/s)"
                 if alone.get("achieved_per_second")
@@ -247,9 +262,12 @@ def bounds_section(results: dict[str, dict[str, Any]]) -> str:
                     f" against {_number(figure['baseline'])} with {figure['baseline_name']} "
                     f"(x{ratio:.2f})"
                     + (
-                        ": a second replica adds little, the shared store is the bound."
+                        ": the second replica made it slower; more store commands at once, "
+                        "each waiting longer (see the brain's 32-at-once figure)."
+                        if ratio < 0.9
+                        else ": a second replica adds little; the shared store is the bound."
                         if ratio < 1.2
-                        else "."
+                        else ": the stage scales out."
                     )
                     if ratio is not None
                     else "."

@@ -49,10 +49,12 @@ async def run(context: BenchContext) -> BenchResult:
         {"stage": stage, "offered_rate": rate, "seconds": duration, "drain_limit_seconds": drain},
     )
     outcomes: dict[int, StepOutcome] = {}
-    async with bench_stack("scaling", context.log_dir / "scaling", ENV) as stack:
-        agents = await stack.onboard(8, rate=1000.0)
-        lead = first_lead()
-        for replicas in (1, 2):
+    for replicas in (1, 2):
+        # A fresh stack each time: no leftovers of the other run, and a store of equal size.
+        async with bench_stack(
+            f"scaling{replicas}", context.log_dir / f"scaling-{replicas}", ENV
+        ) as stack:
+            agents = await stack.onboard(8, rate=1000.0)
             if replicas == 2:
                 await stack.add_replica(stage)
             outcomes[replicas] = await run_step(
@@ -61,11 +63,9 @@ async def run(context: BenchContext) -> BenchResult:
                 rate,
                 duration,
                 drain_timeout=drain,
-                lead_start=lead,
+                lead_start=first_lead(),
                 pids=infra_pids(stack),
             )
-            lead += int(rate * duration) + 100
-            await stack.purge("router", "dedup", "brain", "outbound")
     one, two = (throughput(outcomes[n], stage) for n in (1, 2))
     result.figures += [
         Figure(
