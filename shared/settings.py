@@ -81,8 +81,8 @@ class Settings(BaseSettings):
     # A send whose outcome is unknown (Gupshup timed out after reading it, or the process
     # died mid-call) is sent again only if no status callback names it for this long.
     ambiguous_resolve_seconds: float = Field(default=120.0, gt=0)
-    # Gupshup not reached (429 without Retry-After, 502, 503, connection refused): the agent
-    # pauses 0.5-1 x this, doubling each time up to a minute; a reply still unsent after
+    # Gupshup throttling (429 without Retry-After): the agent pauses 0.5-1 x this, doubling
+    # each time up to a minute; a reply Gupshup has not taken after
     # `gupshup_outage_max_seconds` goes to the dead-letter queue for an operator to replay.
     gupshup_backoff_base_seconds: float = Field(default=1.0, gt=0)
     gupshup_outage_max_seconds: float = Field(default=3600.0, gt=0)

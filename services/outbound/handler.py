@@ -374,10 +374,13 @@ class Outbound:
                 if waited > self._settings.gupshup_outage_max_seconds:
                     # Surely not sent, and waiting longer would not help: an operator replays it.
                     raise PermanentError(f"Gupshup not reached for {waited:.0f} s: {reason}")
+                if retry_after is None and not throttled:
+                    # 502, 503, a refused connection: the retry tiers (about 12 minutes by
+                    # default) wait out an outage.
+                    raise TransientError(f"Gupshup not reached: {reason}")
                 if retry_after is None:
-                    # No hint (a 429 without Retry-After, a 503, a refused connection): back
-                    # off exponentially, with jitter, per agent; an outage is waited out, not
-                    # spent as failed attempts.
+                    # A 429 without a hint: back off exponentially, with jitter, per agent;
+                    # throttling is waited out, not spent as failed attempts.
                     self._throttled[agent.id] = streak = self._throttled.get(agent.id, 0) + 1
                     base = self._settings.gupshup_backoff_base_seconds
                     ceiling = min(base * 2 ** (streak - 1), THROTTLE_MAX_SECONDS)
