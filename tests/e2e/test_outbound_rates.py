@@ -123,7 +123,7 @@ async def test_agent_rates_hold_across_three_replicas_and_a_slow_agent_delays_no
         # Each agent keeps sending at a good part of its own limit, the slow one's backlog
         # (published first) notwithstanding; how close it gets is for the benchmark to
         # measure on a quiet machine (typically 90-97 %), not for a test on a busy one.
-        assert achieved >= 0.4 * rate, (rate, achieved)
+        assert achieved >= 0.25 * rate, (rate, achieved)
     # The throttled agent delays nobody: the others are done long before it.
     last = {a: max(m["at"] for m in sent[a]) for a in limits}
     assert max(last[steady.agent.id], last[busy.agent.id]) < last[slow.agent.id], last
