@@ -101,6 +101,7 @@ async def run(context: BenchContext) -> BenchResult:
             handle_ms.append((time.perf_counter() - started) * 1000)
         handle_commands = dict(commands.count)
         slowing = commands.growth()
+        heaviest = commands.heaviest()
         handle_store_ms = commands.milliseconds
         sequential_command_ms = commands.mean_command_ms
         # As the service runs: up to 32 work items at once (its prefetch).
@@ -150,6 +151,7 @@ async def run(context: BenchContext) -> BenchResult:
         "anthropic_engine": model,
         "store_commands_during_handle": handle_commands,
         "store_commands_slowing_down": slowing,
+        "store_commands_heaviest": heaviest,
         "concurrent_handle": {
             "replies": together,
             "seconds": concurrent_seconds,
@@ -263,6 +265,13 @@ async def run(context: BenchContext) -> BenchResult:
         f"{stats['engine_layers']['mean'] / stats['handle']['mean']:.1%} of it. Most frequent "
         "commands: " + ", ".join(f"{k} {v / replies:.1f}/reply" for k, v in busiest) + ".",
     ]
+    if heaviest:
+        result.notes.append(
+            "Store commands that took the most of Brain.handle's time (count over the "
+            f"{replies} replies, mean): "
+            + "; ".join(f"{r['command']} {r['count']}x {r['mean_ms']:.1f} ms" for r in heaviest)
+            + "."
+        )
     if slowing:
         result.notes.append(
             f"Brain.handle slows down as replies accumulate (first quarter of the {replies} "
@@ -366,6 +375,17 @@ class StoreCommands(monitoring.CommandListener):
         self.intervals.clear()
         self.timeline.clear()
         self._open.clear()
+
+    def heaviest(self, top: int = 6) -> list[dict[str, Any]]:
+        """The commands (by collection) that took the most time in total, with their mean."""
+        totals: dict[str, list[float]] = {}
+        for key, ms in self.timeline:
+            totals.setdefault(key, []).append(ms)
+        ranked = sorted(totals.items(), key=lambda kv: -sum(kv[1]))[:top]
+        return [
+            {"command": key, "count": len(times), "mean_ms": sum(times) / len(times)}
+            for key, times in ranked
+        ]
 
     def growth(self, top: int = 6) -> list[dict[str, Any]]:
         """The commands (by collection) whose mean time grew most from the first quarter of
