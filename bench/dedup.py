@@ -126,7 +126,7 @@ def expected_threads(agents: list[BenchAgent], numbers: int) -> int:
 
 async def run(context: BenchContext) -> BenchResult:
     """One replica first (baseline), then two replicas, each with its own new numbers."""
-    numbers = context.size(120, 10)
+    numbers = context.size(120, 6)
     timeout = context.size(120.0, 20.0)
     result = BenchResult(
         "dedup",

@@ -70,15 +70,15 @@ async def bare_baseline(requests: int) -> dict[str, float]:
 
 async def run(context: BenchContext) -> BenchResult:
     """Idle for a while, then one pipeline step at the pipeline's highest stable rate."""
-    rate = context.size(pipeline_rate(2.0), 2.0)
-    duration = context.size(20.0, 1.0)
-    idle_seconds = context.size(10.0, 0.5)
+    rate = context.size(pipeline_rate(2.0), 4.0)
+    duration = context.size(20.0, 0.5)
+    idle_seconds = context.size(10.0, 0.2)
     result = BenchResult(
         "footprint",
         "Footprint: memory and CPU per service",
         {"rate": rate, "seconds_under_load": duration, "idle_seconds": idle_seconds},
     )
-    bare = await bare_baseline(context.size(2000, 200))
+    bare = await bare_baseline(context.size(2000, 100))
     async with bench_stack("footprint", context.log_dir / "footprint", ENV) as stack:
         agents = await stack.onboard(4, rate=1000.0)
         pids = infra_pids(stack)

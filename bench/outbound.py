@@ -115,8 +115,8 @@ def achieved(moments: list[float]) -> float:
 
 async def run(context: BenchContext) -> BenchResult:
     """The 80/s agent alone, then the three agents together, each with its backlog."""
-    seconds = context.size(6.0, 0.5)
-    alone_seconds = context.size(3.0, 0.5)
+    seconds = context.size(6.0, 0.25)
+    alone_seconds = context.size(3.0, 0.25)
     result = BenchResult(
         "outbound",
         "Outbound: per-agent send rates across three replicas",

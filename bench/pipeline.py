@@ -127,7 +127,7 @@ def first_lead() -> int:
 async def run(context: BenchContext) -> BenchResult:
     """Step the rate up until unstable; profile at the highest stable rate."""
     rates = context.size([1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 100, 150, 200, 300], [5])
-    duration = context.size(10.0, 1.0)
+    duration = context.size(10.0, 0.6)
     drain = context.size(20.0, 10.0)
     agent_count = context.size(8, 2)
     result = BenchResult(
@@ -147,7 +147,7 @@ async def run(context: BenchContext) -> BenchResult:
     async with bench_stack("pipeline", context.log_dir / "pipeline", ENV) as stack:
         agents = await stack.onboard(agent_count, rate=1000.0)
         pids = infra_pids(stack)
-        floor = await relay_floor(stack.settings, context.size(100, 10), context.size(1000, 50))
+        floor = await relay_floor(stack.settings, context.size(100, 5), context.size(1000, 20))
         store_trip = await store_round_trips(stack.store, context.size(200, 10))
         writes = {
             "sequential": await store_writes(stack.store, context.size(100, 10), 1),

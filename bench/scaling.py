@@ -40,8 +40,8 @@ def throughput(step: StepOutcome, stage: str) -> tuple[float, float]:
 async def run(context: BenchContext) -> BenchResult:
     """Saturate with one replica of the stage, then with two, each with new leads."""
     stage, best = pipeline_findings()
-    rate = context.size(max(best * 3, 6.0), 3.0)
-    duration = context.size(15.0, 1.0)
+    rate = context.size(max(best * 3, 6.0), 4.0)
+    duration = context.size(15.0, 0.5)
     drain = context.size(30.0, 8.0)
     result = BenchResult(
         "scaling",
