@@ -220,7 +220,8 @@ async def run(context: BenchContext) -> BenchResult:
         done = (row["last_send"] or start) - start
         result.figures.append(
             Figure(
-                f"{row['limit']:.0f}/s agent done after (the 5/s agent: {slow_done:.1f} s)",
+                f"{row['limit']:.0f}/s agent: last send after (the 5/s agent's: "
+                f"{slow_done:.1f} s; {row['sent']} of {row['backlog']} sent)",
                 done,
                 "s",
                 baseline=row["backlog"] / row["limit"],
