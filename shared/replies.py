@@ -34,6 +34,26 @@ def human_command(thread: Document, destination: str, bubbles: list[Bubble]) -> 
     )
 
 
+def outbound_message(command: SendCommand, send_id: str, bubble: Bubble, author: str) -> Document:
+    """One of our messages as the thread's history keeps it (Gupshup's id replaces ours later)."""
+    return {
+        "_id": message_id(command.agent_id, send_id),
+        "org_id": command.org_id,
+        "agent_id": command.agent_id,
+        "thread_id": command.thread_id,
+        "lead_id": command.lead_id,
+        "direction": "out",
+        "provider_message_id": send_id,
+        "send_id": send_id,
+        "author": author,
+        "type": bubble.type,
+        "text": bubble.text,
+        "sent_at": command.created_at,
+        "received_at": command.created_at,
+        "answered": True,
+    }
+
+
 class ReplyOutbox:
     """Record replies and hand them to outbound."""
 
@@ -66,24 +86,7 @@ class ReplyOutbox:
             await self._threads.update_state(command.org_id, command.thread_id, stored_state)
         for index, bubble in enumerate(command.bubbles):
             send_id = command.send_id(index)
-            await self._messages.store_outbound(
-                {
-                    "_id": message_id(command.agent_id, send_id),
-                    "org_id": command.org_id,
-                    "agent_id": command.agent_id,
-                    "thread_id": command.thread_id,
-                    "lead_id": command.lead_id,
-                    "direction": "out",
-                    "provider_message_id": send_id,
-                    "send_id": send_id,
-                    "author": author,
-                    "type": bubble.type,
-                    "text": bubble.text,
-                    "sent_at": command.created_at,
-                    "received_at": command.created_at,
-                    "answered": True,
-                }
-            )
+            await self._messages.store_outbound(outbound_message(command, send_id, bubble, author))
         if answers:
             await self._messages.mark_answered(command.org_id, answers, command.command_id)
         return command

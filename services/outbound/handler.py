@@ -39,7 +39,7 @@ from shared.models import (
 )
 from shared.phones import wa_id
 from shared.quiet_hours import QuietHours
-from shared.replies import ReplyOutbox
+from shared.replies import ReplyOutbox, outbound_message
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository, message_id
@@ -302,22 +302,7 @@ class Outbound:
         for index, bubble in enumerate(command.fallback):
             send_id = command.fallback_send_id(index)
             await self._messages.store_outbound(
-                {
-                    "_id": message_id(command.agent_id, send_id),
-                    "org_id": command.org_id,
-                    "agent_id": command.agent_id,
-                    "thread_id": command.thread_id,
-                    "lead_id": command.lead_id,
-                    "direction": "out",
-                    "provider_message_id": send_id,
-                    "send_id": send_id,
-                    "author": "fallback",
-                    "type": bubble.type,
-                    "text": bubble.text,
-                    "sent_at": command.created_at,
-                    "received_at": command.created_at,
-                    "answered": True,
-                }
+                outbound_message(command, send_id, bubble, "fallback")
             )
 
     async def _pace(self, agent: Agent, command: SendCommand, previous: float) -> None:
