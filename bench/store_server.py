@@ -5,7 +5,6 @@ neither slow the figures down nor are slowed down by them."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import socket
@@ -17,16 +16,15 @@ from pathlib import Path
 
 from shared.settings import CHECKOUT_ROOT
 
-FERRETDB_VERSION = "1.24.2"
-SOURCES = ("go.mod", "go.sum", "main.go")
 
-
-def ferretdb_binary() -> Path:
-    """Where `infra/local-infra.sh` caches its FerretDB build (keyed by the sources)."""
-    source = CHECKOUT_ROOT / "infra" / "ferretdb"
-    key = hashlib.sha256(b"".join((source / name).read_bytes() for name in SOURCES)).hexdigest()
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "realtybot"
-    return cache / f"ferretdb-{FERRETDB_VERSION}-{key[:12]}" / "ferretdb-local"
+def ferretdb_binary() -> Path | None:
+    """The FerretDB build `infra/local-infra.sh` caches (building it if needed), or None."""
+    script = CHECKOUT_ROOT / "infra" / "local-infra.sh"
+    found = subprocess.run(
+        ["bash", str(script), "ferretdb-binary"], capture_output=True, text=True, check=False
+    )
+    path = Path(found.stdout.strip()) if found.returncode == 0 and found.stdout.strip() else None
+    return path if path is not None and path.exists() else None
 
 
 def _free_port() -> int:
@@ -50,8 +48,8 @@ def _wait_port(port: int, timeout: float) -> None:
 def private_store() -> Iterator[str | None]:
     """Start a private FerretDB and yield its URL; yield None (use the configured store)
     when MONGODB_URL is set or no local build is cached."""
-    binary = ferretdb_binary()
-    if os.environ.get("MONGODB_URL") or not binary.exists():
+    binary = None if os.environ.get("MONGODB_URL") else ferretdb_binary()
+    if binary is None:
         yield None
         return
     port = _free_port()

@@ -75,17 +75,30 @@ rabbitmq_down() {
 FDB_DIR="$STATE/ferretdb"
 ferretdb_binary() {
   local key
-  key="$(cat "$ROOT/infra/ferretdb/go.mod" "$ROOT/infra/ferretdb/go.sum" "$ROOT/infra/ferretdb/main.go" | sha256sum | cut -c1-12)"
+  key="$(cat "$ROOT"/infra/ferretdb/{go.mod,go.sum,main.go,sqlite-pushdown.patch} | sha256sum | cut -c1-12)"
   echo "$CACHE/ferretdb-$FERRETDB_VERSION-$key/ferretdb-local"
 }
 
+# FerretDB's SQLite backend reads whole tables for any filter but a lone `_id`, and its `_id`
+# lookups miss the `_id` index. sqlite-pushdown.patch lets SQLite use the collections' indexes
+# (equality and $in on string fields, `_id` wherever it appears); FerretDB still applies the
+# whole filter to the rows SQLite returns, so results are unchanged.
 ferretdb_build() {
-  local bin; bin="$(ferretdb_binary)"
+  local bin dir src; bin="$(ferretdb_binary)"
   [ -x "$bin" ] && return 0
   command -v go >/dev/null || { log "Go is needed once to build FerretDB $FERRETDB_VERSION"; return 1; }
   log "building FerretDB $FERRETDB_VERSION (once; cached in $(dirname "$bin"))"
-  mkdir -p "$(dirname "$bin")"
-  (cd "$ROOT/infra/ferretdb" && CGO_ENABLED=0 go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
+  dir="$(dirname "$bin")"; rm -rf "$dir/build" "$dir/src"; mkdir -p "$dir/build"
+  cp "$ROOT"/infra/ferretdb/{go.mod,go.sum,main.go} "$dir/build/"
+  src="$(cd "$dir/build" && go mod download -json "github.com/FerretDB/FerretDB@v$FERRETDB_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$src" ] || { log "could not download FerretDB $FERRETDB_VERSION"; return 1; }
+  cp -r "$src" "$dir/src" && chmod -R u+w "$dir/src"
+  if command -v patch >/dev/null; then patch -s -d "$dir/src" -p1 <"$ROOT/infra/ferretdb/sqlite-pushdown.patch"
+  else (cd "$dir/src" && git apply -p1 "$ROOT/infra/ferretdb/sqlite-pushdown.patch"); fi
+  (cd "$dir/build" && go mod edit -replace "github.com/FerretDB/FerretDB=$dir/src" \
+    && CGO_ENABLED=0 go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
+  rm -rf "$dir/build" "$dir/src"
 }
 
 ferretdb_up() {
@@ -115,8 +128,9 @@ case "${1:-up}" in
   ferretdb-up) ferretdb_up ;;
   ferretdb-down) ferretdb_down ;;
   build) ferretdb_build ;;
+  ferretdb-binary) ferretdb_build && ferretdb_binary ;;
   status)
     port_open 5672 && echo "rabbitmq: up" || echo "rabbitmq: down"
     port_open 27017 && echo "ferretdb: up" || echo "ferretdb: down" ;;
-  *) echo "usage: $0 up|down|status|build|rabbitmq-up|rabbitmq-down|ferretdb-up|ferretdb-down" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|status|build|ferretdb-binary|rabbitmq-up|rabbitmq-down|ferretdb-up|ferretdb-down" >&2; exit 2 ;;
 esac

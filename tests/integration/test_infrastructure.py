@@ -30,6 +30,44 @@ async def test_migrations_are_idempotent(store: Store) -> None:
     assert indexes["agent_provider_id_unique"]["unique"] is True
 
 
+TRICKY = 'a<b>&"c"\\ é 中 \u2028 \n end'
+
+
+async def test_equality_filters_match_exactly_what_mongodb_would(store: Store) -> None:
+    """The local store answers equality and $in filters through its indexes; the documents
+    found must be the ones MongoDB finds: arrays holding the value, odd characters, `_id`
+    next to other fields, and nothing that only resembles the value."""
+    docs = store.db["equality_probe"]
+    await docs.create_index([("thread_id", 1), ("state", 1)])
+    await docs.insert_many(
+        [
+            {"_id": "plain", "org_id": "o1", "thread_id": "t1", "state": "open"},
+            {"_id": "array", "org_id": "o1", "thread_id": ["t2", "t1"], "state": "open"},
+            {"_id": "tricky", "org_id": "o1", "thread_id": TRICKY, "state": "open"},
+            {"_id": "other_org", "org_id": "o2", "thread_id": "t1", "state": "open"},
+            {"_id": "prefix", "org_id": "o1", "thread_id": "t10", "state": "closed"},
+            {"_id": "missing", "org_id": "o1", "state": "open"},
+            {"_id": "number", "org_id": "o1", "thread_id": 1, "state": "open"},
+        ]
+    )
+
+    async def ids(query: dict[str, object]) -> set[str]:
+        return {doc["_id"] async for doc in docs.find(query)}
+
+    assert await ids({"thread_id": "t1", "org_id": "o1"}) == {"plain", "array"}
+    assert await ids({"thread_id": {"$eq": "t2"}}) == {"array"}
+    assert await ids({"thread_id": TRICKY}) == {"tricky"}
+    assert await ids({"thread_id": {"$in": ["t10", TRICKY]}, "state": "closed"}) == {"prefix"}
+    assert await ids({"_id": "plain", "org_id": "o2"}) == set()
+    assert await ids({"_id": {"$in": ["plain", "number"]}, "org_id": "o1"}) == {"plain", "number"}
+    assert await ids({"thread_id": "1"}) == set()
+    updated = await docs.update_one({"_id": "tricky", "org_id": "o1"}, {"$set": {"state": "x"}})
+    assert updated.modified_count == 1
+    assert await docs.count_documents({"org_id": "o1", "state": "open"}) == 4
+    deleted = await docs.delete_many({"thread_id": "t1", "org_id": "o1"})
+    assert deleted.deleted_count == 2
+
+
 def work(n: int) -> ThreadWork:
     return ThreadWork(
         event_id=f"e{n}", org_id="org_1", agent_id="agt_1", thread_id=f"thr_{n}", lead_id="lead_1"
