@@ -16,7 +16,7 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -60,6 +60,9 @@ STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
 # Event fields bound to every log line written while the event is handled.
 LOG_CONTEXT = ("org_id", "agent_id", "thread_id", "event_id")
 DELIVERY_LIMIT = 10  # crash loops on one message end in the dead-letter queue
+# The AMQP type of a message carrying several events of one kind (`{"events": [...]}`);
+# consumers handle each event as if it had come alone.
+BATCH_TYPE = "batch.v1"
 MAX_REASON_CHARS = 2000
 
 
@@ -122,7 +125,7 @@ def wire_body(event: BaseModel) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _attempt(message: AbstractIncomingMessage) -> int:
+def _attempt(message: Delivery) -> int:
     """How many times this message was already retried (carried in its headers)."""
     value = (message.headers or {}).get("x-attempt", 0)
     return value if isinstance(value, int) else 0
@@ -130,6 +133,38 @@ def _attempt(message: AbstractIncomingMessage) -> int:
 
 def _quorum(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
+
+
+@dataclass
+class _Part:
+    """One event of a batch, handled (retried, dead-lettered) like a message of its own."""
+
+    body: bytes
+    message_id: str | None
+    type: str | None
+    routing_key: str | None
+    timestamp: datetime | None
+    content_type: str = "application/json"
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, batch: AbstractIncomingMessage, item: object) -> _Part:
+        """The part of `batch` that `item` (one decoded event) is."""
+        fields = item if isinstance(item, dict) else {}
+        event_id, kind = fields.get("event_id"), fields.get("kind")
+        return cls(
+            body=json.dumps(item, separators=(",", ":")).encode(),
+            message_id=event_id if isinstance(event_id, str) else None,
+            type=kind if isinstance(kind, str) else None,
+            routing_key=batch.routing_key,
+            timestamp=batch.timestamp,
+        )
+
+    async def ack(self) -> None:
+        """Nothing to do: the batch is acked once every part is handled."""
+
+
+Delivery = AbstractIncomingMessage | _Part
 
 
 class Broker:
@@ -242,18 +277,46 @@ class Broker:
     ) -> None:
         """Publish an event to the exchange and wait for the broker's confirm."""
         kind = str(getattr(event, "kind"))  # noqa: B009 - every event model has a kind
+        await self.publish_body(wire_body(event), kind=kind, message_id=message_id, headers=headers)
+
+    async def publish_body(
+        self,
+        body: bytes,
+        *,
+        kind: str,
+        message_id: str,
+        headers: dict[str, Any] | None = None,
+        batch: bool = False,
+    ) -> None:
+        """Publish an event already in its wire form (`batch`: a batch of them, see
+        `publish_batch`) and wait for the broker's confirm."""
         message = aio_pika.Message(
-            wire_body(event),
+            body,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
-            type=kind,
+            type=BATCH_TYPE if batch else kind,
             headers=headers or {},
             timestamp=datetime.now(UTC),
         )
         if self._exchange is None:
             raise PublishFailed("not connected to the broker")
         await self._confirmed(self._exchange, message, kind)
+
+    async def publish_batch(self, bodies: list[bytes], *, kind: str, message_id: str) -> None:
+        """Publish several events of one kind, in their wire form, as one confirmed message.
+
+        Routed like a single event of that kind; the consuming stage handles each event on
+        its own (retries, dead letters), then acks the whole.
+        """
+        body = b'{"events":[' + b",".join(bodies) + b"]}"
+        await self.publish_body(
+            body,
+            kind=kind,
+            message_id=message_id,
+            headers={"x-batch-size": len(bodies)},
+            batch=True,
+        )
 
     async def publish_after(
         self, event: BaseModel, *, stage: str, delay_ms: int, message_id: str
@@ -367,10 +430,13 @@ class Broker:
     async def _handle(
         self,
         stage: str,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         adapter: TypeAdapter[E],
         handler: Callable[[E], Awaitable[None]],
     ) -> None:
+        if message.type == BATCH_TYPE and not isinstance(message, _Part):
+            await self._handle_batch(stage, message, adapter, handler)
+            return
         try:
             event = adapter.validate_json(message.body)
         except ValidationError as exc:
@@ -380,10 +446,35 @@ class Broker:
         with structlog.contextvars.bound_contextvars(**context):
             await self._run_handler(stage, message, event, handler)
 
-    async def _run_handler(
+    async def _handle_batch(
         self,
         stage: str,
         message: AbstractIncomingMessage,
+        adapter: TypeAdapter[E],
+        handler: Callable[[E], Awaitable[None]],
+    ) -> None:
+        """Handle each event of a batch as its own message, then ack the batch.
+
+        An event that fails is retried or dead-lettered alone, as a message of its own; the
+        others are not held back. A crash midway redelivers the whole batch, so its events
+        may be handled twice, as any redelivered message may.
+        """
+        try:
+            items = json.loads(message.body)["events"]
+            if not isinstance(items, list):
+                raise TypeError("events is not a list")
+        except (ValueError, KeyError, TypeError) as exc:
+            reason = f"unparseable batch: {type(exc).__name__}: {exc}"
+            await self._dead_letter(stage, message, reason, "unparseable")
+            return
+        for item in items:
+            await self._handle(stage, _Part.of(message, item), adapter, handler)
+        await message.ack()
+
+    async def _run_handler(
+        self,
+        stage: str,
+        message: Delivery,
         event: E,
         handler: Callable[[E], Awaitable[None]],
     ) -> None:
@@ -423,7 +514,7 @@ class Broker:
         await message.ack()
         MESSAGES_PROCESSED.labels(self.service, "ok").inc()
 
-    def _copy(self, message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    def _copy(self, message: Delivery, headers: dict[str, Any]) -> aio_pika.Message:
         return aio_pika.Message(
             message.body,
             content_type=message.content_type,
@@ -437,7 +528,7 @@ class Broker:
     async def _delay(
         self,
         stage: str,
-        message: AbstractIncomingMessage,
+        message: Delivery,
         delay_ms: int,
         attempt: int,
         reason: str,
@@ -450,7 +541,7 @@ class Broker:
         await message.ack()
 
     async def _dead_letter(
-        self, stage: str, message: AbstractIncomingMessage, reason: str, reason_label: str
+        self, stage: str, message: Delivery, reason: str, reason_label: str
     ) -> None:
         copy = self._copy(
             message,

@@ -31,6 +31,11 @@ WEBHOOK_DURATION = Histogram(
     "Webhook request handling time, until the broker confirmed.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
 )
+PUBLISH_BATCH_SIZE = Histogram(
+    "realtybot_publish_batch_events",
+    "Events per confirmed publish when publishes are batched (ingress): 1 at low load.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
 EVENTS_ROUTED = Counter(
     "realtybot_events_routed_total", "Typed events produced by the router, by kind.", ["kind"]
 )

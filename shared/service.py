@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvloop
 from aiohttp import web
 
 from shared.broker import Broker
@@ -119,7 +120,8 @@ def service_main(name: str, main: Callable[[Settings], Coroutine[Any, Any, None]
     try:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format, service=name)
-        asyncio.run(main(settings))
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(main(settings))
     except ConfigError as exc:  # also what a service checks itself (its key ring, say)
         print(f"{name}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

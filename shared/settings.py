@@ -54,6 +54,9 @@ class Settings(BaseSettings):
 
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)
+    # Ingress publishes the webhooks that arrive while confirms are due as one message of
+    # up to this many (1: every webhook on its own).
+    ingress_publish_batch: int = Field(default=64, ge=1, le=1000)
     agent_cache_seconds: float = Field(default=30.0, ge=0)
     agent_negative_cache_seconds: float = Field(default=1.0, ge=0, le=2)
     # Delays of the retry tiers, in milliseconds; their count is the retry budget.

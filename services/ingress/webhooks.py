@@ -11,6 +11,7 @@ import uuid
 
 from aiohttp import web
 
+from shared.batching import PublishBatcher
 from shared.broker import Broker, PublishFailed
 from shared.crypto import KeyRing
 from shared.gupshup.parsers import MalformedPayload, app_identity, parse_webhook
@@ -59,7 +60,8 @@ def create_webhook_app(
         return {"broker": broker.is_ready()}
 
     app = web.Application(client_max_size=settings.webhook_max_body_bytes)
-    app.router.add_post(WEBHOOK_PATH, WebhookReceiver(broker, agents, key_ring).receive)
+    publisher = PublishBatcher(broker, max_events=settings.ingress_publish_batch)
+    app.router.add_post(WEBHOOK_PATH, WebhookReceiver(publisher, agents, key_ring).receive)
     add_health_routes(app, readiness, stopping)
     return app
 
@@ -67,8 +69,10 @@ def create_webhook_app(
 class WebhookReceiver:
     """Handles `POST /v1/webhooks/gupshup/{agent_key}`."""
 
-    def __init__(self, broker: Broker, agents: AgentDirectory, key_ring: KeyRing) -> None:
-        self._broker = broker
+    def __init__(
+        self, publisher: PublishBatcher, agents: AgentDirectory, key_ring: KeyRing
+    ) -> None:
+        self._publisher = publisher
         self._agents = agents
         self._key_ring = key_ring
 
@@ -142,7 +146,7 @@ class WebhookReceiver:
             body=body,
         )
         try:
-            await self._broker.publish(event, message_id=event_id)
+            await self._publisher.publish(event, message_id=event_id)
         except PublishFailed as exc:
             log.warning("broker unavailable: asking Gupshup to retry", error=str(exc))
             return _answer(503, "temporarily unavailable")
