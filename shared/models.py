@@ -6,15 +6,17 @@ new kind, so old and new consumers can run side by side during a rollout.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared import clock
+
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+    """The current time, timezone-aware UTC, from the platform's clock (`shared.clock`)."""
+    return clock.now()
 
 
 class Event(BaseModel):

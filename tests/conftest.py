@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from shared.broker import Broker
+from shared.models import utcnow
 from shared.quiet_hours import QuietHours
 from shared.settings import Settings
 from shared.store import Store
@@ -31,14 +32,14 @@ def unique_name(prefix: str) -> str:
 
 def quiet_hours_away_from_now(timezone: str = "Asia/Singapore") -> QuietHours:
     """Quiet hours from two to three hours from now: business-initiated sends go at once."""
-    local = datetime.now(ZoneInfo(timezone))
+    local = utcnow().astimezone(ZoneInfo(timezone))
     start, end = local + timedelta(hours=2), local + timedelta(hours=3)
     return QuietHours(start=f"{start:%H:%M}", end=f"{end:%H:%M}")
 
 
 def quiet_hours_around_now(timezone: str = "Asia/Singapore") -> QuietHours:
     """Quiet hours from an hour ago to an hour from now: business-initiated sends wait."""
-    local = datetime.now(ZoneInfo(timezone))
+    local = utcnow().astimezone(ZoneInfo(timezone))
     start, end = local - timedelta(hours=1), local + timedelta(hours=1)
     return QuietHours(start=f"{start:%H:%M}", end=f"{end:%H:%M}")
 

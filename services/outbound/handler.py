@@ -199,7 +199,8 @@ class Outbound:
             agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
         )
         last_sent = thread.get("last_outbound_at") if thread else None
-        previous = last_sent.timestamp() if last_sent else 0.0
+        # Pacing runs on real time: the last send is placed by how long ago it was.
+        previous = time.time() - (utcnow() - last_sent).total_seconds() if last_sent else 0.0
         for index, bubble in enumerate(plan.bubbles):
             send_id = plan.send_ids[index]
             existing = await self._claim(command, send_id, index)
