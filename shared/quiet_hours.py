@@ -6,7 +6,7 @@ changes; a quiet period may wrap past midnight (21:00 to 09:00, the default).
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -31,6 +31,9 @@ class QuietHours(BaseModel):
     def wait_seconds(self, now: datetime, timezone: str) -> float:
         """How long from `now` until sending is allowed again (0 outside quiet hours)."""
         zone = ZoneInfo(timezone)
+        # In UTC, so the wait below is absolute time: two datetimes of one zone would be
+        # subtracted as wall-clock times, an hour off across a daylight-saving change.
+        now = now.astimezone(UTC)
         local = now.astimezone(zone)
         start, end = _clock(self.start), _clock(self.end)
         moment = local.time()
