@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator
-from datetime import timedelta
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from shared.broker import Broker
+from shared.clock import Clock, frozen_at
 from shared.models import utcnow
 from shared.quiet_hours import QuietHours
 from shared.settings import Settings
@@ -68,6 +69,13 @@ def make_settings(**overrides: object) -> Settings:
 def settings(request: pytest.FixtureRequest) -> Settings:
     """Private settings for one test (overrides: parametrize `settings` indirectly)."""
     return make_settings(**getattr(request, "param", {}))
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """The platform's clock, frozen for the test: it sets the instant and moves it."""
+    with frozen_at(datetime(2026, 1, 1, tzinfo=UTC)) as frozen:
+        yield frozen
 
 
 @pytest.fixture

@@ -34,7 +34,6 @@ from shared.settings import Settings
 from shared.store import Store
 from tests.services.conftest import (
     LEAD_PHONE,
-    LEAD_WA_ID,
     RunningService,
     ServiceRunner,
     Tenant,
@@ -119,8 +118,16 @@ async def templates(store: Store, tenant: Tenant) -> Templates:
 class Chat:
     """A lead writing to the agent, as dedup stores it; the brain's replies."""
 
-    def __init__(self, store: Store, broker: Broker, brain: RunningService, tenant: Tenant) -> None:
+    def __init__(
+        self,
+        store: Store,
+        broker: Broker,
+        brain: RunningService,
+        tenant: Tenant,
+        phone: str = LEAD_PHONE,
+    ) -> None:
         self.store, self.broker, self.brain, self.tenant = store, broker, brain, tenant
+        self.phone = phone
         self.thread_id = ""
         self.lead_id = ""
         self.answered = 0
@@ -129,7 +136,7 @@ class Chat:
         now = utcnow()
         source = {"source": "organic"}
         lead = await LeadRepository(self.store).get_or_create(
-            LEAD_PHONE,
+            self.phone,
             name="Rachel Lim",
             org_id=self.tenant.org_id,
             agent_id=self.tenant.agent_id,
@@ -156,7 +163,7 @@ class Chat:
             org_id=self.tenant.org_id,
             agent_id=self.tenant.agent_id,
             provider_message_id=f"wamid.{uuid.uuid4().hex}",
-            lead_wa_id=LEAD_WA_ID,
+            lead_wa_id=self.phone.lstrip("+"),
             lead_name="Rachel Lim",
             type="text",
             text=text,
@@ -164,7 +171,7 @@ class Chat:
             received_at=now,
         )
         stored, _ = await MessageRepository(self.store).store_inbound(
-            message, thread_id=self.thread_id, lead_id=self.lead_id, phone=LEAD_PHONE
+            message, thread_id=self.thread_id, lead_id=self.lead_id, phone=self.phone
         )
         await ThreadRepository(self.store).touch_inbound(self.tenant.org_id, self.thread_id, now)
         if not work:

@@ -8,7 +8,7 @@ reads what the lead would get.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -17,7 +17,7 @@ import pytest
 
 from sandbox import RunningSandbox, start_sandbox
 from shared.broker import Broker
-from shared.clock import Clock, frozen_at
+from shared.clock import Clock
 from shared.gupshup.client import GupshupClient
 from shared.quiet_hours import QuietHours
 from shared.settings import Settings
@@ -39,13 +39,6 @@ MINUTE = timedelta(minutes=1)
 
 def utc(month: int, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2026, month, day, hour, minute, tzinfo=UTC)
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    """The platform's clock, frozen for the test (each test sets its own instant)."""
-    with frozen_at(utc(1, 1, 0)) as frozen:
-        yield frozen
 
 
 @pytest.fixture
