@@ -57,8 +57,9 @@ log = get_logger(__name__)
 # WhatsApp's customer service window: free-form messages only this long after the lead's
 # last message (templates, outside it, come with their own issue).
 SESSION_WINDOW = timedelta(hours=24)
-# A send that wakes later than this after its slot takes a fresh slot (see RateSlots).
-MAX_LATENESS_SECONDS = 0.01
+# A send that wakes later than this after its slot takes a fresh slot: with slots spaced by
+# SLOT_MARGIN, what is left of the margin absorbs uneven latency to Gupshup (see RateSlots).
+MAX_LATENESS_SECONDS = 0.006
 
 OPTED_OUT = 1012
 NOT_ON_WHATSAPP = 1002
@@ -142,6 +143,9 @@ class Outbound:
         self._leads = store.db["leads"]
         # Consecutive 429s per agent in this process, for the exponential backoff.
         self._throttled: dict[str, int] = {}
+        # Per agent, this process's sends take their rate slots one at a time (see _pace).
+        self._turns: dict[str, asyncio.Lock] = {}
+        self._waiting_turn: dict[str, int] = {}
         self._outbox = ReplyOutbox(store, broker)
 
     async def handle(self, event: OutboundEvent) -> None:
@@ -307,20 +311,37 @@ class Outbound:
             )
 
     async def _pace(self, agent: Agent, command: SendCommand, previous: float) -> None:
-        """Wait for the agent's rate slot and the pause after the lead's previous message.
+        """Wait for the pause after the lead's previous message, then the agent's rate slot.
 
-        A wait longer than `send_max_wait_seconds` is not spent holding this consumer: the
-        slot is given back and the command deferred, so a throttled agent delays nobody else.
+        In this process an agent's sends take their slots one at a time, each just before
+        it leaves, so a slot is held only by the send about to use it and a late wake-up
+        wastes one slot, not a queue of them. A wait longer than `send_max_wait_seconds` is
+        not spent holding this consumer: the command is deferred, so a throttled agent
+        delays nobody else.
         """
         key = f"agent:{agent.id}"
         interval = RateSlots.interval(agent.rate_per_second)
+        max_wait = self._settings.send_max_wait_seconds
         not_before = max(
-            time.time(),
-            previous + self._settings.lead_pause_seconds,
-            await self._pauses.until(agent.id),
+            previous + self._settings.lead_pause_seconds, await self._pauses.until(agent.id)
         )
+        queued = self._waiting_turn.get(key, 0)
+        ahead = max(not_before - time.time(), 0.0) + queued * interval
+        if ahead > max_wait:
+            THROTTLED.labels(agent.id).inc()
+            raise Defer("agent at its send rate", delay_ms=int(min(ahead, 30.0) * 1000))
+        if not_before > time.time():
+            await asyncio.sleep(not_before - time.time())
+        self._waiting_turn[key] = queued + 1
+        try:
+            async with self._turns.setdefault(key, asyncio.Lock()):
+                await self._take_slot(agent, key, interval)
+        finally:
+            self._waiting_turn[key] -= 1
+
+    async def _take_slot(self, agent: Agent, key: str, interval: float) -> None:
         for _ in range(3):
-            start = await self._slots.claim(key, interval, not_before)
+            start = await self._slots.claim(key, interval, time.time())
             wait = start - time.time()
             if wait > self._settings.send_max_wait_seconds:
                 await self._slots.give_back(key, start, interval)
@@ -331,7 +352,6 @@ class Outbound:
             SEND_WAIT.observe(max(wait, 0.0))
             if time.time() - start <= MAX_LATENESS_SECONDS:
                 return
-            not_before = time.time()  # woke too late for this slot: take a fresh one
         # Never send outside a slot: a busy process hands the command back instead.
         raise Defer("too busy to keep the send rate", delay_ms=100)
 
