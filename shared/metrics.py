@@ -97,3 +97,9 @@ APPOINTMENTS = Counter(
     "Appointment bookings by outcome: booked, taken (the time was held), rescheduled, cancelled.",
     ["outcome"],
 )
+HTTP_REFUSED = Counter(
+    "realtybot_http_refused_total",
+    "Requests refused by a listener's limits before their handler saw them whole, by reason "
+    "(body_too_large: declared over the limit; body_timeout: the body came too slowly).",
+    ["reason"],
+)

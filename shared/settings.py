@@ -51,6 +51,19 @@ class Settings(BaseSettings):
     dedup_port: int = Field(default=9102, ge=0, le=65535)
     brain_port: int = Field(default=9103, ge=0, le=65535)
     outbound_port: int = Field(default=9104, ge=0, le=65535)
+    # What one client may take of a listener (every service's; aiohttp enforces them). A
+    # connection that has not sent a complete request head for `http_idle_timeout_seconds`
+    # (idle between requests, or dribbling its headers) is closed: keep it above the idle
+    # timeout of any proxy in front (ingress-nginx keeps upstream connections for 60 s).
+    http_idle_timeout_seconds: float = Field(default=75.0, gt=0)
+    # A request body that has not fully arrived this long after its head is answered 408.
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # The request line and each header line at most this long, at most this many headers:
+    # beyond either, 400 and the connection is closed.
+    http_max_header_bytes: int = Field(default=8190, ge=1024, le=65536)
+    http_max_headers: int = Field(default=64, ge=16, le=1000)
+    # Connections the kernel queues for the listener before it accepts them.
+    http_backlog: int = Field(default=1024, ge=16, le=65535)
 
     webhook_max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     publish_timeout_seconds: float = Field(default=5.0, gt=0)

@@ -10,7 +10,7 @@ from services.ingress.webhooks import create_webhook_app
 from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.partner import partner_from_settings
-from shared.health import start_http
+from shared.health import HttpLimits, start_http
 from shared.logs import get_logger
 from shared.repositories.agents import AgentDirectory
 from shared.repositories.appointments import AppointmentRepository
@@ -34,11 +34,12 @@ async def main(settings: Settings) -> None:
     admin = create_admin_app(settings, store, broker, key_ring, partner)
 
     grace = settings.shutdown_grace_seconds
+    limits = HttpLimits.from_settings(settings)
     public = await start_http(
-        webhooks, settings.http_host, settings.ingress_port, shutdown_timeout=grace
+        webhooks, settings.http_host, settings.ingress_port, shutdown_timeout=grace, limits=limits
     )
     internal = await start_http(
-        admin, settings.http_host, settings.admin_port, shutdown_timeout=grace
+        admin, settings.http_host, settings.admin_port, shutdown_timeout=grace, limits=limits
     )
 
     async def connect() -> None:
