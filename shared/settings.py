@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     ingress_publish_batch: int = Field(default=64, ge=1, le=1000)
     agent_cache_seconds: float = Field(default=30.0, ge=0)
     agent_negative_cache_seconds: float = Field(default=1.0, ge=0, le=2)
+    # An address that presents this many wrong admin API keys within
+    # `admin_auth_lockout_seconds` is refused (429) for that long, even with a right key.
+    admin_auth_max_failures: int = Field(default=10, ge=1)
+    admin_auth_lockout_seconds: float = Field(default=300.0, gt=0)
     # Delays of the retry tiers, in milliseconds; their count is the retry budget.
     retry_delays_ms: list[int] = Field(default=[1_000, 5_000, 30_000, 120_000, 600_000])
     lease_seconds: float = Field(default=60.0, gt=0)

@@ -256,6 +256,9 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
             # Due follow-ups and reminders are found within half a second (tests move a
             # message's due time into the past instead of waiting days for it).
             "SCHEDULER_INTERVAL_SECONDS": "0.5",
+            # Tests present wrong admin keys on purpose, all from 127.0.0.1; the lockout
+            # has its own test (tests/services/test_admin_lockout.py).
+            "ADMIN_AUTH_MAX_FAILURES": "1000000",
             "LOG_FORMAT": "json",
             "LOG_LEVEL": "INFO",
         },
@@ -313,6 +316,7 @@ async def running_stack(
         "BURST_QUIET_SECONDS": "0.5",
         "GUPSHUP_TIMEOUT_SECONDS": "2",
         "AMBIGUOUS_RESOLVE_SECONDS": "3",
+        "ADMIN_AUTH_MAX_FAILURES": "1000000",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
         **(env or {}),

@@ -16,6 +16,7 @@ from services.ingress.admin import (
 )
 from services.ingress.admin.context import AdminContext
 from services.ingress.admin.framework import RouteTable, build_app
+from services.ingress.admin.lockout import AuthLockout
 from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.partner import PartnerClient
@@ -44,4 +45,5 @@ def create_admin_app(
         lead_data,
     ):
         module.register(table, ctx)
-    return build_app(table, ctx.keys, "realtybot admin API")
+    lockout = AuthLockout(settings.admin_auth_max_failures, settings.admin_auth_lockout_seconds)
+    return build_app(table, ctx.keys, "realtybot admin API", lockout)

@@ -7,6 +7,7 @@ from the same declarations, so it cannot drift from what is served.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,9 @@ from typing import Any, Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.ingress.admin.lockout import AuthLockout
 from shared.logs import get_logger
+from shared.metrics import ADMIN_AUTH_FAILURES
 from shared.repositories.api_keys import ApiKey, ApiKeyRepository
 
 log = get_logger(__name__)
@@ -37,13 +40,19 @@ class ApiError(Exception):
     """An error answered as `{"error": {"code", "message", "fields"?}}`."""
 
     def __init__(
-        self, status: int, code: str, message: str, fields: dict[str, str] | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.fields = fields
+        self.headers = headers
 
 
 def not_found(what: str) -> ApiError:
@@ -179,18 +188,46 @@ def _validation_fields(exc: ValidationError) -> dict[str, str]:
     return {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}
 
 
-def build_app(table: RouteTable, keys: ApiKeyRepository, title: str) -> web.Application:
-    """The aiohttp application serving a route table and its OpenAPI description."""
+def build_app(
+    table: RouteTable, keys: ApiKeyRepository, title: str, lockout: AuthLockout
+) -> web.Application:
+    """The aiohttp application serving a route table and its OpenAPI description.
+
+    `lockout` refuses (429) addresses that presented too many wrong keys lately.
+    """
 
     async def authenticate(request: web.Request, scope: Scope) -> ApiKey | None:
         if scope == "public":
             return None
+        # The peer's address: the admin listener is internal, with no proxy to trust.
+        address = request.remote or "unknown"
+        locked_for = lockout.retry_after(address)
+        if locked_for is not None:
+            ADMIN_AUTH_FAILURES.labels("locked_out").inc()
+            raise ApiError(
+                429,
+                "too_many_failures",
+                "too many wrong API keys from this address; retry later",
+                headers={"Retry-After": str(max(1, math.ceil(locked_for)))},
+            )
         kind, _, token = request.headers.get("Authorization", "").partition(" ")
         if kind.lower() != "bearer" or not token.strip():
+            ADMIN_AUTH_FAILURES.labels("missing_key").inc()
             raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer ...)")
-        # Looked up by its SHA-256: response timing says nothing about the key's characters.
+        # Looked up by its SHA-256, never compared as text: response timing says nothing
+        # about the key's characters.
         key = await keys.authenticate(token.strip())
         if key is None:
+            ADMIN_AUTH_FAILURES.labels("unknown_key").inc()
+            locked = lockout.record_failure(address)
+            # Never the presented key, not even part of it.
+            log.warning(
+                "admin authentication failed",
+                client=address,
+                method=request.method,
+                path=request.path,
+                locked_out=locked,
+            )
             raise ApiError(401, "unauthenticated", "unknown or revoked API key")
         if key.scope != scope:
             raise ApiError(403, "forbidden", f"this endpoint needs a {scope} key")
@@ -222,7 +259,9 @@ def build_app(table: RouteTable, keys: ApiKeyRepository, title: str) -> web.Appl
             error: dict[str, Any] = {"code": exc.code, "message": exc.message}
             if exc.fields:
                 error["fields"] = exc.fields
-            return json_response({"error": error}, status=exc.status)
+            response = json_response({"error": error}, status=exc.status)
+            response.headers.update(exc.headers or {})
+            return response
         except web.HTTPRequestEntityTooLarge:
             return json_response(
                 {"error": {"code": "too_large", "message": "request body too large"}}, status=413
