@@ -111,6 +111,15 @@ class Plan:
     replaces_reply: bool  # the fallback template goes instead of the reply's text
 
 
+def _come_back_in(wait: float, max_wait: float) -> int:
+    """Milliseconds to defer a send whose rate slot is `wait` seconds away.
+
+    It comes back when the slot is at most `max_wait` away (delay tiers round the delay up),
+    so the agent's sends keep coming with no gap in its rate.
+    """
+    return int(max(min(wait - max_wait, 30.0), 0.1) * 1000)
+
+
 class Outbound:
     """Send replies through Gupshup and record what happens to them."""
 
@@ -329,7 +338,7 @@ class Outbound:
         ahead = max(not_before - time.time(), 0.0) + queued * interval
         if ahead > max_wait:
             THROTTLED.labels(agent.id).inc()
-            raise Defer("agent at its send rate", delay_ms=int(min(ahead, 30.0) * 1000))
+            raise Defer("agent at its send rate", delay_ms=_come_back_in(ahead, max_wait))
         if not_before > time.time():
             await asyncio.sleep(not_before - time.time())
         self._waiting_turn[key] = queued + 1
@@ -346,7 +355,8 @@ class Outbound:
             if wait > self._settings.send_max_wait_seconds:
                 await self._slots.give_back(key, start, interval)
                 THROTTLED.labels(agent.id).inc()
-                raise Defer("agent at its send rate", delay_ms=int(min(wait, 30.0) * 1000))
+                delay_ms = _come_back_in(wait, self._settings.send_max_wait_seconds)
+                raise Defer("agent at its send rate", delay_ms=delay_ms)
             if wait > 0:
                 await asyncio.sleep(wait)
             SEND_WAIT.observe(max(wait, 0.0))
