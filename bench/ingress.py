@@ -16,12 +16,13 @@ from typing import Any
 
 import aiohttp
 
+from bench.flow import scrape_by_service
 from bench.loadgen import Plan, run_generators
 from bench.machine import listening_pid, sample_process
 from bench.plots import lines
 from bench.result import BenchContext, BenchResult, Figure
 from bench.stack import bench_stack, free_port
-from bench.stats import per_interval, summary
+from bench.stats import difference, histogram, per_interval, summary
 from shared.settings import CHECKOUT_ROOT
 
 TARGET_RATE = 5000.0
@@ -61,9 +62,13 @@ async def run(context: BenchContext) -> BenchResult:
                 steps["bare"].append(
                     await _step(bare_url, agent.app, level, duration, bare.pid, None)
                 )
-                steps["ingress"].append(
-                    await _step(ingress_url, agent.app, level, duration, ingress_pid, rabbit_pid)
-                )
+                before = await scrape_by_service(stack)
+                step = await _step(ingress_url, agent.app, level, duration, ingress_pid, rabbit_pid)
+                grown = difference((await scrape_by_service(stack))["ingress"], before["ingress"])
+                batches = histogram(grown, "realtybot_publish_batch_events")
+                step["broker_messages"] = batches.count
+                step["mean_batch_events"] = batches.total / batches.count if batches.count else None
+                steps["ingress"].append(step)
                 await stack.purge("router")
     finally:
         bare.terminate()
