@@ -82,7 +82,20 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", service: str | Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("aiormq", "aio_pika", "pymongo", "aiohttp.access", "httpx", "httpcore"):
+    # Libraries that dump whole requests at DEBUG: the Anthropic SDK (and its HTTP client,
+    # httpx2/httpcore2) would write every prompt, a lead's messages and the numbers in them.
+    noisy_loggers = (
+        "aiormq",
+        "aio_pika",
+        "pymongo",
+        "aiohttp.access",
+        "httpx",
+        "httpcore",
+        "httpx2",
+        "httpcore2",
+        "anthropic",
+    )
+    for noisy in noisy_loggers:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
     if service:
         structlog.contextvars.bind_contextvars(service=service)
