@@ -75,14 +75,15 @@ rabbitmq_down() {
 FDB_DIR="$STATE/ferretdb"
 ferretdb_binary() {
   local key
-  key="$(cat "$ROOT"/infra/ferretdb/{go.mod,go.sum,main.go,sqlite-pushdown.patch} | sha256sum | cut -c1-12)"
+  key="$(cat "$ROOT"/infra/ferretdb/{go.mod,go.sum,main.go,sqlite.patch} | sha256sum | cut -c1-12)"
   echo "$CACHE/ferretdb-$FERRETDB_VERSION-$key/ferretdb-local"
 }
 
-# FerretDB's SQLite backend reads whole tables for any filter but a lone `_id`, and its `_id`
-# lookups miss the `_id` index. sqlite-pushdown.patch lets SQLite use the collections' indexes
-# (equality and $in on string fields, `_id` wherever it appears); FerretDB still applies the
-# whole filter to the rows SQLite returns, so results are unchanged.
+# FerretDB's SQLite backend reads whole tables for any filter but a lone `_id`, its `_id`
+# lookups miss the `_id` index, and concurrent writers poll SQLite's lock with sleeps.
+# sqlite.patch lets SQLite use the collections' indexes (equality and $in on string fields,
+# `_id` wherever it appears; FerretDB still applies the whole filter to the rows SQLite
+# returns, so results are unchanged) and queues writers on a mutex instead.
 ferretdb_build() {
   local bin dir src; bin="$(ferretdb_binary)"
   [ -x "$bin" ] && return 0
@@ -94,8 +95,8 @@ ferretdb_build() {
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
   [ -d "$src" ] || { log "could not download FerretDB $FERRETDB_VERSION"; return 1; }
   cp -r "$src" "$dir/src" && chmod -R u+w "$dir/src"
-  if command -v patch >/dev/null; then patch -s -d "$dir/src" -p1 <"$ROOT/infra/ferretdb/sqlite-pushdown.patch"
-  else (cd "$dir/src" && git apply -p1 "$ROOT/infra/ferretdb/sqlite-pushdown.patch"); fi
+  if command -v patch >/dev/null; then patch -s -d "$dir/src" -p1 <"$ROOT/infra/ferretdb/sqlite.patch"
+  else (cd "$dir/src" && git apply -p1 "$ROOT/infra/ferretdb/sqlite.patch"); fi
   (cd "$dir/build" && go mod edit -replace "github.com/FerretDB/FerretDB=$dir/src" \
     && CGO_ENABLED=0 go build -trimpath -o "$bin.tmp" . && mv "$bin.tmp" "$bin")
   rm -rf "$dir/build" "$dir/src"
