@@ -334,13 +334,18 @@ class Outbound:
         not_before = max(
             previous + self._settings.lead_pause_seconds, await self._pauses.until(agent.id)
         )
-        queued = self._waiting_turn.get(key, 0)
-        ahead = max(not_before - time.time(), 0.0) + queued * interval
-        if ahead > max_wait:
+        pause = not_before - time.time()
+        if pause > max_wait:  # mostly: Gupshup throttled the agent, which is paused
             THROTTLED.labels(agent.id).inc()
-            raise Defer("agent at its send rate", delay_ms=_come_back_in(ahead, max_wait))
-        if not_before > time.time():
-            await asyncio.sleep(not_before - time.time())
+            delay_ms = _come_back_in(pause, max_wait)
+            raise Defer("agent paused, or pausing after the lead's last message", delay_ms=delay_ms)
+        if pause > 0:
+            await asyncio.sleep(pause)
+        queued = self._waiting_turn.get(key, 0)
+        if queued * interval > max_wait:
+            THROTTLED.labels(agent.id).inc()
+            delay_ms = _come_back_in(queued * interval, max_wait)
+            raise Defer("agent at its send rate", delay_ms=delay_ms)
         self._waiting_turn[key] = queued + 1
         try:
             async with self._turns.setdefault(key, asyncio.Lock()):
