@@ -14,6 +14,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
@@ -124,6 +125,7 @@ async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, A
                 persona=Persona(bot_name=args.bot_name),
                 rate_per_second=args.rate,
                 notify_number=notify,
+                timezone=args.timezone or org.settings.timezone,
             )
         except AgentConflict as exc:
             raise CommandError(str(exc)) from None
@@ -261,6 +263,14 @@ def _positive_rate(value: str) -> float:
     return rate
 
 
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown time zone {value!r}") from None
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     parser = argparse.ArgumentParser(prog="realtybot", description=__doc__.splitlines()[0])
@@ -272,7 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     create = org.add_parser("create", help="create an organization and its first API key")
     create.add_argument("--name", required=True)
     create.add_argument("--region", default="SG")
-    create.add_argument("--timezone", default="Asia/Singapore")
+    create.add_argument("--timezone", type=_time_zone, default="Asia/Singapore")
     create.set_defaults(run=org_create)
 
     agent = commands.add_parser("agent", help="agents").add_subparsers(dest="action", required=True)
@@ -286,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--bot-name", default="Ava")
     add.add_argument("--rate", type=_positive_rate, default=20.0)
     add.add_argument("--notify-number")
+    add.add_argument(
+        "--timezone", type=_time_zone, help="IANA time zone (default: the organization's)"
+    )
     add.set_defaults(run=agent_add)
     rotate = agent.add_parser("rotate-key", help="issue a new callback URL for an agent")
     rotate.add_argument("--org", required=True)

@@ -178,3 +178,79 @@ async def test_operator_sees_and_replays_dead_letters(stack: Stack) -> None:
     while await dead_in_dedup() < count:
         assert asyncio.get_running_loop().time() < deadline, "a replayed message was lost"
         await asyncio.sleep(0.3)
+
+
+async def test_an_agent_works_in_its_organizations_time_zone_unless_told_otherwise(
+    stack: Stack,
+) -> None:
+    """Working hours, quiet hours and offered viewing times follow the agent's zone."""
+    org = ok_json(
+        realtybot(
+            stack.settings,
+            "org",
+            "create",
+            "--name",
+            "London Lets",
+            "--region",
+            "GB",
+            "--timezone",
+            "Europe/London",
+        )
+    )
+    by_cli = ok_json(
+        realtybot(
+            stack.settings,
+            "agent",
+            "add",
+            "--org",
+            org["org_id"],
+            "--name",
+            "Tom Hale",
+            "--number",
+            "07911 123456",
+            "--gupshup-app",
+            "LondonLetsTom",
+            "--gupshup-api-key",
+            "london-key-1",
+        )
+    )
+    admin = f"http://127.0.0.1:{stack.settings.admin_port}"
+    auth = {"Authorization": f"Bearer {org['api_key']}"}
+    zones = {}
+    for name, app, number, zone in (
+        ("Ada Moss", "LondonLetsAda", "07911 123457", None),
+        ("Raj Iyer", "LondonLetsRaj", "07911 123458", "Asia/Kolkata"),
+    ):
+        body = {"name": name, "number": number, "gupshup_app": app, "gupshup_api_key": "k-" + app}
+        if zone:
+            body["timezone"] = zone
+        async with stack.http.post(f"{admin}/v1/agents", json=body, headers=auth) as response:
+            assert response.status == 201, await response.text()
+            zones[name] = (await response.json())["agent_id"]
+
+    async def zone_of(agent_id: str) -> str:
+        stored = await stack.store.db["agents"].find_one({"_id": agent_id})
+        assert stored is not None
+        return str(stored["timezone"])
+
+    assert await zone_of(by_cli["agent_id"]) == "Europe/London"
+    assert await zone_of(zones["Ada Moss"]) == "Europe/London"
+    assert await zone_of(zones["Raj Iyer"]) == "Asia/Kolkata"
+    bad = realtybot(
+        stack.settings,
+        "agent",
+        "add",
+        "--org",
+        org["org_id"],
+        "--name",
+        "X",
+        "--number",
+        "07911 123459",
+        "--gupshup-app",
+        "LondonLetsX",
+        "--gupshup-api-key",
+        "x",
+        "--timezone",
+        "Mars/Olympus",
+    )
+    assert bad.returncode != 0 and "unknown time zone" in bad.stderr

@@ -20,6 +20,7 @@ from services.ingress.admin.organizations import TimeZone
 from shared.phones import InvalidPhoneNumber, normalize_phone
 from shared.quiet_hours import QuietHours
 from shared.repositories.agents import AgentConflict, AgentNumberTaken, Persona
+from shared.repositories.organizations import OrganizationSettings
 from shared.repositories.templates import TemplateRepository
 
 AppName = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
@@ -39,7 +40,9 @@ class AgentCreate(Body):
     persona: Persona | None = None
     rate_per_second: float = Field(default=20.0, gt=0, le=1000)
     notify_number: str | None = Field(default=None, max_length=40)
-    timezone: TimeZone = "Asia/Singapore"
+    # Working hours, quiet hours and offered times are in this zone; the organization's by
+    # default.
+    timezone: TimeZone | None = None
 
 
 class AgentUpdate(Body):
@@ -103,6 +106,10 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
         org = await ctx.orgs.get(call.org_id)
         return org.settings.region if org else ctx.settings.default_region
 
+    async def org_timezone(call: Call) -> str:
+        org = await ctx.orgs.get(call.org_id)
+        return org.settings.timezone if org else OrganizationSettings().timezone
+
     def phone(value: str, field: str, default_region: str) -> str:
         try:
             return normalize_phone(value, default_region)
@@ -142,7 +149,7 @@ def register(table: RouteTable, ctx: AdminContext) -> None:
                 notify_number=phone(body.notify_number, "notify_number", default_region)
                 if body.notify_number
                 else None,
-                timezone=body.timezone,
+                timezone=body.timezone or await org_timezone(call),
                 extra_credentials=extra,
             )
         except AgentConflict as exc:
