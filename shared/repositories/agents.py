@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime
 from typing import Literal
@@ -10,10 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.crypto import KeyRing, hash_token, new_token
 from shared.ids import new_id
+from shared.logs import get_logger
 from shared.models import AgentChanged, utcnow
 from shared.quiet_hours import QuietHours
 from shared.settings import Settings
 from shared.store import Store, is_duplicate, with_retry
+
+log = get_logger(__name__)
 
 CREDENTIAL_FIELDS = ("gupshup_api_key", "partner_app_token", "app_secret")
 
@@ -301,7 +305,8 @@ class AgentRepository:
 class AgentDirectory:
     """A read-through cache of agents: hits stay for `ttl` seconds, misses for `negative_ttl`.
 
-    Ingress keeps authenticating known agents from it while the store is down.
+    Ingress keeps authenticating known agents from it while the store is down, without
+    waiting for the store (see `by_callback_key`).
     """
 
     def __init__(self, repository: AgentRepository, ttl: float, negative_ttl: float) -> None:
@@ -310,6 +315,7 @@ class AgentDirectory:
         self._negative_ttl = negative_ttl
         self._by_key: dict[str, tuple[float, Agent | None]] = {}
         self._by_id: dict[str, tuple[float, Agent | None]] = {}
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     @classmethod
     def for_store(cls, store: Store, settings: Settings) -> AgentDirectory:
@@ -328,20 +334,39 @@ class AgentDirectory:
                 del self._by_key[key_hash]
 
     async def by_callback_key(self, callback_key: str) -> Agent | None:
-        """The agent for a callback key (store errors propagate when nothing is cached)."""
+        """The agent for a callback key (store errors propagate when nothing is cached).
+
+        A known agent whose entry is past its lifetime is answered from the cache at once
+        while the entry is refreshed in the background: a webhook never waits for the store,
+        which keeps ingress answering through a store outage. Unknown keys are looked up.
+        """
         key_hash = hash_token(callback_key)
-        cached = self._fresh(self._by_key.get(key_hash))
-        if cached is not None:
-            return cached[1]
-        try:
-            agent = await self._repository.find_by_callback_key(callback_key)
-        except Exception:
-            stale = self._by_key.get(key_hash)
-            if stale is not None and stale[1] is not None:
-                return stale[1]  # the store is down: a known agent keeps working
-            raise
+        entry = self._by_key.get(key_hash)
+        if entry is not None and entry[1] is not None:
+            if self._fresh(entry) is None:
+                self._refresh_in_background(key_hash, callback_key)
+            return entry[1]
+        if self._fresh(entry) is not None:
+            return None
+        agent = await self._repository.find_by_callback_key(callback_key)
         self._remember(self._by_key, key_hash, agent)
         return agent
+
+    def _refresh_in_background(self, key_hash: str, callback_key: str) -> None:
+        if key_hash in self._refreshing:
+            return
+
+        async def refresh() -> None:
+            try:
+                agent = await self._repository.find_by_callback_key(callback_key)
+            except Exception as exc:  # the store is away: keep serving what we know
+                log.info("agent lookup failed, cached entry kept", error=str(exc))
+            else:
+                self._remember(self._by_key, key_hash, agent)
+            finally:
+                del self._refreshing[key_hash]
+
+        self._refreshing[key_hash] = asyncio.get_running_loop().create_task(refresh())
 
     async def by_id(self, agent_id: str) -> Agent | None:
         """The agent with this id."""
