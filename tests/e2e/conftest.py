@@ -282,14 +282,19 @@ async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
 
 @contextlib.asynccontextmanager
 async def running_stack(
-    log_dir: Path, env: Mapping[str, str] | None = None
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    servers: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Stack]:
     """Another stack like `stack`, its processes given extra environment (`env`).
 
     For a module that needs the services configured otherwise than the shared stack (the
-    Anthropic engine, for one); it has its own ports, database and broker prefix.
+    Anthropic engine, for one); it has its own ports, database and broker prefix. `servers`
+    (`amqp_url`, `mongodb_url`) points it at a broker or store other than the shared ones.
     """
     settings = make_settings(
+        **(servers or {}),
         ingress_port=free_port(),
         admin_port=free_port(),
         router_port=free_port(),
