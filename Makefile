@@ -44,11 +44,13 @@ test: venv lint infra-up manifest-tools
 	$(BIN)/pytest
 	$(MAKE) bench-smoke
 
-# The long chaos run: thousands of lead messages while services are killed at random
-# (`make test` runs a short one).
+# The long chaos run: thousands of lead messages while services are killed, the broker and
+# the store restarted (private ones) and Gupshup fails, at random (`make test` runs a short one).
 chaos: venv infra-up
 	CHAOS_LEADS=$${CHAOS_LEADS:-200} CHAOS_MESSAGES=$${CHAOS_MESSAGES:-10} \
-	CHAOS_KILL_EVERY=$${CHAOS_KILL_EVERY:-2} $(BIN)/pytest -s tests/e2e/test_chaos.py
+	CHAOS_KILL_EVERY=$${CHAOS_KILL_EVERY:-2} CHAOS_BROKER_RESTARTS=$${CHAOS_BROKER_RESTARTS:-3} \
+	CHAOS_STORE_RESTARTS=$${CHAOS_STORE_RESTARTS:-3} CHAOS_OUTAGE_EVERY=$${CHAOS_OUTAGE_EVERY:-10} \
+	$(BIN)/pytest -s -rx tests/e2e/test_chaos.py
 
 # Benchmarks against a private local stack: bench/results/*.json and bench/RESULTS.md.
 # Run on a quiet machine; NAMES="ingress brain" runs some of them.
