@@ -6,10 +6,7 @@ The test runs its own RabbitMQ node, so stopping it disturbs no other test.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,77 +22,12 @@ from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import make_settings
 from tests.e2e.conftest import free_port
-
-RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
-
-
-class PrivateRabbitMQ:
-    """A RabbitMQ node of this test's own, in a temporary directory."""
-
-    def __init__(self, base: Path) -> None:
-        self.port = free_port()
-        name = f"outage{uuid.uuid4().hex[:8]}"
-        self.env = {
-            **os.environ,
-            "HOME": str(base),
-            "RABBITMQ_NODENAME": f"{name}@localhost",
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_DIST_PORT": str(free_port()),
-            "RABBITMQ_MNESIA_BASE": str(base / "mnesia"),
-            "RABBITMQ_LOG_BASE": str(base / "log"),
-            "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
-            "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq"),
-        }
-        base.mkdir(parents=True, exist_ok=True)
-        (base / "rabbitmq.conf").write_text("loopback_users = none\nlog.console = false\n")
-        (base / "enabled_plugins").write_text("[].\n")
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        """The node's AMQP URL."""
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-    async def start(self) -> None:
-        """Start the node and wait until it serves AMQP."""
-        self.process = subprocess.Popen(
-            [str(RABBITMQ_BIN / "rabbitmq-server")],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 90
-        while not port_open(self.port):
-            assert time.monotonic() < deadline, "private RabbitMQ did not start"
-            await asyncio.sleep(0.2)
-
-    async def stop(self) -> None:
-        """Stop the node and wait until its port is closed."""
-        if self.process is None:
-            return
-        subprocess.run(
-            [str(RABBITMQ_BIN / "rabbitmqctl"), "-q", "stop"],
-            env=self.env,
-            check=False,
-            capture_output=True,
-        )
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-        while port_open(self.port):
-            await asyncio.sleep(0.1)
+from tests.e2e.private_infra import PrivateRabbitMQ
 
 
 @pytest.fixture
 async def rabbitmq(tmp_path: Path) -> AsyncIterator[PrivateRabbitMQ]:
     """A private RabbitMQ node (not started yet), stopped at the end."""
-    if not (RABBITMQ_BIN / "rabbitmq-server").exists():
-        pytest.fail("rabbitmq-server is not installed (make test installs it)")
     node = PrivateRabbitMQ(tmp_path / "rabbitmq")
     yield node
     await node.stop()
