@@ -18,6 +18,7 @@ moments); `make test` runs this short one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -31,6 +32,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+from pymongo.errors import AutoReconnect
 
 from shared.broker import Broker
 from tests.e2e.conftest import OnboardedAgent, Stack, running_stack
@@ -91,6 +93,9 @@ class ChaosLog:
     during_broker_outage: Counter[int] = field(default_factory=Counter)
     during_store_outage: Counter[int] = field(default_factory=Counter)
     not_resumed: list[str] = field(default_factory=list)  # see `resumed_consuming`
+    # Set while `resumed_consuming` watches: a kill then would hide a consumer that never
+    # came back (a restarted process consumes from its start).
+    hold_kills: asyncio.Event = field(default_factory=asyncio.Event)
 
     def answered(self, status: int, sent_at: float, now: float) -> None:
         """Record a webhook's answer, and whether an outage overlapped the request."""
@@ -120,6 +125,9 @@ async def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
     ):
         await rabbitmq.save_queue_registry()  # the services declared the topology
         yield ChaosStack(stack, rabbitmq, ferretdb)
+        # A connection pooled before a store restart fails once, then the pool is renewed.
+        with contextlib.suppress(AutoReconnect):
+            await stack.store.db.command("ping")
 
 
 async def deliver(stack: Stack, agent: OnboardedAgent, lead: str, text: str, log: ChaosLog) -> None:
@@ -155,12 +163,14 @@ async def kill_services(stack: Stack, infra_done: asyncio.Event, log: ChaosLog) 
     first_round = rng.sample(VICTIMS, len(VICTIMS))  # every service dies at least once
     next_kill = time.monotonic() + rng.uniform(0.5, KILL_EVERY)
     while not infra_done.is_set() or first_round:
-        if time.monotonic() >= next_kill:
+        if time.monotonic() >= next_kill and not log.hold_kills.is_set():
             victim = first_round.pop() if first_round else rng.choice(VICTIMS)
             process = processes.processes.get(victim)
             if process is not None and process.poll() is None:
                 process.send_signal(signal.SIGKILL)
                 log.kills.append(victim)
+            elif victim not in log.kills:
+                first_round.insert(0, victim)  # down already: its turn comes again
             next_kill = time.monotonic() + rng.uniform(KILL_EVERY / 2, KILL_EVERY * 1.5)
         processes.supervise()
         await asyncio.sleep(0.05)
@@ -200,7 +210,11 @@ async def restart_infrastructure(
                 await chaos.rabbitmq.restart(hard=log.broker_restarts % 2 == 0)
                 log.broker_down[-1] = (start, time.monotonic())
                 log.broker_restarts += 1
-                await resumed_consuming(chaos.stack, survivors, log)
+                log.hold_kills.set()
+                try:
+                    await resumed_consuming(chaos.stack, survivors, log)
+                finally:
+                    log.hold_kills.clear()
             else:
                 log.store_down.append((start, float("inf")))
                 await chaos.ferretdb.kill()
