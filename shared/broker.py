@@ -408,7 +408,9 @@ class Broker:
         assert self._connection is not None, "connect() first"
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.settings.broker_prefetch)
-        queue = await channel.get_queue(self.topology.queue(stage), ensure=False)
+        # Declared (passively) rather than looked up: the robust channel then restores the
+        # queue and this consumer after a reconnect (a broker restart, say).
+        queue = await channel.declare_queue(self.topology.queue(stage), passive=True)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             self._in_flight += 1

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from pydantic import TypeAdapter
 
 from cli.local_stack import StackProcesses, port_open, stack_env
-from shared.broker import Broker
+from shared.broker import Broker, PublishFailed
 from shared.crypto import KeyRing
+from shared.models import ThreadWork
 from shared.repositories.agents import AgentRepository
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
 from shared.settings import Settings
@@ -121,3 +123,40 @@ async def test_ingress_answers_503_while_rabbitmq_is_down_and_accepts_after(
         assert ingress.stop() == {"ingress": 0}
         await store.client.drop_database(settings.mongodb_db)
         await store.close()
+
+
+async def test_consumers_resume_after_the_broker_restarts(rabbitmq: PrivateRabbitMQ) -> None:
+    """A stage keeps consuming once RabbitMQ is back: its consumer is restored with the
+    connection, so the process need not be restarted (its readiness never said otherwise)."""
+    settings: Settings = make_settings(amqp_url=rabbitmq.url)
+    await rabbitmq.start()
+    broker = Broker(settings, "restart-check")
+    await broker.connect()
+    await broker.declare_topology()
+    received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def handler(event: ThreadWork) -> None:
+        await received.put(event.thread_id)
+
+    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    work = ThreadWork(
+        event_id="e1", org_id="org_1", agent_id="agt_1", thread_id="before", lead_id="lead_1"
+    )
+    await broker.publish(work, message_id="m1")
+    assert await asyncio.wait_for(received.get(), timeout=15) == "before"
+
+    await rabbitmq.restart(hard=False)
+    deadline = time.monotonic() + 60
+    while True:  # publishes fail until the connection is restored
+        try:
+            after = work.model_copy(update={"event_id": "e2", "thread_id": "after"})
+            await broker.publish(after, message_id="m2")
+            break
+        except PublishFailed:
+            assert time.monotonic() < deadline, "the broker connection never came back"
+            await asyncio.sleep(0.5)
+    try:
+        assert await asyncio.wait_for(received.get(), timeout=30) == "after"
+    finally:
+        await broker.stop_consuming(grace_seconds=5)
+        await broker.close()
