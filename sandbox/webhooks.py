@@ -21,8 +21,11 @@ from sandbox.state import (
 
 log = structlog.get_logger(__name__)
 
-# Gupshup gives a callback 10 s before it counts the delivery as failed.
+# Gupshup gives a callback 10 s before it counts the delivery as failed, and then "attempts
+# again after a brief interval": the sandbox retries status and billing callbacks after
+# these many seconds (the control API's own deliveries report their one answer instead).
 CALLBACK_TIMEOUT = aiohttp.ClientTimeout(total=10)
+CALLBACK_RETRY_SECONDS = (1, 2, 4, 8, 16, 32)
 DEFAULT_FAILURE = (131026, "Message undeliverable")
 V3_MEDIA_TYPES = {
     "image": "image",
@@ -232,11 +235,25 @@ def billing_event_webhook(
     }
 
 
+async def post_callback_until_accepted(
+    http: aiohttp.ClientSession, url: str, body: dict[str, Any]
+) -> CallbackResult:
+    """POST a callback, and again after each of CALLBACK_RETRY_SECONDS while it is not 2xx."""
+    result = await post_callback(http, url, body)
+    for delay in CALLBACK_RETRY_SECONDS:
+        if 200 <= result.status < 300:
+            break
+        await asyncio.sleep(delay)
+        result = await post_callback(http, url, body)
+    return result
+
+
 async def post_status_callback(
     http: aiohttp.ClientSession, url: str, body: dict[str, Any], faults: StatusFaults
 ) -> CallbackResult:
-    """POST a status webhook, twice when the app's status callbacks are set to duplicate."""
-    result = await post_callback(http, url, body)
+    """POST a status webhook (retried until accepted), twice when the app's status
+    callbacks are set to duplicate."""
+    result = await post_callback_until_accepted(http, url, body)
     if faults.duplicate:
         await post_callback(http, url, body)
     return result
@@ -272,7 +289,7 @@ async def emit_statuses(
         # its v2 billing-event to v3 subscriptions is unconfirmed.
         if status == "sent" and app.billing_events and app.format == "v2":
             billing = billing_event_webhook(app, sent, timestamp_ms=accepted_ms + delay_ms)
-            await post_callback(http, app.callback_url, billing)
+            await post_callback_until_accepted(http, app.callback_url, billing)
 
 
 def _v2_sender(phone: str, name: str) -> dict[str, str]:

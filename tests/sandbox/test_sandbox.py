@@ -288,3 +288,30 @@ async def test_auto_status_reports_enqueued_sent_delivered(
         assert kinds == ["enqueued", "sent", "delivered"]
     finally:
         await sandbox.stop()
+
+
+async def test_a_status_the_callback_refused_is_posted_again_until_accepted(
+    http: Http, receiver: CallbackReceiver
+) -> None:
+    """As Gupshup "attempts again after a brief interval": a status our ingress answered
+    with 503 (its broker restarting, say) is not lost."""
+    sandbox = await start_sandbox(port=0, auto_status=True)
+    try:
+        await register(http, sandbox, receiver)
+        receiver.status = 503
+        await send(http, sandbox)
+        for _ in range(100):
+            if receiver.received:
+                break
+            await asyncio.sleep(0.02)
+        refused = len(receiver.received)
+        assert refused >= 1
+        receiver.status = 200
+        for _ in range(200):
+            kinds = [hook["payload"]["type"] for hook in receiver.received[refused:]]
+            if len(kinds) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        assert kinds[-3:] == ["enqueued", "sent", "delivered"]
+    finally:
+        await sandbox.stop()
