@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.result import read_results
+from services.outbound.handler import MAX_LATENESS_SECONDS
+from shared.repositories.rate_slots import SLOT_MARGIN
 
 ORDER = ("ingress", "brain", "pipeline", "outbound", "dedup", "footprint", "scaling")
 HEADER = """# Benchmark results
@@ -261,16 +263,17 @@ def bounds_section(results: dict[str, dict[str, Any]]) -> str:
             )
             + " Each send claims its rate slot by inserting a document (replicas that collide "
             "on a slot probe the next); in each process an agent's sends take their slots one "
-            "at a time, just before they leave, and a send that wakes more than 6 ms late "
-            "takes a fresh slot. Slots are 2.5 % further apart than 1/limit, so an agent gets "
-            "at most 97.6 % of its limit: that margin is what keeps every one-second window at "
-            "the receiver within the limit when latency to Gupshup varies (with 1.8 % a loaded "
-            "run put 6 sends of the 5/s agent in one second), so the 2 % target is out of "
-            "reach by design. The slower agents lose more: their backlogs exceed what a "
-            "replica may hold waiting (SEND_MAX_WAIT_SECONDS), so commands go round a delay "
-            "queue and come back in bursts; an agent's backlog waiting in the broker, "
-            "consumed in order per agent (a consistent-hash exchange with one active consumer "
-            "per shard), would send it with no round trips. "
+            f"at a time, just before they leave, and a send that wakes more than "
+            f"{MAX_LATENESS_SECONDS * 1000:.0f} ms late takes a fresh slot. Slots are "
+            f"{(SLOT_MARGIN - 1) * 100:.1f} % further apart than 1/limit, so an agent gets at "
+            f"most {100 / SLOT_MARGIN:.1f} % of its limit: that margin is what keeps every "
+            "one-second window at the receiver within the limit when latency to Gupshup "
+            "varies (with 1.8 % a loaded run put 6 sends of the 5/s agent in one second), "
+            "so the 2 % target is out of reach by design. The slower agents lose more: "
+            "their backlogs exceed what a replica may hold waiting (SEND_MAX_WAIT_SECONDS), "
+            "so commands go round a delay queue and come back in bursts; an agent's backlog "
+            "waiting in the broker, consumed in order per agent (a consistent-hash exchange "
+            "with one active consumer per shard), would send it with no round trips. "
             + str(outbound["raw"].get("pacing", ""))
         )
     for name, label in (("dedup", "Dedup"), ("scaling", "Scaling")):

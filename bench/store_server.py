@@ -14,17 +14,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from cli.local_stack import ferretdb_binary
 from shared.settings import CHECKOUT_ROOT
-
-
-def ferretdb_binary() -> Path | None:
-    """The FerretDB build `infra/local-infra.sh` caches (building it if needed), or None."""
-    script = CHECKOUT_ROOT / "infra" / "local-infra.sh"
-    found = subprocess.run(
-        ["bash", str(script), "ferretdb-binary"], capture_output=True, text=True, check=False
-    )
-    path = Path(found.stdout.strip()) if found.returncode == 0 and found.stdout.strip() else None
-    return path if path is not None and path.exists() else None
 
 
 def _free_port() -> int:

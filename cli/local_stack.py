@@ -275,6 +275,19 @@ def _infra(action: str) -> None:
     )
 
 
+def ferretdb_binary() -> Path | None:
+    """The FerretDB build `infra/local-infra.sh` caches (building it once if needed), or None
+    when it cannot be built; for tests and benchmarks that run a store of their own."""
+    found = subprocess.run(
+        ["bash", str(CHECKOUT_ROOT / "infra" / "local-infra.sh"), "ferretdb-binary"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    path = Path(found.stdout.strip()) if found.returncode == 0 and found.stdout.strip() else None
+    return path if path is not None and path.exists() else None
+
+
 def run(settings: Settings) -> int:
     """Run the local stack until Ctrl-C."""
     if not settings.gupshup_partner_email:  # the sandbox accepts any Partner login

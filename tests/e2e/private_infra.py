@@ -22,8 +22,8 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from cli.local_stack import ferretdb_binary as local_ferretdb_binary
 from cli.local_stack import port_open
-from shared.settings import CHECKOUT_ROOT
 from tests.e2e.conftest import free_port
 
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -249,14 +249,10 @@ class PrivateFerretDB:
 
 
 def ferretdb_binary() -> Path:
-    """The FerretDB build `infra/local-infra.sh` caches (building it once if needed)."""
-    script = CHECKOUT_ROOT / "infra" / "local-infra.sh"
-    found = subprocess.run(
-        ["bash", str(script), "ferretdb-binary"], capture_output=True, text=True, check=False
-    )
-    path = Path(found.stdout.strip())
-    if found.returncode != 0 or not found.stdout.strip() or not path.exists():
-        raise InfraError(f"no FerretDB build: {found.stderr.strip()}")
+    """The local FerretDB build (see `cli.local_stack.ferretdb_binary`); fails if there is none."""
+    path = local_ferretdb_binary()
+    if path is None:
+        raise InfraError("no FerretDB build: `bash infra/local-infra.sh ferretdb-binary` failed")
     return path
 
 

@@ -16,12 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import BaseModel, TypeAdapter
 
+from sandbox import RunningSandbox, start_sandbox
 from shared.broker import Broker
 from shared.crypto import KeyRing
+from shared.gupshup.client import GupshupClient
 from shared.repositories.agents import Agent, AgentRepository, Persona
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
 from shared.settings import Settings
@@ -195,3 +198,34 @@ async def services(
     runner = ServiceRunner(settings)
     yield runner
     await runner.stop_all()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def sandbox(http: aiohttp.ClientSession) -> AsyncIterator[RunningSandbox]:
+    """A Gupshup sandbox with the agent's app registered under the agent's api key."""
+    running = await start_sandbox(port=0)
+    registration = {
+        "app": APP,
+        "api_key": API_KEY,
+        "number": AGENT_NUMBER.lstrip("+"),
+        "callback_url": "http://127.0.0.1:9/unused",
+        "format": "v2",
+    }
+    async with http.post(f"{running.base_url}/sandbox/v1/apps", json=registration) as response:
+        assert response.status == 200, await response.text()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def gupshup(sandbox: RunningSandbox) -> AsyncIterator[GupshupClient]:
+    """A Gupshup client pointed at the sandbox."""
+    client = GupshupClient(sandbox.base_url, timeout_seconds=5)
+    yield client
+    await client.close()

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 from pydantic import TypeAdapter
 
-from sandbox import RunningSandbox, start_sandbox
+from sandbox import RunningSandbox
 from services.outbound.handler import Outbound, OutboundEvent
 from shared.broker import Broker
 from shared.crypto import KeyRing
@@ -46,36 +46,6 @@ from tests.services.conftest import (
 
 AGENT_WA_ID = AGENT_NUMBER.lstrip("+")
 PROGRESS: tuple[DeliveryState, ...] = ("sent", "delivered", "read")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def sandbox(http: aiohttp.ClientSession) -> AsyncIterator[RunningSandbox]:
-    """A Gupshup sandbox with the agent's app registered under the agent's api key."""
-    running = await start_sandbox(port=0)
-    registration = {
-        "app": APP,
-        "api_key": API_KEY,
-        "number": AGENT_WA_ID,
-        "callback_url": "http://127.0.0.1:9/unused",
-        "format": "v2",
-    }
-    async with http.post(f"{running.base_url}/sandbox/v1/apps", json=registration) as response:
-        assert response.status == 200, await response.text()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def gupshup(sandbox: RunningSandbox, settings: Settings) -> AsyncIterator[GupshupClient]:
-    client = GupshupClient(sandbox.base_url, timeout_seconds=5)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

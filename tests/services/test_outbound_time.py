@@ -15,16 +15,15 @@ from zoneinfo import ZoneInfo
 import aiohttp
 import pytest
 
-from sandbox import RunningSandbox, start_sandbox
+from sandbox import RunningSandbox
 from shared.broker import Broker
 from shared.clock import Clock
 from shared.gupshup.client import GupshupClient
 from shared.quiet_hours import QuietHours
 from shared.settings import Settings
 from shared.store import Store
-from tests.services.conftest import API_KEY, APP, RunningService, ServiceRunner, Tenant, Tenants
+from tests.services.conftest import API_KEY, RunningService, ServiceRunner, Tenant, Tenants
 from tests.services.test_outbound import (
-    AGENT_WA_ID,
     follow_up,
     reconnect_template,
     sandbox_messages,
@@ -39,36 +38,6 @@ MINUTE = timedelta(minutes=1)
 
 def utc(month: int, day: int, hour: int, minute: int = 0) -> datetime:
     return datetime(2026, month, day, hour, minute, tzinfo=UTC)
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def sandbox(http: aiohttp.ClientSession) -> AsyncIterator[RunningSandbox]:
-    """A Gupshup sandbox with the agent's app registered under the agent's api key."""
-    running = await start_sandbox(port=0)
-    registration = {
-        "app": APP,
-        "api_key": API_KEY,
-        "number": AGENT_WA_ID,
-        "callback_url": "http://127.0.0.1:9/unused",
-        "format": "v2",
-    }
-    async with http.post(f"{running.base_url}/sandbox/v1/apps", json=registration) as response:
-        assert response.status == 200, await response.text()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def gupshup(sandbox: RunningSandbox) -> AsyncIterator[GupshupClient]:
-    client = GupshupClient(sandbox.base_url, timeout_seconds=5)
-    yield client
-    await client.close()
 
 
 @pytest.fixture
