@@ -63,13 +63,6 @@ class Dedup:
         self._consents = ConsentRepository(store)
         self._default_region = default_region
 
-    async def handle(self, event: InboundMessage | UserEvent) -> None:
-        """Dispatch by event type."""
-        if isinstance(event, InboundMessage):
-            await self.handle_message(event)
-        else:
-            await self.handle_user_event(event)
-
     async def _phone(self, org_id: str, wa_id: str) -> str:
         org = await self._orgs.get(org_id)
         region = org.settings.region if org else self._default_region

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter
-
-from services.outbound.handler import Outbound, OutboundEvent
+from services.outbound.handler import Outbound
+from shared.broker import Subscription, Subscriptions
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
+from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent
 from shared.repositories.agents import AgentDirectory
 from shared.service import Runtime, run_consumer_service, service_main
 from shared.settings import Settings
+
+
+async def wire(runtime: Runtime, key_ring: KeyRing, gupshup: GupshupClient) -> Subscriptions:
+    """Outbound's handlers, by the model each one consumes."""
+    agents = AgentDirectory.for_store(runtime.store, runtime.settings)
+    await runtime.broker.on_config_change(agents.forget)
+    outbound = Outbound(runtime.broker, runtime.store, agents, key_ring, gupshup, runtime.settings)
+    return Subscriptions(
+        Subscription(SendCommand, outbound.send),
+        Subscription(DeliveryStatus, outbound.record_status),
+        Subscription(TemplateEvent, outbound.record_template),
+        Subscription(BillingEvent, outbound.record_billing),
+    )
 
 
 async def main(settings: Settings) -> None:
@@ -17,12 +30,8 @@ async def main(settings: Settings) -> None:
     key_ring = KeyRing.from_settings(settings)
     gupshup = GupshupClient(str(settings.gupshup_base_url), settings.gupshup_timeout_seconds)
 
-    async def setup(runtime: Runtime) -> None:
-        agents = AgentDirectory.for_store(runtime.store, settings)
-        await runtime.broker.on_config_change(agents.forget)
-        outbound = Outbound(runtime.broker, runtime.store, agents, key_ring, gupshup, settings)
-        adapter: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
-        await runtime.broker.consume("outbound", adapter, outbound.handle)
+    async def setup(runtime: Runtime) -> Subscriptions:
+        return await wire(runtime, key_ring, gupshup)
 
     try:
         await run_consumer_service("outbound", settings, setup)

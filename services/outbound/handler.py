@@ -69,8 +69,6 @@ AGENT_BACKOFF_SECONDS = 30.0
 # Backoff when Gupshup gives no hint: up to twice as long each time, at most this long.
 THROTTLE_MAX_SECONDS = 60.0
 
-OutboundEvent = SendCommand | DeliveryStatus | TemplateEvent | BillingEvent
-
 
 def session_message(bubble: Bubble, send_id: str) -> dict[str, object]:
     """Gupshup's `message` for a free-form bubble: text, or a list the lead picks from."""
@@ -156,17 +154,6 @@ class Outbound:
         self._turns: dict[str, asyncio.Lock] = {}
         self._waiting_turn: dict[str, int] = {}
         self._outbox = ReplyOutbox(store, broker)
-
-    async def handle(self, event: OutboundEvent) -> None:
-        """Dispatch by event type."""
-        if isinstance(event, SendCommand):
-            await self.send(event)
-        elif isinstance(event, DeliveryStatus):
-            await self.record_status(event)
-        elif isinstance(event, TemplateEvent):
-            await self.record_template(event)
-        else:
-            await self.record_billing(event)
 
     async def send(self, command: SendCommand) -> None:
         """Send the command's bubbles in order, paced; a bubble already claimed is never re-sent."""
