@@ -200,6 +200,20 @@ def _quorum(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
 
 
+def _dead_letters_to(queue: str) -> dict[str, Any]:
+    """Arguments that move what a quorum queue drops to `queue`, at least once.
+
+    At-least-once dead-lettering needs `reject-publish` overflow: a full queue then refuses
+    publishes (unconfirmed, so retried) instead of dropping its oldest messages.
+    """
+    return {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
 @dataclass
 class _Part:
     """One event of a batch, handled (retried, dead-lettered) like a message of its own."""
@@ -311,13 +325,8 @@ class Broker:
                     t.queue(stage),
                     durable=True,
                     arguments=_quorum(
-                        **{
-                            "x-delivery-limit": DELIVERY_LIMIT,
-                            "x-dead-letter-exchange": "",
-                            "x-dead-letter-routing-key": t.dead_letter_queue(stage),
-                            "x-dead-letter-strategy": "at-least-once",
-                            "x-overflow": "reject-publish",
-                        }
+                        **_dead_letters_to(t.dead_letter_queue(stage)),
+                        **{"x-delivery-limit": DELIVERY_LIMIT},
                     ),
                 )
                 for pattern in patterns:
@@ -327,13 +336,7 @@ class Broker:
                         t.delay_queue(stage, delay),
                         durable=True,
                         arguments=_quorum(
-                            **{
-                                "x-message-ttl": delay,
-                                "x-dead-letter-exchange": "",
-                                "x-dead-letter-routing-key": t.queue(stage),
-                                "x-dead-letter-strategy": "at-least-once",
-                                "x-overflow": "reject-publish",
-                            }
+                            **_dead_letters_to(t.queue(stage)), **{"x-message-ttl": delay}
                         ),
                     )
 

@@ -1,4 +1,6 @@
-"""Prometheus metrics shared by the services (label values are always bounded)."""
+"""Prometheus metrics of what the services share: the broker's consumers, the store's
+repositories, the Gupshup client, HTTP limits (label values are always bounded). A metric
+only one service exports lives in that service's `metrics` module."""
 
 from __future__ import annotations
 
@@ -38,11 +40,6 @@ PUBLISH_BATCH_SIZE = Histogram(
 )
 EVENTS_ROUTED = Counter(
     "realtybot_events_routed_total", "Typed events produced by the router, by kind.", ["kind"]
-)
-INBOUND_STORED = Counter(
-    "realtybot_inbound_messages_total",
-    "Inbound lead messages seen by dedup, by outcome (stored, duplicate).",
-    ["outcome"],
 )
 REPLIES = Counter("realtybot_replies_total", "Replies composed by the brain.", ["engine"])
 SENDS = Counter(

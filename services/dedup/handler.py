@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from services.dedup.metrics import INBOUND_STORED
 from shared.broker import Broker
 from shared.consent_phrases import classify_consent
 from shared.errors import PermanentError
 from shared.ids import derived_id
 from shared.logs import get_logger
-from shared.metrics import INBOUND_STORED, LEADS
+from shared.metrics import LEADS
 from shared.models import InboundMessage, ThreadWork, UserEvent
 from shared.phones import InvalidPhoneNumber, normalize_phone
 from shared.repositories.consents import ConsentRepository
