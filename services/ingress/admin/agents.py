@@ -64,6 +64,10 @@ class AgentCreate(Body):
     timezone: TimeZone | None = None
 
 
+# Credentials an agent may have besides its Gupshup API key.
+EXTRA_CREDENTIALS = {"partner_app_token", "app_secret"}
+
+
 class AgentUpdate(Body):
     """Changes to an agent; absent fields stay as they are."""
 
@@ -160,6 +164,12 @@ def conflict(exc: AgentConflict) -> ApiError:
     return ApiError(409, code, str(exc))
 
 
+async def foreign_agents(call: Call, agent_ids: set[str]) -> list[str]:
+    """The ids among `agent_ids` that name no agent of the caller's organization."""
+    agents = call.app[AGENTS]
+    return [a for a in agent_ids if await agents.get_in_org(call.org_id, a) is None]
+
+
 async def agent_of(call: Call) -> Agent:
     """The agent named by the path, if it belongs to the caller's organization."""
     return found(await call.app[AGENTS].get_in_org(call.org_id, call.param("agent_id")), "agent")
@@ -180,29 +190,17 @@ def _phone(value: str, field: str, region: str) -> str:
 routes = RouteTable()
 
 
-@routes.add("POST", "/v1/agents", "Onboard an agent; answers its callback URL", status=201)
+@routes.add("POST", "/v1/agents", status=201)
 async def create_agent(call: Call, body: AgentCreate) -> web.StreamResponse:
+    """Onboard an agent; answers its callback URL."""
     org = await _organization_settings(call)
-    extra = {
-        name: value
-        for name, value in (
-            ("partner_app_token", body.partner_app_token),
-            ("app_secret", body.app_secret),
-        )
-        if value
-    }
+    # The body's other fields are NewAgent's, by the same names.
     new = NewAgent(
         org_id=call.org_id,
-        name=body.name,
-        number=body.number,
-        gupshup_app=body.gupshup_app,
-        gupshup_api_key=body.gupshup_api_key,
-        gupshup_app_id=body.gupshup_app_id,
         persona=body.persona,
-        rate_per_second=body.rate_per_second,
-        notify_number=body.notify_number,
         timezone=body.timezone or org.timezone,
-        extra_credentials=extra,
+        extra_credentials=body.model_dump(include=EXTRA_CREDENTIALS, exclude_none=True),
+        **body.model_dump(exclude={*EXTRA_CREDENTIALS, "persona", "timezone"}),
     )
     try:
         onboarded = await add_agent(
@@ -228,19 +226,22 @@ async def create_agent(call: Call, body: AgentCreate) -> web.StreamResponse:
     )
 
 
-@routes.add("GET", "/v1/agents", "The organization's agents")
+@routes.add("GET", "/v1/agents")
 async def list_agents(call: Call) -> web.StreamResponse:
+    """The organization's agents."""
     agents = await call.app[AGENTS].list_in_org(call.org_id)
     return json_response({"items": [a.public() for a in agents]})
 
 
-@routes.add("GET", "/v1/agents/{agent_id}", "One agent")
+@routes.add("GET", "/v1/agents/{agent_id}")
 async def get_agent(call: Call) -> web.StreamResponse:
+    """One agent."""
     return json_response((await agent_of(call)).public())
 
 
-@routes.add("PATCH", "/v1/agents/{agent_id}", "Change an agent, suspend or reactivate it")
+@routes.add("PATCH", "/v1/agents/{agent_id}")
 async def update_agent(call: Call, body: AgentUpdate) -> web.StreamResponse:
+    """Change an agent, suspend or reactivate it."""
     fields: dict[str, object] = body.model_dump(exclude_none=True)
     region = (await _organization_settings(call)).region
     for name in ("number", "notify_number"):
@@ -252,8 +253,9 @@ async def update_agent(call: Call, body: AgentUpdate) -> web.StreamResponse:
     return await _change(call, "agent.update", fields)
 
 
-@routes.add("PUT", "/v1/agents/{agent_id}/persona", "Set how the bot speaks for the agent")
+@routes.add("PUT", "/v1/agents/{agent_id}/persona")
 async def set_persona(call: Call, persona: Persona) -> web.StreamResponse:
+    """Set how the bot speaks for the agent."""
     return await _change(call, "agent.persona", {"persona": persona.model_dump()})
 
 
@@ -282,12 +284,9 @@ async def _change(call: Call, action: str, fields: dict[str, object]) -> web.Str
     return json_response(after.public())
 
 
-@routes.add(
-    "PUT",
-    "/v1/agents/{agent_id}/credentials",
-    "Store the agent's credentials (encrypted; never returned)",
-)
+@routes.add("PUT", "/v1/agents/{agent_id}/credentials")
 async def set_credentials(call: Call, body: CredentialsUpdate) -> web.StreamResponse:
+    """Store the agent's credentials (encrypted; never returned)."""
     agent_id = call.param("agent_id")
     secrets = body.model_dump(exclude_none=True)
     if not await call.app[AGENTS].set_credentials(call.org_id, agent_id, secrets):
@@ -299,12 +298,9 @@ async def set_credentials(call: Call, body: CredentialsUpdate) -> web.StreamResp
     return json_response({"agent_id": agent_id, "credentials_changed": sorted(secrets)})
 
 
-@routes.add(
-    "POST",
-    "/v1/agents/{agent_id}/callback-key",
-    "Issue a new callback URL; the old one stops working",
-)
+@routes.add("POST", "/v1/agents/{agent_id}/callback-key")
 async def rotate_callback_key(call: Call) -> web.StreamResponse:
+    """Issue a new callback URL; the old one stops working."""
     agent = await agent_of(call)
     callback_key = await call.app[AGENTS].rotate_callback_key(call.org_id, agent.id)
     await call.audited(
@@ -326,17 +322,15 @@ async def rotate_callback_key(call: Call) -> web.StreamResponse:
     )
 
 
-@routes.add("GET", "/v1/agents/{agent_id}/availability", "When the agent takes consultations")
+@routes.add("GET", "/v1/agents/{agent_id}/availability")
 async def get_availability(call: Call) -> web.StreamResponse:
+    """When the agent takes consultations."""
     return json_response(availability_of(await agent_of(call)))
 
 
-@routes.add(
-    "PUT",
-    "/v1/agents/{agent_id}/availability",
-    "Set working hours, time zone and appointment length (slot_minutes, 15 to 240)",
-)
+@routes.add("PUT", "/v1/agents/{agent_id}/availability")
 async def set_availability(call: Call, body: Availability) -> web.StreamResponse:
+    """Set working hours, time zone and appointment length (slot_minutes, 15 to 240)."""
     fields: Document = {
         "timezone": body.timezone,
         "working_hours": [p.model_dump() for p in body.working_hours],

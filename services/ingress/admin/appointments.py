@@ -62,13 +62,10 @@ async def appointment_of(call: Call) -> Appointment:
 routes = RouteTable()
 
 
-@routes.add(
-    "GET",
-    "/v1/appointments",
-    "The organization's appointments by start time; agent_id, status, from/to (ISO dates "
-    "or times, bounding the start), limit, after=<next> pages on",
-)
+@routes.add("GET", "/v1/appointments")
 async def list_appointments(call: Call) -> web.StreamResponse:
+    """The organization's appointments by start time; agent_id, status, from/to (ISO dates or
+    times, bounding the start), limit, after=<next> pages on."""
     query = call.request.query
     limit = call.query_int("limit", 50, 1, 200)
     status = query.get("status")
@@ -88,12 +85,9 @@ async def list_appointments(call: Call) -> web.StreamResponse:
 
 
 # Declared before the plain one, which would otherwise take "apt_x.ics" as an id.
-@routes.add(
-    "GET",
-    "/v1/appointments/{appointment_id}.ics",
-    "One appointment as an iCalendar file (text/calendar) for the agent's calendar",
-)
+@routes.add("GET", "/v1/appointments/{appointment_id}.ics")
 async def appointment_calendar(call: Call) -> web.StreamResponse:
+    """One appointment as an iCalendar file (text/calendar) for the agent's calendar."""
     appointment = await appointment_of(call)
     agent = await call.app[AGENTS].get_in_org(call.org_id, appointment.agent_id)
     agent = found(agent, "appointment")
@@ -104,17 +98,15 @@ async def appointment_calendar(call: Call) -> web.StreamResponse:
     return calendar_response(agent_event(appointment, agent, lead_name))
 
 
-@routes.add("GET", "/v1/appointments/{appointment_id}", "One appointment")
+@routes.add("GET", "/v1/appointments/{appointment_id}")
 async def get_appointment(call: Call) -> web.StreamResponse:
+    """One appointment."""
     return json_response((await appointment_of(call)).public(_base_url(call)))
 
 
-@routes.add(
-    "POST",
-    "/v1/appointments/{appointment_id}/cancel",
-    "Cancel an appointment and free the agent's time (the lead is not messaged)",
-)
+@routes.add("POST", "/v1/appointments/{appointment_id}/cancel")
 async def cancel_appointment(call: Call, body: CancelRequest) -> web.StreamResponse:
+    """Cancel an appointment and free the agent's time (the lead is not messaged)."""
     before = await appointment_of(call)
     try:
         after = await call.app[APPOINTMENTS].cancel(call.org_id, before.id, reason=body.reason)

@@ -1,9 +1,9 @@
 """The admin API's plumbing: routes that describe themselves and the steps every endpoint shares.
 
-Each route declares its method, path, summary and scope; its body model is the type of the
-handler's parameter after `call`. The OpenAPI document is built from the same declarations, so it
-cannot drift from what is served. Written once here:
-authentication and organization scoping (an org key sees only its organization), body
+Each route declares its method, path and scope; its summary is the handler's docstring and
+its body model the type of the handler's parameter after `call`. The OpenAPI document is
+built from the same declarations, so it cannot drift from what is served. Written once
+here: authentication and organization scoping (an org key sees only its organization), body
 validation (422 naming the fields), query parameters, not-found (404, never 403), pages
 (`{"items", "next"}`), the audit entry of a write, and JSON errors.
 """
@@ -79,6 +79,11 @@ def found(value: T | None, what: str) -> T:
 def invalid_query(name: str, reason: str) -> ApiError:
     """422 for a query parameter, naming it."""
     return ApiError(422, "invalid", "invalid query parameter", {name: reason})
+
+
+def rows_rejected(what: str, fields: dict[str, str]) -> ApiError:
+    """422 for a CSV import refused as a whole (`what`: "listing", "lead"), naming the rows."""
+    return ApiError(422, "invalid_rows", f"no {what} was imported", fields)
 
 
 def invalid_body(field: str, reason: str) -> ApiError:
@@ -211,18 +216,27 @@ class RouteTable:
         self,
         method: str,
         path: str,
-        summary: str,
         *,
+        summary: str | None = None,
         scope: Scope = "org",
         status: int = 200,
         content_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Declare the decorated function as an endpoint."""
+        """Declare the decorated function as an endpoint; its docstring is the summary."""
 
         def register(handler: Handler) -> Handler:
-            body = body_model(handler)
+            described = summary or " ".join((inspect.getdoc(handler) or "").split())
             self.routes.append(
-                Route(method, path, summary, handler, scope, body, status, content_type)
+                Route(
+                    method,
+                    path,
+                    described.removesuffix("."),
+                    handler,
+                    scope,
+                    body_model(handler),
+                    status,
+                    content_type,
+                )
             )
             return handler
 

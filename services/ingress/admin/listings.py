@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.ingress.admin.dependencies import AGENTS, LISTINGS
+from services.ingress.admin.agents import foreign_agents
+from services.ingress.admin.dependencies import LISTINGS
 from services.ingress.admin.framework import (
-    ApiError,
     Call,
     RouteTable,
     found,
@@ -14,6 +14,7 @@ from services.ingress.admin.framework import (
     json_response,
     not_found,
     page_response,
+    rows_rejected,
 )
 from shared.repositories.listings import (
     CSV_COLUMNS,
@@ -27,43 +28,43 @@ from shared.store import Document
 routes = RouteTable()
 
 
-@routes.add("POST", "/v1/listings", "Add a listing", status=201)
+@routes.add("POST", "/v1/listings", status=201)
 async def create_listing(call: Call, fields: ListingFields) -> web.StreamResponse:
-    if fields.agent_id and await call.app[AGENTS].get_in_org(call.org_id, fields.agent_id) is None:
+    """Add a listing."""
+    if fields.agent_id and await foreign_agents(call, {fields.agent_id}):
         raise invalid_body("agent_id", "no such agent in this organization")
     listing = await call.app[LISTINGS].create(call.org_id, fields)
     await call.audited("listing.create", listing.id, after=listing.public())
     return json_response(listing.public(), status=201)
 
 
+# The summary names the parser's own columns.
+IMPORT_SUMMARY = (
+    f"Import listings from CSV (text/csv; columns: {', '.join(CSV_COLUMNS)}); all rows or none"
+)
+
+
 @routes.add(
-    "POST",
-    "/v1/listings/import",
-    f"Import listings from CSV (text/csv; columns: {', '.join(CSV_COLUMNS)}); all rows or none",
-    status=201,
-    content_type="text/csv",
+    "POST", "/v1/listings/import", summary=IMPORT_SUMMARY, status=201, content_type="text/csv"
 )
 async def import_listings(call: Call) -> web.StreamResponse:
+    """Import listings from CSV; all rows or none."""
     try:
         rows = parse_csv(await call.csv_text())
     except CsvRejected as exc:
-        raise ApiError(422, "invalid_rows", "no listing was imported", exc.errors) from None
-    agents = {row.agent_id for row in rows if row.agent_id}
-    unknown = [a for a in agents if await call.app[AGENTS].get_in_org(call.org_id, a) is None]
+        raise rows_rejected("listing", exc.errors) from None
+    unknown = await foreign_agents(call, {row.agent_id for row in rows if row.agent_id})
     if unknown:
-        raise ApiError(
-            422,
-            "invalid_rows",
-            "no listing was imported",
-            {"agent_id": f"no such agent in this organization: {unknown[0]}"},
-        )
+        reason = f"no such agent in this organization: {unknown[0]}"
+        raise rows_rejected("listing", {"agent_id": reason})
     count = await call.app[LISTINGS].import_all(call.org_id, rows)
     await call.audited("listing.import", call.org_id, after={"imported": count})
     return json_response({"imported": count}, status=201)
 
 
-@routes.add("GET", "/v1/listings", "Listings, filtered by agent_id, district, status")
+@routes.add("GET", "/v1/listings")
 async def list_listings(call: Call) -> web.StreamResponse:
+    """Listings, filtered by agent_id, district, status."""
     limit = call.query_int("limit", 50, 1, 200)
     query = call.request.query
     filters: Document = {k: query[k] for k in ("agent_id", "district", "status") if k in query}
@@ -73,14 +74,16 @@ async def list_listings(call: Call) -> web.StreamResponse:
     return page_response(page, limit, lambda item: item.public(), lambda item: item.id)
 
 
-@routes.add("GET", "/v1/listings/{listing_id}", "One listing")
+@routes.add("GET", "/v1/listings/{listing_id}")
 async def get_listing(call: Call) -> web.StreamResponse:
+    """One listing."""
     listing = await call.app[LISTINGS].get(call.org_id, call.param("listing_id"))
     return json_response(found(listing, "listing").public())
 
 
-@routes.add("PATCH", "/v1/listings/{listing_id}", "Change a listing")
+@routes.add("PATCH", "/v1/listings/{listing_id}")
 async def update_listing(call: Call, body: ListingUpdate) -> web.StreamResponse:
+    """Change a listing."""
     listings = call.app[LISTINGS]
     before = found(await listings.get(call.org_id, call.param("listing_id")), "listing")
     after = await listings.update(call.org_id, before.id, body.model_dump(exclude_none=True))
@@ -89,8 +92,9 @@ async def update_listing(call: Call, body: ListingUpdate) -> web.StreamResponse:
     return json_response(after.public())
 
 
-@routes.add("DELETE", "/v1/listings/{listing_id}", "Remove a listing")
+@routes.add("DELETE", "/v1/listings/{listing_id}")
 async def delete_listing(call: Call) -> web.StreamResponse:
+    """Remove a listing."""
     listings = call.app[LISTINGS]
     before = await listings.get(call.org_id, call.param("listing_id"))
     if before is None or not await listings.delete(call.org_id, before.id):

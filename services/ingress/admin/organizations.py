@@ -83,14 +83,9 @@ def public_org(org: Organization) -> dict[str, object]:
 routes = RouteTable()
 
 
-@routes.add(
-    "POST",
-    "/v1/organizations",
-    "Create an organization and its first API key",
-    scope="platform",
-    status=201,
-)
+@routes.add("POST", "/v1/organizations", scope="platform", status=201)
 async def create_organization(call: Call, body: OrganizationCreate) -> web.StreamResponse:
+    """Create an organization and its first API key."""
     try:
         org, api_key = await call.app[ORGS].create(
             body.name, OrganizationSettings(region=body.region, timezone=body.timezone)
@@ -107,14 +102,16 @@ async def create_organization(call: Call, body: OrganizationCreate) -> web.Strea
     return json_response({**public_org(org), "api_key": api_key}, status=201)
 
 
-@routes.add("GET", "/v1/organization", "The caller's organization")
+@routes.add("GET", "/v1/organization")
 async def get_organization(call: Call) -> web.StreamResponse:
+    """The caller's organization."""
     org = found(await call.app[ORGS].get(call.org_id), "organization")
     return json_response(public_org(org))
 
 
-@routes.add("PATCH", "/v1/organization", "Change the caller's organization")
+@routes.add("PATCH", "/v1/organization")
 async def update_organization(call: Call, body: OrganizationUpdate) -> web.StreamResponse:
+    """Change the caller's organization."""
     fields: dict[str, object] = {}
     if body.name is not None:
         fields["name"] = body.name
@@ -138,28 +135,32 @@ async def update_organization(call: Call, body: OrganizationUpdate) -> web.Strea
     return json_response(public_org(after))
 
 
-@routes.add("GET", "/v1/api-keys", "The organization's API keys (never the keys themselves)")
+@routes.add("GET", "/v1/api-keys")
 async def list_keys(call: Call) -> web.StreamResponse:
+    """The organization's API keys (never the keys themselves)."""
     return json_response(
         {"items": [k.public() for k in await call.app[API_KEYS].list_in_org(call.org_id)]}
     )
 
 
-@routes.add("POST", "/v1/api-keys", "Issue another API key", status=201)
+@routes.add("POST", "/v1/api-keys", status=201)
 async def create_key(call: Call, body: KeyCreate) -> web.StreamResponse:
+    """Issue another API key."""
     key, plain = await call.app[API_KEYS].issue("org", call.org_id, body.name)
     await call.audited("api_key.create", key.id, after=key.public())
     return json_response({**key.public(), "api_key": plain}, status=201)
 
 
-@routes.add("DELETE", "/v1/api-keys/{key_id}", "Revoke an API key", status=200)
+@routes.add("DELETE", "/v1/api-keys/{key_id}", status=200)
 async def revoke_key(call: Call) -> web.StreamResponse:
+    """Revoke an API key."""
     key = found(await call.app[API_KEYS].revoke(call.org_id, call.param("key_id")), "API key")
     await call.audited("api_key.revoke", key.id, after=key.public())
     return json_response(key.public())
 
 
-@routes.add("GET", "/v1/audit-log", "The organization's latest writes, newest first")
+@routes.add("GET", "/v1/audit-log")
 async def audit_log(call: Call) -> web.StreamResponse:
+    """The organization's latest writes, newest first."""
     limit = call.query_int("limit", 100, 1, 500)
     return json_response({"items": await call.app[AUDIT].list_in_org(call.org_id, limit)})

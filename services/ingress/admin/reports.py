@@ -18,13 +18,10 @@ MAX_DAYS = 366  # a year, leap day included
 routes = RouteTable()
 
 
-@routes.add(
-    "GET",
-    "/v1/reports/attribution",
-    "Leads, conversions and conversion rate per agent and source; from/to (ISO "
-    "dates) bound when the threads started",
-)
+@routes.add("GET", "/v1/reports/attribution")
 async def attribution_report(call: Call) -> web.StreamResponse:
+    """Leads, conversions and conversion rate per agent and source; from/to (ISO dates) bound when
+    the threads started."""
     query = call.request.query
     try:
         # By default the 30 days up to the end of today (UTC): stable within a day.
@@ -40,14 +37,11 @@ async def attribution_report(call: Call) -> web.StreamResponse:
     return json_response({"from": start.isoformat(), "to": end.isoformat(), "rows": rows})
 
 
-@routes.add(
-    "GET",
-    "/v1/reports/costs",
-    "Billable and free WhatsApp messages per period, agent and pricing category (estimated "
-    "costs once prices are set); from/to (dates, both included, in the organization's time "
-    "zone; default the last 30 days), period=day|month (default day)",
-)
+@routes.add("GET", "/v1/reports/costs")
 async def cost_report(call: Call) -> web.StreamResponse:
+    """Billable and free WhatsApp messages per period, agent and pricing category (estimated costs
+    once prices are set); from/to (dates, both included, in the organization's time zone;
+    default the last 30 days), period=day|month (default day)."""
     org = found(await call.app[ORGS].get(call.org_id), "organization")
     raw_period = call.request.query.get("period", "day")
     period = next((g for g in GRANULARITIES if g == raw_period), None)

@@ -78,13 +78,9 @@ async def _agent_with_app(call: Call) -> tuple[Agent, PartnerClient, str]:
 routes = RouteTable()
 
 
-@routes.add(
-    "POST",
-    "/v1/agents/{agent_id}/templates",
-    "Apply for a template (PENDING until Meta decides)",
-    status=201,
-)
+@routes.add("POST", "/v1/agents/{agent_id}/templates", status=201)
 async def create_template(call: Call, body: TemplateCreate) -> web.StreamResponse:
+    """Apply for a template (PENDING until Meta decides)."""
     agent, partner, app_id = await _agent_with_app(call)
     templates = call.app[TEMPLATES]
     try:
@@ -128,19 +124,17 @@ async def create_template(call: Call, body: TemplateCreate) -> web.StreamRespons
     return json_response(stored.public(), status=201)
 
 
-@routes.add("GET", "/v1/agents/{agent_id}/templates", "An agent's templates and statuses")
+@routes.add("GET", "/v1/agents/{agent_id}/templates")
 async def list_templates(call: Call) -> web.StreamResponse:
+    """An agent's templates and statuses."""
     agent = await agent_of(call)
     items = await call.app[TEMPLATES].list_for_agent(call.org_id, agent.id)
     return json_response({"items": [t.public() for t in items]})
 
 
-@routes.add(
-    "POST",
-    "/v1/agents/{agent_id}/templates/sync",
-    "Refresh statuses from Gupshup (and import templates made elsewhere)",
-)
+@routes.add("POST", "/v1/agents/{agent_id}/templates/sync")
 async def sync_templates(call: Call) -> web.StreamResponse:
+    """Refresh statuses from Gupshup (and import templates made elsewhere)."""
     agent, partner, app_id = await _agent_with_app(call)
     templates = call.app[TEMPLATES]
     try:
@@ -167,13 +161,9 @@ async def sync_templates(call: Call) -> web.StreamResponse:
     return json_response({"items": [t.public() for t in items]})
 
 
-@routes.add(
-    "POST",
-    "/v1/threads/{thread_id}/template",
-    "Send an APPROVED template to the thread's lead",
-    status=202,
-)
+@routes.add("POST", "/v1/threads/{thread_id}/template", status=202)
 async def send_template(call: Call, body: TemplateSend) -> web.StreamResponse:
+    """Send an APPROVED template to the thread's lead."""
     thread = await thread_of(call)
     template = await call.app[TEMPLATES].get(call.org_id, body.template_id)
     if template is None or template.agent_id != thread["agent_id"]:

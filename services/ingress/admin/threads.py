@@ -91,8 +91,9 @@ async def thread_of(call: Call) -> Document:
 routes = RouteTable()
 
 
-@routes.add("GET", "/v1/threads", "Threads of the organization, paginated")
+@routes.add("GET", "/v1/threads")
 async def list_threads(call: Call) -> web.StreamResponse:
+    """Threads of the organization, paginated."""
     limit = call.query_int("limit", 50, 1, 200)
     query = call.request.query
     page = await call.app[THREADS].page(
@@ -105,12 +106,9 @@ async def list_threads(call: Call) -> web.StreamResponse:
     return page_response(page, limit, public_thread, lambda thread: thread["_id"])
 
 
-@routes.add(
-    "GET",
-    "/v1/threads/{thread_id}",
-    "One thread with its lead and the lead's threads with colleagues (metadata)",
-)
+@routes.add("GET", "/v1/threads/{thread_id}")
 async def get_thread(call: Call) -> web.StreamResponse:
+    """One thread with its lead and the lead's threads with colleagues (metadata)."""
     thread = await thread_of(call)
     return json_response(
         {
@@ -121,13 +119,9 @@ async def get_thread(call: Call) -> web.StreamResponse:
     )
 
 
-@routes.add(
-    "POST",
-    "/v1/threads/{thread_id}/conversion",
-    "Record an outcome: appointment booked, deal won or lost",
-    status=201,
-)
+@routes.add("POST", "/v1/threads/{thread_id}/conversion", status=201)
 async def record_conversion(call: Call, body: ConversionBody) -> web.StreamResponse:
+    """Record an outcome: appointment booked, deal won or lost."""
     thread = await thread_of(call)
     new = await call.app[CONVERSIONS].record(thread, body.kind, utcnow(), call.actor)
     if new:
@@ -142,12 +136,9 @@ async def record_conversion(call: Call, body: ConversionBody) -> web.StreamRespo
     )
 
 
-@routes.add(
-    "GET",
-    "/v1/threads/{thread_id}/messages",
-    "A thread's messages, newest first (before=<ISO time> pages back)",
-)
+@routes.add("GET", "/v1/threads/{thread_id}/messages")
 async def list_messages(call: Call) -> web.StreamResponse:
+    """A thread's messages, newest first (before=<ISO time> pages back)."""
     thread = await thread_of(call)
     limit = call.query_int("limit", 50, 1, 200)
     before_raw = call.request.query.get("before")
@@ -167,17 +158,15 @@ async def list_messages(call: Call) -> web.StreamResponse:
     )
 
 
-@routes.add(
-    "POST",
-    "/v1/threads/{thread_id}/handoff",
-    "A human takes the thread over: the bot stops answering it",
-)
+@routes.add("POST", "/v1/threads/{thread_id}/handoff")
 async def handoff(call: Call, body: HandoffRequest) -> web.StreamResponse:
+    """A human takes the thread over: the bot stops answering it."""
     return await _set_state(call, "human", {"handed_off_at": utcnow(), "handoff_note": body.note})
 
 
-@routes.add("POST", "/v1/threads/{thread_id}/handback", "Give the thread back to the bot")
+@routes.add("POST", "/v1/threads/{thread_id}/handback")
 async def handback(call: Call) -> web.StreamResponse:
+    """Give the thread back to the bot."""
     thread = await thread_of(call)
     messages = call.app[MESSAGES]
     # What the lead wrote meanwhile was the human's to answer: the bot starts afresh.
@@ -200,13 +189,9 @@ async def _set_state(call: Call, state: str, extra: Document) -> web.StreamRespo
     return json_response(public_thread(after))
 
 
-@routes.add(
-    "POST",
-    "/v1/threads/{thread_id}/messages",
-    "The agent writes to the lead; it leaves through outbound under all its rules",
-    status=202,
-)
+@routes.add("POST", "/v1/threads/{thread_id}/messages", status=202)
 async def reply(call: Call, body: HumanReply) -> web.StreamResponse:
+    """The agent writes to the lead; it leaves through outbound under all its rules."""
     thread = await thread_of(call)
     lead = found(await call.app[LEADS].view_for_org(call.org_id, thread["lead_id"]), "lead")
     unanswered = await call.app[MESSAGES].unanswered(call.org_id, thread["_id"])
