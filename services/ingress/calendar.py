@@ -68,20 +68,28 @@ def calendar_response(event: CalendarEvent) -> web.Response:
     )
 
 
+APPOINTMENTS = web.AppKey("calendar_appointments", AppointmentRepository)
+AGENTS = web.AppKey("calendar_agents", AgentDirectory)
+
+
+async def lead_calendar(request: web.Request) -> web.Response:
+    """`GET /v1/calendar/{token}.ics`: the lead's calendar file, 404 for an unknown token."""
+    appointments, agents = request.config_dict[APPOINTMENTS], request.config_dict[AGENTS]
+    try:
+        appointment = await appointments.by_ics_token(request.match_info["token"])
+        agent = await agents.by_id(appointment.agent_id) if appointment else None
+    except Exception as exc:
+        log.warning("cannot read the calendar link: store unavailable", error=str(exc))
+        return web.json_response({"error": "temporarily unavailable"}, status=503)
+    if appointment is None or agent is None:
+        return web.json_response({"error": "not found"}, status=404)
+    return calendar_response(lead_event(appointment, agent))
+
+
 def add_calendar_route(
     app: web.Application, appointments: AppointmentRepository, agents: AgentDirectory
 ) -> None:
     """Serve the leads' calendar links on a (public) application."""
-
-    async def lead_calendar(request: web.Request) -> web.Response:
-        try:
-            appointment = await appointments.by_ics_token(request.match_info["token"])
-            agent = await agents.by_id(appointment.agent_id) if appointment else None
-        except Exception as exc:
-            log.warning("cannot read the calendar link: store unavailable", error=str(exc))
-            return web.json_response({"error": "temporarily unavailable"}, status=503)
-        if appointment is None or agent is None:
-            return web.json_response({"error": "not found"}, status=404)
-        return calendar_response(lead_event(appointment, agent))
-
+    app[APPOINTMENTS] = appointments
+    app[AGENTS] = agents
     app.router.add_get(CALENDAR_ROUTE, lead_calendar)
