@@ -100,9 +100,3 @@ HTTP_REFUSED = Counter(
     "(body_too_large: declared over the limit; body_timeout: the body came too slowly).",
     ["reason"],
 )
-ADMIN_AUTH_FAILURES = Counter(
-    "realtybot_admin_auth_failures_total",
-    "Admin API requests refused for their key, by reason (missing_key, unknown_key: wrong or "
-    "revoked, locked_out: the address presented too many wrong keys lately).",
-    ["reason"],
-)

@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from services.ingress.admin.dependencies import API_KEYS, AUDIT
 from services.ingress.admin.lockout import AuthLockout
+from services.ingress.metrics import ADMIN_AUTH_FAILURES
 from shared.logs import get_logger
-from shared.metrics import ADMIN_AUTH_FAILURES
 from shared.repositories.api_keys import ApiKey
 from shared.store import Document
 
