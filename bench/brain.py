@@ -26,9 +26,10 @@ from bench.plots import lines
 from bench.result import BenchContext, BenchResult, Figure
 from bench.stack import BenchAgent, bench_settings, create_agents
 from bench.stats import percentile, summary
-from services.brain.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL, AnthropicEngine
-from services.brain.handler import Brain
-from services.brain.model import (
+from services.brain.engines.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL, AnthropicEngine
+from services.brain.engines.offline import OfflineEngine
+from services.brain.reply.handler import Brain
+from services.brain.reply.model import (
     Context,
     LeadMessage,
     ListingCard,
@@ -38,9 +39,8 @@ from services.brain.model import (
     Turn,
     Understanding,
 )
-from services.brain.offline import OfflineEngine
-from services.brain.pipeline import Pipeline
-from services.brain.recall import Recaller
+from services.brain.reply.pipeline import Pipeline
+from services.brain.reply.recall import Recaller
 from shared.broker import Broker
 from shared.models import InboundMessage, ThreadWork, utcnow
 from shared.repositories.agents import AgentDirectory

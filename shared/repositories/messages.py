@@ -162,3 +162,18 @@ class MessageRepository:
                 {"$set": {"provider_message_id": provider_message_id, "submitted_at": at}},
             )
         )
+
+    async def lead_wrote_since(self, org_id: str, thread_id: str, since: datetime) -> bool:
+        """Whether the lead wrote in the thread after `since`, or has a message unanswered."""
+        found = await with_retry(
+            lambda: self._messages.find_one(
+                {
+                    "org_id": org_id,
+                    "thread_id": thread_id,
+                    "direction": "in",
+                    "$or": [{"received_at": {"$gt": since}}, {"answered": False}],
+                },
+                {"_id": 1},
+            )
+        )
+        return found is not None

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from services.brain.decide import decide
-from services.brain.guard import guard
-from services.brain.model import (
+from services.brain.engines.offline import QUESTIONS, compose, extract_facts, summarize, understand
+from services.brain.reply.decide import decide
+from services.brain.reply.guard import guard
+from services.brain.reply.model import (
     AppointmentView,
     Context,
     Decision,
@@ -25,7 +26,6 @@ from services.brain.model import (
     Turn,
     Understanding,
 )
-from services.brain.offline import QUESTIONS, compose, extract_facts, summarize, understand
 from shared.repositories.agents import Persona
 
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # Wednesday 10:00 in Singapore

@@ -24,9 +24,9 @@ import anthropic
 from anthropic.types import Message, MessageParam, TextBlockParam, ToolParam, ToolUseBlock
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.brain import prompts
+from services.brain.engines import prompts
 from services.brain.metrics import LLM_CALL_SECONDS, LLM_CALLS, LLM_TOKENS
-from services.brain.model import (
+from services.brain.reply.model import (
     Context,
     Decision,
     Draft,

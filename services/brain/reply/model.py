@@ -64,6 +64,13 @@ class Profile(Frozen):
     bedrooms: int | None = Field(default=None, ge=0, le=20)
     timeline: str | None = None
 
+    @classmethod
+    def stored(cls, fields: dict[str, Any] | None) -> Profile:
+        """The profile as kept on a thread; fields this version does not know are dropped."""
+        return cls.model_validate(
+            {k: v for k, v in (fields or {}).items() if k in cls.model_fields}
+        )
+
     def merged(self, newer: Profile) -> Profile:
         """This profile updated with every field `newer` knows."""
         return self.model_copy(update=newer.model_dump(exclude_none=True))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import re
 
-from services.brain.geo import district_near
-from services.brain.model import (
+from services.brain.engines.phrases import PHRASES
+from services.brain.reply.geo import district_near
+from services.brain.reply.model import (
     Context,
     Decision,
     Draft,
@@ -21,9 +22,8 @@ from services.brain.model import (
     TimeAsked,
     Understanding,
 )
-from services.brain.phrases import PHRASES
-from services.brain.slots import Slot
-from services.brain.when import parse_when, pick_offered
+from services.brain.reply.slots import Slot
+from services.brain.reply.when import parse_when, pick_offered
 
 # Whole words only: "please" is not "lease", "parents" and "currently" are not "rent".
 INTENT_WORDS = {

@@ -21,11 +21,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
-
-if TYPE_CHECKING:
-    from services.brain.slots import Slot
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTHS = (
@@ -63,6 +60,18 @@ class TimeWindow:
     start: datetime
     end: datetime
     exact: bool
+
+
+class Offered(Protocol):
+    """A time offered to the lead, as `pick_offered` reads it (a free slot, typically)."""
+
+    @property
+    def start(self) -> datetime: ...
+
+    def label(self, timezone: str) -> str: ...
+
+
+OfferedT = TypeVar("OfferedT", bound=Offered)
 
 
 @dataclass(frozen=True)
@@ -423,7 +432,7 @@ def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", text.casefold())
 
 
-def _by_position(text: str, offered: Sequence[Slot]) -> Slot | None:
+def _by_position(text: str, offered: Sequence[OfferedT]) -> OfferedT | None:
     """The slot chosen by its place in the list: "1", "option 2", "the second", "last"."""
     for pattern in (_ONLY_NUMBER, _NUMBERED):
         if match := pattern.search(text):
@@ -446,8 +455,8 @@ def _by_position(text: str, offered: Sequence[Slot]) -> Slot | None:
 
 
 def pick_offered(
-    text: str, offered: Sequence[Slot], timezone: str, now: datetime | None = None
-) -> Slot | None:
+    text: str, offered: Sequence[OfferedT], timezone: str, now: datetime | None = None
+) -> OfferedT | None:
     """The offered slot the lead's reply chooses, or None when it chooses none or is unclear.
 
     Understands a list reply's id or title equal to a slot's label, a position ("1",

@@ -15,7 +15,10 @@ import socket
 from datetime import timedelta
 from typing import Any
 
-from services.brain.model import (
+from services.brain.engines.offline import OfflineEngine, summarize
+from services.brain.followups.scheduler import Scheduler
+from services.brain.outgoing import send_command
+from services.brain.reply.model import (
     Context,
     Decision,
     LeadMessage,
@@ -25,17 +28,15 @@ from services.brain.model import (
     Stage,
     Turn,
 )
-from services.brain.offline import OfflineEngine, summarize
-from services.brain.pipeline import Engine, Pipeline
-from services.brain.recall import Recaller
-from services.brain.scheduler import Scheduler
+from services.brain.reply.pipeline import Engine, Pipeline
+from services.brain.reply.recall import Recaller
 from shared.broker import Broker
 from shared.colleagues import ColleagueThreads
 from shared.errors import Defer, TransientError
 from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import REPLIES
-from shared.models import Bubble, Choice, SendCommand, ThreadWork, utcnow
+from shared.models import Bubble, Choice, ThreadWork, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.appointments import (
@@ -45,6 +46,7 @@ from shared.repositories.appointments import (
     UnknownAppointment,
 )
 from shared.repositories.consents import ConsentRepository
+from shared.repositories.leads import LeadRecord, LeadRepository
 from shared.repositories.leases import ThreadLeases
 from shared.repositories.messages import MessageRepository
 from shared.repositories.templates import TemplateRepository
@@ -96,7 +98,7 @@ class Brain:
         self._templates = TemplateRepository(store)
         self._appointments = AppointmentRepository(store)
         self._recaller = Recaller(store)
-        self._leads = store.db["leads"]
+        self._leads = LeadRepository(store)
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self.pipeline = Pipeline(engine or OfflineEngine())
 
@@ -125,7 +127,7 @@ class Brain:
         agent, thread, lead, opted_out = await asyncio.gather(
             self._agents.by_id(work.agent_id),
             self._threads.get(work.org_id, work.thread_id),
-            self._leads.find_one({"_id": work.lead_id}),
+            self._leads.get(work.lead_id),
             self._consents.opted_out(work.org_id, work.lead_id),
         )
         if agent is None or thread is None:
@@ -141,7 +143,7 @@ class Brain:
             log.info("not answering: agent suspended or thread closed", thread_id=work.thread_id)
             return
         if opted_out:
-            await self._confirm_opt_out(agent, thread, lead, unanswered)
+            await self._confirm_opt_out(work, agent, thread, lead, unanswered)
             return
         state: Document = {}
         if thread.get("opt_out_confirmed"):  # they opted in again: a fresh confirmation later
@@ -166,16 +168,12 @@ class Brain:
         if decision.action == "handoff":
             # Before the reply is stored: a re-run after a crash sends the same notice id.
             await self._notify_agent(agent, context, lead, command_id)
-        command = SendCommand(
-            event_id=command_id,
-            command_id=command_id,
-            org_id=work.org_id,
-            agent_id=work.agent_id,
-            thread_id=work.thread_id,
-            lead_id=work.lead_id,
-            destination=lead["phone"],
-            bubbles=self._bubbles(bubbles, decision),
-            created_at=utcnow(),
+        command = send_command(
+            command_id,
+            work,
+            lead.phone,
+            self._bubbles(bubbles, decision),
+            utcnow(),
             fallback=await self._templates.fallback_for(
                 agent.org_id, agent.id, agent.fallback_template_id, recall.profile.name
             ),
@@ -267,7 +265,7 @@ class Brain:
         return str(self._settings.public_base_url).rstrip("/") + appointment.calendar_path
 
     async def _notify_agent(
-        self, agent: Agent, context: Context, lead: Document, reply_id: str
+        self, agent: Agent, context: Context, lead: LeadRecord, reply_id: str
     ) -> None:
         """Tell the agent on their own number that a lead wants them (once per handoff)."""
         if not agent.notify_number:
@@ -275,20 +273,16 @@ class Brain:
         name = context.profile.name or "A lead"
         said = " / ".join(t for m in context.new_messages if (t := m.text))[:200]
         text = (
-            f'{name} ({lead["phone"]}) would like to speak with you: "{said}". The bot has '
+            f'{name} ({lead.phone}) would like to speak with you: "{said}". The bot has '
             "paused this chat; answer from the dashboard, then hand it back."
         )
         notice_id = derived_id("ntf", reply_id)
-        notice = SendCommand(
-            event_id=notice_id,
-            command_id=notice_id,
-            org_id=context.org_id,
-            agent_id=agent.id,
-            thread_id=context.thread_id,
-            lead_id=context.lead_id,
-            destination=agent.notify_number,
-            bubbles=[Bubble(text=text)],
-            created_at=utcnow(),
+        notice = send_command(
+            notice_id,
+            context,
+            agent.notify_number,
+            [Bubble(text=text)],
+            utcnow(),
             purpose="agent_notification",
             fallback=await self._templates.fallback_for(
                 agent.org_id, agent.id, agent.handoff_template_id, context.profile.name
@@ -324,7 +318,12 @@ class Brain:
         return state
 
     async def _confirm_opt_out(
-        self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
+        self,
+        work: ThreadWork,
+        agent: Agent,
+        thread: Document,
+        lead: LeadRecord,
+        unanswered: list[Document],
     ) -> None:
         """One confirmation for the lead's opt-out, then silence until they opt in again."""
         answers = [m["_id"] for m in unanswered]
@@ -333,16 +332,12 @@ class Brain:
             await self._messages.mark_answered(thread["org_id"], answers, "opted_out")
             return
         text = OPT_OUT_CONFIRMATION.format(bot=agent.persona.bot_name, agent=agent.name)
-        command = SendCommand(
-            event_id=derived_id("rpl", thread["_id"], *answers),
-            command_id=derived_id("rpl", thread["_id"], *answers),
-            org_id=thread["org_id"],
-            agent_id=agent.id,
-            thread_id=thread["_id"],
-            lead_id=lead["_id"],
-            destination=lead["phone"],
-            bubbles=[Bubble(text=text)],
-            created_at=utcnow(),
+        command = send_command(
+            derived_id("rpl", work.thread_id, *answers),
+            work,
+            lead.phone,
+            [Bubble(text=text)],
+            utcnow(),
             purpose="opt_out_confirmation",
         )
         state = {"opt_out_confirmed": True, "stage": "closed"}
@@ -350,13 +345,10 @@ class Brain:
         await self._outbox.publish(command)
 
     async def _context(
-        self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
+        self, agent: Agent, thread: Document, lead: LeadRecord, unanswered: list[Document]
     ) -> Context:
-        names = [n["name"] for n in lead.get("names", []) if n.get("org_id") == agent.org_id]
-        known = {
-            k: v for k, v in (thread.get("profile") or {}).items() if k in Profile.model_fields
-        }
-        profile = Profile.model_validate(known)
+        names = lead.names_in(agent.org_id)
+        profile = Profile.stored(thread.get("profile"))
         if profile.name is None and names:
             profile = profile.model_copy(update={"name": names[-1]})
         stage = thread.get("stage", "new")
@@ -379,7 +371,7 @@ class Brain:
             org_id=agent.org_id,
             agent_id=agent.id,
             thread_id=thread["_id"],
-            lead_id=lead["_id"],
+            lead_id=lead.id,
             agent_name=agent.name,
             persona=agent.persona,
             timezone=agent.timezone,
