@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.brain.engines.offline import QUESTIONS, compose, extract_facts, summarize, understand
+from services.brain.engines.offline import compose, extract_facts, summarize, understand
+from services.brain.engines.phrases import PHRASES
 from services.brain.reply.decide import decide
 from services.brain.reply.guard import guard
 from services.brain.reply.model import (
@@ -149,7 +150,7 @@ def test_first_reply_greets_in_the_persona_and_asks_one_question() -> None:
     assert (decision.action, decision.greet, decision.question) == ("ask", True, "intent")
     bubbles = compose(ctx, recall, decision).bubbles
     assert bubbles[0] == "Hi Rachel! I'm Mia, Jason Tan's assistant. Thanks for reaching out."
-    assert questions(bubbles) == [QUESTIONS["intent"]]
+    assert questions(bubbles) == [PHRASES["en"]["intent"]]
 
 
 @pytest.mark.parametrize("known", [(), ("intent",), ("intent", "budget"), ("intent", "area")])
