@@ -457,6 +457,14 @@ class WhenAnswer(Answer):
     exact: bool = False
 
 
+def _matched(pattern: re.Pattern[str], value: str, what: str) -> re.Match[str]:
+    """The pattern's match at the start of a model's answer; ValueError naming `what` if none."""
+    match = pattern.match(value)
+    if match is None:
+        raise ValueError(f"not {what}: {value!r}")
+    return match
+
+
 class UnderstandingAnswer(Answer):
     """Understand's tool input."""
 
@@ -475,9 +483,7 @@ class UnderstandingAnswer(Answer):
     def _district(cls, value: str | None) -> str | None:
         if not value:
             return None
-        match = DISTRICT.match(value)
-        if match is None:
-            raise ValueError(f"not a Singapore postal district: {value!r}")
+        match = _matched(DISTRICT, value, "a Singapore postal district")
         return f"D{int(match.group(1))}"
 
     @field_validator("language", mode="after")
@@ -485,9 +491,7 @@ class UnderstandingAnswer(Answer):
     def _language(cls, value: str | None) -> str | None:
         if not value:
             return None
-        match = LANGUAGE.match(value)
-        if match is None:
-            raise ValueError(f"not a language code: {value!r}")
+        match = _matched(LANGUAGE, value, "a language code")
         primary, region = match.group(1).lower(), match.group(2)
         return f"{primary}-{region.upper()}" if region else primary
 

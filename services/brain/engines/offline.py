@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from services.brain.engines.phrases import ENGLISH, PHRASES, Phrase
+from services.brain.engines.phrases import ENGLISH, PHRASES, PROPERTY_NAMES, Phrase
 from services.brain.reply.geo import district_near
 from services.brain.reply.model import (
     Context,
@@ -267,14 +267,6 @@ def _language(text: str) -> str | None:
 
 # --- Compose -------------------------------------------------------------------------------
 
-TYPE_NAMES = {
-    "condo": "condo",
-    "hdb": "HDB flat",
-    "landed": "landed home",
-    "executive_condo": "EC",
-    "commercial": "commercial unit",
-}
-
 
 @dataclass(frozen=True)
 class Words:
@@ -361,7 +353,7 @@ def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
 
 
 def _card(number: int, card: ListingCard) -> str:
-    kind = TYPE_NAMES.get(card.property_type, card.property_type)
+    kind = PROPERTY_NAMES.get(card.property_type, card.property_type)
     rooms = f"{card.bedrooms}-bedroom " if card.bedrooms else ""
     size = f", {card.size_sqft:,} sqft" if card.size_sqft else ""
     tenure = f", {card.tenure}" if card.tenure else ""
@@ -374,7 +366,7 @@ def _describe(profile: Profile) -> str:
     parts = []
     if profile.bedrooms:
         parts.append(f"{profile.bedrooms}-bedroom")
-    parts.append(TYPE_NAMES.get(profile.property_type or "", "home"))
+    parts.append(PROPERTY_NAMES.get(profile.property_type or "", "home"))
     if profile.area:
         parts.append(f"in {profile.area}")
     if profile.budget:

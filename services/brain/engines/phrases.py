@@ -15,6 +15,14 @@ Phrase = str | tuple[str, ...]
 ENGLISH = "en"
 _MORE_THANKS = ("Got it, thank you.", "Noted, thanks!", "Great, thanks for that.")
 
+# Property types as listing cards and summaries name them (in English, as listings are written).
+PROPERTY_NAMES = {
+    "condo": "condo",
+    "hdb": "HDB flat",
+    "landed": "landed home",
+    "executive_condo": "EC",
+    "commercial": "commercial unit",
+}
 PHRASES: dict[str, dict[str, Phrase]] = {
     ENGLISH: {
         # The persona's tone decides how the bot introduces itself.

@@ -9,18 +9,14 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from services.brain.engines.phrases import PROPERTY_NAMES
 from services.brain.reply.model import Profile
 from shared.local_time import when_label
 from shared.repositories.agents import Agent, Persona
 
 HELLO = {"friendly": "Hi", "professional": "Hello", "casual": "Hey"}
-THINGS = {
-    "condo": "condo",
-    "hdb": "HDB flat",
-    "landed": "landed home",
-    "executive_condo": "executive condo",
-    "commercial": "commercial space",
-}
+# Spelled out: a follow-up is read without the conversation that named the property.
+THINGS = {**PROPERTY_NAMES, "executive_condo": "executive condo", "commercial": "commercial space"}
 
 
 def _hello(persona: Persona, name: str | None) -> str:

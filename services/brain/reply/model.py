@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.repositories.agents import Persona
+from shared.repositories.listings import Listing
 
 Intent = Literal["own_stay", "investment", "rent"]
 PropertyKind = Literal["condo", "hdb", "landed", "executive_condo", "commercial"]
@@ -137,6 +138,12 @@ class ListingCard(Frozen):
     price: int
     size_sqft: int | None = None
     tenure: str | None = None
+
+    @classmethod
+    def of(cls, listing: Listing) -> ListingCard:
+        """What a reply may say of a stored listing."""
+        shown = listing.model_dump(include=set(cls.model_fields) - {"listing_id"})
+        return cls(listing_id=listing.id, **shown)
 
 
 class SlotOption(Frozen):

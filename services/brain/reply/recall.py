@@ -88,16 +88,7 @@ class Recaller:
         wanted = districts_for(profile.area) if profile.area else set()
         scored: list[tuple[float, ListingCard]] = []
         for listing in stored:
-            card = ListingCard(
-                listing_id=listing.id,
-                project=listing.project,
-                district=listing.district,
-                property_type=listing.property_type,
-                bedrooms=listing.bedrooms,
-                price=listing.price,
-                size_sqft=listing.size_sqft,
-                tenure=listing.tenure,
-            )
+            card = ListingCard.of(listing)
             if profile.area and not _in_area(card.district, profile.area, wanted):
                 continue
             if profile.property_type and card.property_type != profile.property_type:

@@ -287,30 +287,11 @@ def find_days(text: str, original: str, today: date) -> DayChoices | None:
     for match in _ISO_DATE.finditer(text):
         year, month, day = (int(g) for g in match.groups())
         found.append((match.start(), _dated(year, month, day, today)))
-    for match in _DAY_MONTH.finditer(text):
-        found.append(
-            (
-                match.start(),
-                _dated(
-                    _year(match.group(3)),
-                    _month_number(match.group(2)),
-                    int(match.group(1)),
-                    today,
-                ),
-            )
-        )
-    for match in _MONTH_DAY.finditer(text):
-        found.append(
-            (
-                match.start(),
-                _dated(
-                    _year(match.group(3)),
-                    _month_number(match.group(1)),
-                    int(match.group(2)),
-                    today,
-                ),
-            )
-        )
+    # "28 Nov" and "Nov 28": the groups of the day and of the month, the year is third.
+    for pattern, day_group, month_group in ((_DAY_MONTH, 1, 2), (_MONTH_DAY, 2, 1)):
+        for match in pattern.finditer(text):
+            day, month = int(match.group(day_group)), _month_number(match.group(month_group))
+            found.append((match.start(), _dated(_year(match.group(3)), month, day, today)))
     for match in _NUMERIC_DATE.finditer(text):
         month = int(match.group(2) or match.group(4))
         if 1 <= month <= 12:
