@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 from datetime import timedelta
-from typing import Any
+from typing import Literal
 
 from services.brain.engines.offline import OfflineEngine, summarize
 from services.brain.followups.scheduler import Scheduler
@@ -48,7 +48,7 @@ from shared.repositories.appointments import (
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leads import LeadRecord, LeadRepository
 from shared.repositories.leases import ThreadLeases
-from shared.repositories.messages import MessageRepository
+from shared.repositories.messages import MessageRepository, ThreadMessage
 from shared.repositories.templates import TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
@@ -115,11 +115,11 @@ class Brain:
             await self._leases.release(lease)
 
     async def _answer(self, work: ThreadWork) -> None:
-        unanswered = await self._messages.unanswered(work.org_id, work.thread_id)
+        unanswered = await self._messages.unanswered_messages(work.org_id, work.thread_id)
         if not unanswered:
             return
         quiet = self._settings.burst_quiet_seconds
-        latest = max(m["received_at"] for m in unanswered)
+        latest = max(m.received_at for m in unanswered)
         remaining = quiet - (utcnow() - latest).total_seconds()
         if remaining > 0:
             # The lead may still be typing: answer the whole burst once it has settled.
@@ -136,7 +136,7 @@ class Brain:
             raise TransientError(f"lead {work.lead_id} is not readable yet")
         if thread["state"] == "human":
             # The agent has the thread: what the lead writes now is theirs to answer.
-            await self._messages.mark_answered(work.org_id, [m["_id"] for m in unanswered], "human")
+            await self._messages.mark_answered(work.org_id, [m.id for m in unanswered], "human")
             log.info("not answering: the agent has the thread", thread_id=work.thread_id)
             return
         if not agent.active or thread["state"] != "bot":
@@ -148,7 +148,7 @@ class Brain:
         state: Document = {}
         if thread.get("opt_out_confirmed"):  # they opted in again: a fresh confirmation later
             state["opt_out_confirmed"] = False
-        answers = [m["_id"] for m in unanswered]
+        answers = [m.id for m in unanswered]
         command_id = derived_id("rpl", work.thread_id, *answers)
         # Before anything is booked or planned: a run that lost its lease to this one while
         # still working must not answer these messages too.
@@ -323,11 +323,11 @@ class Brain:
         agent: Agent,
         thread: Document,
         lead: LeadRecord,
-        unanswered: list[Document],
+        unanswered: list[ThreadMessage],
     ) -> None:
         """One confirmation for the lead's opt-out, then silence until they opt in again."""
-        answers = [m["_id"] for m in unanswered]
-        asked = any(m.get("consent_intent") == "opt_out" for m in unanswered)
+        answers = [m.id for m in unanswered]
+        asked = any(m.consent_intent == "opt_out" for m in unanswered)
         if not asked or thread.get("opt_out_confirmed"):
             await self._messages.mark_answered(thread["org_id"], answers, "opted_out")
             return
@@ -345,27 +345,28 @@ class Brain:
         await self._outbox.publish(command)
 
     async def _context(
-        self, agent: Agent, thread: Document, lead: LeadRecord, unanswered: list[Document]
+        self,
+        agent: Agent,
+        thread: Document,
+        lead: LeadRecord,
+        unanswered: list[ThreadMessage],
     ) -> Context:
         names = lead.names_in(agent.org_id)
         profile = Profile.stored(thread.get("profile"))
         if profile.name is None and names:
             profile = profile.model_copy(update={"name": names[-1]})
         stage = thread.get("stage", "new")
-        answered_ids = {m["_id"] for m in unanswered}
+        answered_ids = {m.id for m in unanswered}
         recent, colleague_threads = await asyncio.gather(
-            self._messages.page(
-                thread["org_id"],
-                thread["_id"],
-                before=None,
-                limit=HISTORY_MESSAGES + len(unanswered),
+            self._messages.latest_messages(
+                thread["org_id"], thread["_id"], HISTORY_MESSAGES + len(unanswered)
             ),
             self._colleagues.of(thread),
         )
         history = [
-            Turn(who=_who(m), text=m["text"], at=m["sent_at"])
+            Turn(who=_who(m), text=m.text, at=m.sent_at)
             for m in reversed(recent)
-            if m["_id"] not in answered_ids and m.get("text")
+            if m.id not in answered_ids and m.text
         ][-HISTORY_MESSAGES:]
         return Context(
             org_id=agent.org_id,
@@ -386,29 +387,28 @@ class Brain:
         )
 
 
-def _who(message: Document) -> Any:
-    if message["direction"] == "in":
+def _who(message: ThreadMessage) -> Literal["lead", "bot", "agent"]:
+    if message.direction == "in":
         return "lead"
-    return "agent" if str(message.get("author", "")).startswith("human:") else "bot"
+    return "agent" if (message.author or "").startswith("human:") else "bot"
 
 
-def _lead_message(doc: Document) -> LeadMessage:
+def _lead_message(message: ThreadMessage) -> LeadMessage:
     """An inbound message as Understand reads it."""
-    payload = doc.get("payload") or {}
+    payload = message.payload or {}
     choice = payload.get("choice") or {}
     location = payload.get("location") or {}
     media = payload.get("media") or {}
-    kind = doc.get("type", "text")
     return LeadMessage(
-        type=kind,
-        text=doc.get("text"),
-        at=doc.get("sent_at") or doc["received_at"],
+        type=message.type,
+        text=message.text,
+        at=message.sent_at,
         # Our own list rows come back with the id we gave them as the postback.
         choice_id=choice.get("postback") or choice.get("id"),
         choice_title=choice.get("title"),
         latitude=location.get("latitude"),
         longitude=location.get("longitude"),
         place=location.get("name") or location.get("address"),
-        media_kind=kind if media else None,
+        media_kind=message.type if media else None,
         caption=media.get("caption"),
     )
