@@ -29,17 +29,8 @@ from bench.stack import BenchAgent, bench_settings, create_agents
 from bench.stats import percentile, summary
 from services.brain.engines.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL, AnthropicEngine
 from services.brain.engines.offline import OfflineEngine
+from services.brain.reply import model as reply
 from services.brain.reply.handler import Brain
-from services.brain.reply.model import (
-    Context,
-    LeadMessage,
-    ListingCard,
-    Profile,
-    Recall,
-    SlotOption,
-    Turn,
-    Understanding,
-)
 from services.brain.reply.pipeline import Pipeline
 from services.brain.reply.recall import Recaller
 from shared.broker import Broker
@@ -500,21 +491,21 @@ async def _seed(store: Store, agent: BenchAgent, i: int) -> ThreadWork:
     )
 
 
-def _context(agent: BenchAgent, i: int) -> Context:
+def _context(agent: BenchAgent, i: int) -> reply.Context:
     """A lead's message in a new thread, or (every other one) mid-conversation."""
     now = utcnow()
     ongoing = i % 2 == 1
     history = (
         [
-            Turn(who="lead", text="Hi, looking for a condo", at=now - timedelta(minutes=9)),
-            Turn(who="bot", text="Hi, I'm Ava. What area do you prefer?", at=now),
-            Turn(who="lead", text="Somewhere in the East", at=now - timedelta(minutes=5)),
-            Turn(who="bot", text="Great! What budget do you have in mind?", at=now),
+            reply.Turn(who="lead", text="Hi, looking for a condo", at=now - timedelta(minutes=9)),
+            reply.Turn(who="bot", text="Hi, I'm Ava. What area do you prefer?", at=now),
+            reply.Turn(who="lead", text="Somewhere in the East", at=now - timedelta(minutes=5)),
+            reply.Turn(who="bot", text="Great! What budget do you have in mind?", at=now),
         ]
         if ongoing
         else []
     )
-    return Context(
+    return reply.Context(
         org_id=agent.org_id,
         agent_id=agent.agent.id,
         thread_id=f"thr_{i}",
@@ -524,17 +515,17 @@ def _context(agent: BenchAgent, i: int) -> Context:
         timezone=agent.agent.timezone,
         now=now,
         stage="qualifying" if ongoing else "new",
-        profile=Profile(area="East") if ongoing else Profile(),
-        new_messages=[LeadMessage(type="text", text=TEXTS[i % len(TEXTS)], at=now)],
+        profile=reply.Profile(area="East") if ongoing else reply.Profile(),
+        new_messages=[reply.LeadMessage(type="text", text=TEXTS[i % len(TEXTS)], at=now)],
         history=history,
         asked=["area", "budget"] if ongoing else [],
     )
 
 
-def _recall(context: Context, facts: Profile) -> Recall:
+def _recall(context: reply.Context, facts: reply.Profile) -> reply.Recall:
     now = context.now
     slots = [
-        SlotOption(
+        reply.SlotOption(
             start=now + timedelta(days=1, hours=h),
             end=now + timedelta(days=1, hours=h, minutes=30),
             label=f"Tomorrow {h}:00 pm",
@@ -542,7 +533,7 @@ def _recall(context: Context, facts: Profile) -> Recall:
         for h in (2, 3, 4)
     ]
     listings = [
-        ListingCard(
+        reply.ListingCard(
             listing_id=f"lst_{n}",
             project=f"Tampines Residences {n}",
             district="Tampines",
@@ -552,7 +543,7 @@ def _recall(context: Context, facts: Profile) -> Recall:
         )
         for n in range(3)
     ]
-    return Recall(profile=context.profile.merged(facts), listings=listings, free_slots=slots)
+    return reply.Recall(profile=context.profile.merged(facts), listings=listings, free_slots=slots)
 
 
 async def _engine_layers(
@@ -589,7 +580,9 @@ async def _five_layers(
         started = time.perf_counter()
         understanding, _ = await pipeline.understand(context)
 
-        async def read(c: Context = context, u: Understanding = understanding) -> Recall:
+        async def read(
+            c: reply.Context = context, u: reply.Understanding = understanding
+        ) -> reply.Recall:
             return await recaller.recall(c, u, agent.agent)
 
         recall = await pipeline.recall(read, context, understanding)

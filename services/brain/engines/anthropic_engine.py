@@ -457,8 +457,13 @@ class WhenAnswer(Answer):
     exact: bool = False
 
 
-def _matched(pattern: re.Pattern[str], value: str, what: str) -> re.Match[str]:
-    """The pattern's match at the start of a model's answer; ValueError naming `what` if none."""
+def _matched(pattern: re.Pattern[str], value: str | None, what: str) -> re.Match[str] | None:
+    """The pattern's match at the start of a model's answer (None if it gave none).
+
+    ValueError naming `what` when the answer is there but does not match.
+    """
+    if not value:
+        return None
     match = pattern.match(value)
     if match is None:
         raise ValueError(f"not {what}: {value!r}")
@@ -481,17 +486,15 @@ class UnderstandingAnswer(Answer):
     @field_validator("district", mode="after")
     @classmethod
     def _district(cls, value: str | None) -> str | None:
-        if not value:
-            return None
         match = _matched(DISTRICT, value, "a Singapore postal district")
-        return f"D{int(match.group(1))}"
+        return f"D{int(match.group(1))}" if match else None
 
     @field_validator("language", mode="after")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
-        if not value:
-            return None
         match = _matched(LANGUAGE, value, "a language code")
+        if match is None:
+            return None
         primary, region = match.group(1).lower(), match.group(2)
         return f"{primary}-{region.upper()}" if region else primary
 
