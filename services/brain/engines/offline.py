@@ -1,7 +1,9 @@
 """The offline engine: Understand and Compose with rules, patterns and templates.
 
 It holds a sensible conversation on its own (the product works without any model key) and
-is the fallback of the Anthropic engine for every layer.
+is the fallback of the Anthropic engine for every layer. Understand reads English (and
+notices Chinese and Malay); Compose is one function for every language it speaks, taking
+its words from the phrase table in `phrases.py`.
 """
 
 from __future__ import annotations
