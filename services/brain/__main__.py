@@ -1,10 +1,14 @@
-"""Brain service: consumes thread work, publishes send commands; sends due follow-ups."""
+"""Brain service: consumes thread work, publishes send commands; sends due follow-ups.
+
+What it does, one hop away: `reply.handler.Brain.handle` answers a thread's work item;
+`followups.sweeper.Sweeper` sends due follow-ups and reminders.
+"""
 
 from __future__ import annotations
 
-from services.brain.handler import Brain
-from services.brain.pipeline import engine_from
-from services.brain.scheduler import Sweeper
+from services.brain.followups.sweeper import Sweeper
+from services.brain.reply.handler import Brain
+from services.brain.reply.pipeline import engine_from
 from shared.broker import Subscription, Subscriptions
 from shared.models import ThreadWork
 from shared.repositories.agents import AgentDirectory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -85,3 +86,27 @@ class LeadRepository:
                 )
             )
         return existing, False
+
+    async def get(self, lead_id: str) -> LeadRecord | None:
+        """The lead with this id, with every name organizations saw (filter with `names_in`)."""
+        doc = await with_retry(lambda: self._leads.find_one({"_id": lead_id}))
+        return None if doc is None else LeadRecord.from_document(doc)
+
+
+@dataclass(frozen=True)
+class LeadRecord:
+    """A lead: their number and the names each organization saw them use, oldest first."""
+
+    id: str
+    phone: str
+    names: tuple[tuple[str, str | None], ...]  # (name, org_id)
+
+    @classmethod
+    def from_document(cls, doc: Document) -> LeadRecord:
+        """The record of a stored lead."""
+        names = tuple((n["name"], n.get("org_id")) for n in doc.get("names", []))
+        return cls(id=doc["_id"], phone=doc["phone"], names=names)
+
+    def names_in(self, org_id: str) -> list[str]:
+        """The names this organization saw, oldest first (never a name another one saw)."""
+        return [name for name, seen_by in self.names if seen_by == org_id]

@@ -185,3 +185,10 @@ class ListingRepository:
             query["_id"] = {"$gt": after}
         cursor = self._listings.find(query).sort("_id", 1).limit(limit)
         return [Listing.model_validate(doc) async for doc in cursor]
+
+    async def available_to_agent(self, org_id: str, agent_id: str, limit: int) -> list[Listing]:
+        """Up to `limit` available listings the agent may cite: their own and the organization's."""
+        query = {"org_id": org_id, "status": "available", "agent_id": {"$in": [agent_id, None]}}
+        cursor = self._listings.find(query).limit(limit)
+        docs = await with_retry(lambda: cursor.to_list())
+        return [Listing.model_validate(doc) for doc in docs]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
@@ -162,3 +164,45 @@ class MessageRepository:
                 {"$set": {"provider_message_id": provider_message_id, "submitted_at": at}},
             )
         )
+
+    async def lead_wrote_since(self, org_id: str, thread_id: str, since: datetime) -> bool:
+        """Whether the lead wrote in the thread after `since`, or has a message unanswered."""
+        found = await with_retry(
+            lambda: self._messages.find_one(
+                {
+                    "org_id": org_id,
+                    "thread_id": thread_id,
+                    "direction": "in",
+                    "$or": [{"received_at": {"$gt": since}}, {"answered": False}],
+                },
+                {"_id": 1},
+            )
+        )
+        return found is not None
+
+    async def unanswered_messages(self, org_id: str, thread_id: str) -> list[ThreadMessage]:
+        """`unanswered` as typed records: the lead's messages awaiting a reply, in order."""
+        return [
+            ThreadMessage.model_validate(doc) for doc in await self.unanswered(org_id, thread_id)
+        ]
+
+    async def latest_messages(self, org_id: str, thread_id: str, limit: int) -> list[ThreadMessage]:
+        """A thread's latest messages as typed records, newest first."""
+        docs = await self.page(org_id, thread_id, before=None, limit=limit)
+        return [ThreadMessage.model_validate(doc) for doc in docs]
+
+
+class ThreadMessage(BaseModel):
+    """A stored message of a thread: the lead's (`in`), or the bot's or the agent's (`out`)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    direction: Literal["in", "out"]
+    type: str = "text"
+    text: str | None = None
+    author: str | None = None  # ours only: the engine, or "human:<user>" for the agent
+    sent_at: datetime
+    received_at: datetime
+    consent_intent: str | None = None  # the lead's: set when it asks to stop or resume
+    payload: dict[str, Any] | None = None  # the lead's: media, location, choice, referral

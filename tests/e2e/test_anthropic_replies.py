@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from services.brain.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL
+from services.brain.engines.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL
 from tests.e2e.conftest import Stack, running_stack
 from tests.e2e.test_pipeline import new_lead, settled_reply
 from tests.fakes.anthropic_api import FakeAnthropic, RecordedRequest

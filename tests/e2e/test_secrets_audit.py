@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from services.brain.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL
+from services.brain.engines.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import DecryptionFailed, KeyRing
 from shared.repositories.agents import AgentRepository

@@ -18,14 +18,14 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
-from services.brain.anthropic_engine import (
+from services.brain.engines.anthropic_engine import (
     COMPOSE_TOOL,
     UNDERSTAND_TOOL,
     AnthropicEngine,
     CallUsage,
     EngineFailure,
 )
-from services.brain.model import (
+from services.brain.reply.model import (
     AppointmentView,
     Context,
     Decision,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from services.brain import __main__ as brain_main
-from services.brain.handler import Brain
+from services.brain.reply.handler import Brain
 from shared.broker import Broker, Subscription, Subscriptions
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import AgentDirectory
@@ -175,7 +175,7 @@ async def test_suspended_agent_gets_no_reply(
 async def test_a_failing_recall_still_answers_safely_and_is_counted(
     services: ServiceRunner, broker: Broker, store: Store, settings: Settings, tenant: Tenant
 ) -> None:
-    from services.brain.pipeline import LAYER_FALLBACKS
+    from services.brain.metrics import LAYER_FALLBACKS
 
     class BrokenRecall:
         async def recall(self, *_: object) -> None:

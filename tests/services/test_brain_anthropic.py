@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from services.brain.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL, AnthropicEngine
-from services.brain.guard import guard
-from services.brain.handler import Brain
-from services.brain.model import Context, Decision, Draft, Recall, Understanding
-from services.brain.offline import OfflineEngine
-from services.brain.prompts import TONES
+from services.brain.engines.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL, AnthropicEngine
+from services.brain.engines.offline import OfflineEngine
+from services.brain.engines.prompts import TONES
+from services.brain.reply.guard import guard
+from services.brain.reply.handler import Brain
+from services.brain.reply.model import Context, Decision, Draft, Recall, Understanding
 from shared.broker import Broker, Subscription, Subscriptions
 from shared.crypto import KeyRing
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow

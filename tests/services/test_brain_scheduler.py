@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.brain.scheduler import Sweeper
+from services.brain.followups.sweeper import Sweeper
 from shared.broker import Broker
 from shared.ids import derived_id
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow

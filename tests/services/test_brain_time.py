@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.brain.scheduler import Sweeper
-from services.brain.slots import WEEKDAY_KEYS
+from services.brain.followups.sweeper import Sweeper
+from services.brain.reply.slots import WEEKDAY_KEYS
 from shared.broker import Broker
 from shared.clock import Clock
 from shared.local_time import when_label

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.brain.model import Context, Decision, LeadMessage, Profile, Recall, Turn
-from services.brain.prompts import (
+from services.brain.engines.prompts import (
     HISTORY_TURNS,
     TURN_CHARS,
     compose_prompt,
     system_prompt,
     understand_prompt,
 )
+from services.brain.reply.model import Context, Decision, LeadMessage, Profile, Recall, Turn
 from shared.repositories.agents import Persona
 
 NOW = datetime(2026, 11, 26, 3, 0, tzinfo=UTC)

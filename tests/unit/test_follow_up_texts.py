@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.brain.model import Profile
-from services.brain.scheduler import describe_search, follow_up_text, reminder_text
+from services.brain.followups.texts import describe_search, follow_up_text, reminder_text
+from services.brain.reply.model import Profile
 from shared.repositories.agents import Agent, Persona
 from shared.settings import ConfigError, load_settings
 

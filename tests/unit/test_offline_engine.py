@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from services.brain.decide import decide
-from services.brain.guard import guard
-from services.brain.model import (
+from services.brain.engines.offline import compose, extract_facts, summarize, understand
+from services.brain.engines.phrases import PHRASES
+from services.brain.reply.decide import decide
+from services.brain.reply.guard import guard
+from services.brain.reply.model import (
     AppointmentView,
     Context,
     Decision,
@@ -25,7 +27,6 @@ from services.brain.model import (
     Turn,
     Understanding,
 )
-from services.brain.offline import QUESTIONS, compose, extract_facts, summarize, understand
 from shared.repositories.agents import Persona
 
 NOW = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)  # Wednesday 10:00 in Singapore
@@ -149,7 +150,7 @@ def test_first_reply_greets_in_the_persona_and_asks_one_question() -> None:
     assert (decision.action, decision.greet, decision.question) == ("ask", True, "intent")
     bubbles = compose(ctx, recall, decision).bubbles
     assert bubbles[0] == "Hi Rachel! I'm Mia, Jason Tan's assistant. Thanks for reaching out."
-    assert questions(bubbles) == [QUESTIONS["intent"]]
+    assert questions(bubbles) == [PHRASES["en"]["intent"]]
 
 
 @pytest.mark.parametrize("known", [(), ("intent",), ("intent", "budget"), ("intent", "area")])

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.brain.slots import Slot, free_slots, working_slots
-from services.brain.when import TimeWindow, parse_when
+from services.brain.reply.slots import Slot, free_slots, working_slots
+from services.brain.reply.when import TimeWindow, parse_when
 from shared.repositories.agents import DEFAULT_HOURS, WorkingPeriod
 
 SG = "Asia/Singapore"

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.brain.slots import Slot
-from services.brain.when import TimeWindow, parse_when, pick_offered
+from services.brain.reply.slots import Slot
+from services.brain.reply.when import TimeWindow, parse_when, pick_offered
 
 SG = "Asia/Singapore"
 LONDON = "Europe/London"

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.repositories.agents import Persona
+from shared.repositories.listings import Listing
 
 Intent = Literal["own_stay", "investment", "rent"]
 PropertyKind = Literal["condo", "hdb", "landed", "executive_condo", "commercial"]
@@ -63,6 +64,13 @@ class Profile(Frozen):
     property_type: PropertyKind | None = None
     bedrooms: int | None = Field(default=None, ge=0, le=20)
     timeline: str | None = None
+
+    @classmethod
+    def stored(cls, fields: dict[str, Any] | None) -> Profile:
+        """The profile as kept on a thread; fields this version does not know are dropped."""
+        return cls.model_validate(
+            {k: v for k, v in (fields or {}).items() if k in cls.model_fields}
+        )
 
     def merged(self, newer: Profile) -> Profile:
         """This profile updated with every field `newer` knows."""
@@ -130,6 +138,12 @@ class ListingCard(Frozen):
     price: int
     size_sqft: int | None = None
     tenure: str | None = None
+
+    @classmethod
+    def of(cls, listing: Listing) -> ListingCard:
+        """What a reply may say of a stored listing."""
+        shown = listing.model_dump(include=set(cls.model_fields) - {"listing_id"})
+        return cls(listing_id=listing.id, **shown)
 
 
 class SlotOption(Frozen):

@@ -13,9 +13,12 @@ import asyncio
 import os
 import socket
 from datetime import timedelta
-from typing import Any
+from typing import Literal
 
-from services.brain.model import (
+from services.brain.engines.offline import OfflineEngine, summarize
+from services.brain.followups.scheduler import Scheduler
+from services.brain.outgoing import send_command
+from services.brain.reply.model import (
     Context,
     Decision,
     LeadMessage,
@@ -25,17 +28,15 @@ from services.brain.model import (
     Stage,
     Turn,
 )
-from services.brain.offline import OfflineEngine, summarize
-from services.brain.pipeline import Engine, Pipeline
-from services.brain.recall import Recaller
-from services.brain.scheduler import Scheduler
+from services.brain.reply.pipeline import Engine, Pipeline
+from services.brain.reply.recall import Recaller
 from shared.broker import Broker
 from shared.colleagues import ColleagueThreads
 from shared.errors import Defer, TransientError
 from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import REPLIES
-from shared.models import Bubble, Choice, SendCommand, ThreadWork, utcnow
+from shared.models import Bubble, Choice, ThreadWork, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.appointments import (
@@ -45,8 +46,9 @@ from shared.repositories.appointments import (
     UnknownAppointment,
 )
 from shared.repositories.consents import ConsentRepository
+from shared.repositories.leads import LeadRecord, LeadRepository
 from shared.repositories.leases import ThreadLeases
-from shared.repositories.messages import MessageRepository
+from shared.repositories.messages import MessageRepository, ThreadMessage
 from shared.repositories.templates import TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
@@ -96,7 +98,7 @@ class Brain:
         self._templates = TemplateRepository(store)
         self._appointments = AppointmentRepository(store)
         self._recaller = Recaller(store)
-        self._leads = store.db["leads"]
+        self._leads = LeadRepository(store)
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self.pipeline = Pipeline(engine or OfflineEngine())
 
@@ -113,11 +115,11 @@ class Brain:
             await self._leases.release(lease)
 
     async def _answer(self, work: ThreadWork) -> None:
-        unanswered = await self._messages.unanswered(work.org_id, work.thread_id)
+        unanswered = await self._messages.unanswered_messages(work.org_id, work.thread_id)
         if not unanswered:
             return
         quiet = self._settings.burst_quiet_seconds
-        latest = max(m["received_at"] for m in unanswered)
+        latest = max(m.received_at for m in unanswered)
         remaining = quiet - (utcnow() - latest).total_seconds()
         if remaining > 0:
             # The lead may still be typing: answer the whole burst once it has settled.
@@ -125,7 +127,7 @@ class Brain:
         agent, thread, lead, opted_out = await asyncio.gather(
             self._agents.by_id(work.agent_id),
             self._threads.get(work.org_id, work.thread_id),
-            self._leads.find_one({"_id": work.lead_id}),
+            self._leads.get(work.lead_id),
             self._consents.opted_out(work.org_id, work.lead_id),
         )
         if agent is None or thread is None:
@@ -134,19 +136,19 @@ class Brain:
             raise TransientError(f"lead {work.lead_id} is not readable yet")
         if thread["state"] == "human":
             # The agent has the thread: what the lead writes now is theirs to answer.
-            await self._messages.mark_answered(work.org_id, [m["_id"] for m in unanswered], "human")
+            await self._messages.mark_answered(work.org_id, [m.id for m in unanswered], "human")
             log.info("not answering: the agent has the thread", thread_id=work.thread_id)
             return
         if not agent.active or thread["state"] != "bot":
             log.info("not answering: agent suspended or thread closed", thread_id=work.thread_id)
             return
         if opted_out:
-            await self._confirm_opt_out(agent, thread, lead, unanswered)
+            await self._confirm_opt_out(work, agent, thread, lead, unanswered)
             return
         state: Document = {}
         if thread.get("opt_out_confirmed"):  # they opted in again: a fresh confirmation later
             state["opt_out_confirmed"] = False
-        answers = [m["_id"] for m in unanswered]
+        answers = [m.id for m in unanswered]
         command_id = derived_id("rpl", work.thread_id, *answers)
         # Before anything is booked or planned: a run that lost its lease to this one while
         # still working must not answer these messages too.
@@ -166,16 +168,12 @@ class Brain:
         if decision.action == "handoff":
             # Before the reply is stored: a re-run after a crash sends the same notice id.
             await self._notify_agent(agent, context, lead, command_id)
-        command = SendCommand(
-            event_id=command_id,
-            command_id=command_id,
-            org_id=work.org_id,
-            agent_id=work.agent_id,
-            thread_id=work.thread_id,
-            lead_id=work.lead_id,
-            destination=lead["phone"],
-            bubbles=self._bubbles(bubbles, decision),
-            created_at=utcnow(),
+        command = send_command(
+            command_id,
+            work,
+            lead.phone,
+            self._bubbles(bubbles, decision),
+            utcnow(),
             fallback=await self._templates.fallback_for(
                 agent.org_id, agent.id, agent.fallback_template_id, recall.profile.name
             ),
@@ -267,7 +265,7 @@ class Brain:
         return str(self._settings.public_base_url).rstrip("/") + appointment.calendar_path
 
     async def _notify_agent(
-        self, agent: Agent, context: Context, lead: Document, reply_id: str
+        self, agent: Agent, context: Context, lead: LeadRecord, reply_id: str
     ) -> None:
         """Tell the agent on their own number that a lead wants them (once per handoff)."""
         if not agent.notify_number:
@@ -275,20 +273,16 @@ class Brain:
         name = context.profile.name or "A lead"
         said = " / ".join(t for m in context.new_messages if (t := m.text))[:200]
         text = (
-            f'{name} ({lead["phone"]}) would like to speak with you: "{said}". The bot has '
+            f'{name} ({lead.phone}) would like to speak with you: "{said}". The bot has '
             "paused this chat; answer from the dashboard, then hand it back."
         )
         notice_id = derived_id("ntf", reply_id)
-        notice = SendCommand(
-            event_id=notice_id,
-            command_id=notice_id,
-            org_id=context.org_id,
-            agent_id=agent.id,
-            thread_id=context.thread_id,
-            lead_id=context.lead_id,
-            destination=agent.notify_number,
-            bubbles=[Bubble(text=text)],
-            created_at=utcnow(),
+        notice = send_command(
+            notice_id,
+            context,
+            agent.notify_number,
+            [Bubble(text=text)],
+            utcnow(),
             purpose="agent_notification",
             fallback=await self._templates.fallback_for(
                 agent.org_id, agent.id, agent.handoff_template_id, context.profile.name
@@ -324,25 +318,26 @@ class Brain:
         return state
 
     async def _confirm_opt_out(
-        self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
+        self,
+        work: ThreadWork,
+        agent: Agent,
+        thread: Document,
+        lead: LeadRecord,
+        unanswered: list[ThreadMessage],
     ) -> None:
         """One confirmation for the lead's opt-out, then silence until they opt in again."""
-        answers = [m["_id"] for m in unanswered]
-        asked = any(m.get("consent_intent") == "opt_out" for m in unanswered)
+        answers = [m.id for m in unanswered]
+        asked = any(m.consent_intent == "opt_out" for m in unanswered)
         if not asked or thread.get("opt_out_confirmed"):
             await self._messages.mark_answered(thread["org_id"], answers, "opted_out")
             return
         text = OPT_OUT_CONFIRMATION.format(bot=agent.persona.bot_name, agent=agent.name)
-        command = SendCommand(
-            event_id=derived_id("rpl", thread["_id"], *answers),
-            command_id=derived_id("rpl", thread["_id"], *answers),
-            org_id=thread["org_id"],
-            agent_id=agent.id,
-            thread_id=thread["_id"],
-            lead_id=lead["_id"],
-            destination=lead["phone"],
-            bubbles=[Bubble(text=text)],
-            created_at=utcnow(),
+        command = send_command(
+            derived_id("rpl", work.thread_id, *answers),
+            work,
+            lead.phone,
+            [Bubble(text=text)],
+            utcnow(),
             purpose="opt_out_confirmation",
         )
         state = {"opt_out_confirmed": True, "stage": "closed"}
@@ -350,36 +345,34 @@ class Brain:
         await self._outbox.publish(command)
 
     async def _context(
-        self, agent: Agent, thread: Document, lead: Document, unanswered: list[Document]
+        self,
+        agent: Agent,
+        thread: Document,
+        lead: LeadRecord,
+        unanswered: list[ThreadMessage],
     ) -> Context:
-        names = [n["name"] for n in lead.get("names", []) if n.get("org_id") == agent.org_id]
-        known = {
-            k: v for k, v in (thread.get("profile") or {}).items() if k in Profile.model_fields
-        }
-        profile = Profile.model_validate(known)
+        names = lead.names_in(agent.org_id)
+        profile = Profile.stored(thread.get("profile"))
         if profile.name is None and names:
             profile = profile.model_copy(update={"name": names[-1]})
         stage = thread.get("stage", "new")
-        answered_ids = {m["_id"] for m in unanswered}
+        answered_ids = {m.id for m in unanswered}
         recent, colleague_threads = await asyncio.gather(
-            self._messages.page(
-                thread["org_id"],
-                thread["_id"],
-                before=None,
-                limit=HISTORY_MESSAGES + len(unanswered),
+            self._messages.latest_messages(
+                thread["org_id"], thread["_id"], HISTORY_MESSAGES + len(unanswered)
             ),
             self._colleagues.of(thread),
         )
         history = [
-            Turn(who=_who(m), text=m["text"], at=m["sent_at"])
+            Turn(who=_who(m), text=m.text, at=m.sent_at)
             for m in reversed(recent)
-            if m["_id"] not in answered_ids and m.get("text")
+            if m.id not in answered_ids and m.text
         ][-HISTORY_MESSAGES:]
         return Context(
             org_id=agent.org_id,
             agent_id=agent.id,
             thread_id=thread["_id"],
-            lead_id=lead["_id"],
+            lead_id=lead.id,
             agent_name=agent.name,
             persona=agent.persona,
             timezone=agent.timezone,
@@ -394,29 +387,28 @@ class Brain:
         )
 
 
-def _who(message: Document) -> Any:
-    if message["direction"] == "in":
+def _who(message: ThreadMessage) -> Literal["lead", "bot", "agent"]:
+    if message.direction == "in":
         return "lead"
-    return "agent" if str(message.get("author", "")).startswith("human:") else "bot"
+    return "agent" if (message.author or "").startswith("human:") else "bot"
 
 
-def _lead_message(doc: Document) -> LeadMessage:
+def _lead_message(message: ThreadMessage) -> LeadMessage:
     """An inbound message as Understand reads it."""
-    payload = doc.get("payload") or {}
+    payload = message.payload or {}
     choice = payload.get("choice") or {}
     location = payload.get("location") or {}
     media = payload.get("media") or {}
-    kind = doc.get("type", "text")
     return LeadMessage(
-        type=kind,
-        text=doc.get("text"),
-        at=doc.get("sent_at") or doc["received_at"],
+        type=message.type,
+        text=message.text,
+        at=message.sent_at,
         # Our own list rows come back with the id we gave them as the postback.
         choice_id=choice.get("postback") or choice.get("id"),
         choice_title=choice.get("title"),
         latitude=location.get("latitude"),
         longitude=location.get("longitude"),
         place=location.get("name") or location.get("address"),
-        media_kind=kind if media else None,
+        media_kind=message.type if media else None,
         caption=media.get("caption"),
     )

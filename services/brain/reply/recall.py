@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-from services.brain.geo import districts_for
-from services.brain.model import (
+from services.brain.reply.geo import districts_for
+from services.brain.reply.model import (
     AppointmentView,
     Context,
     ListingCard,
@@ -19,11 +19,12 @@ from services.brain.model import (
     SlotOption,
     Understanding,
 )
-from services.brain.slots import Slot, free_slots
-from services.brain.when import TimeWindow
+from services.brain.reply.slots import Slot, free_slots
+from services.brain.reply.when import TimeWindow
 from shared.repositories.agents import Agent
 from shared.repositories.appointments import AppointmentRepository
-from shared.store import Store, with_retry
+from shared.repositories.listings import ListingRepository
+from shared.store import Store
 
 MAX_LISTINGS_SCANNED = 500
 HORIZON = timedelta(days=14)
@@ -35,7 +36,7 @@ class Recaller:
     """Read what a reply may cite."""
 
     def __init__(self, store: Store) -> None:
-        self._listings = store.db["listings"]
+        self._listings = ListingRepository(store)
         self._appointments = AppointmentRepository(store)
 
     async def recall(self, context: Context, understanding: Understanding, agent: Agent) -> Recall:
@@ -83,26 +84,11 @@ class Recaller:
 
     async def listings(self, org_id: str, agent_id: str, profile: Profile) -> list[ListingCard]:
         """Available listings of the agent or the organization matching the profile, best first."""
-        query = {
-            "org_id": org_id,
-            "status": "available",
-            "agent_id": {"$in": [agent_id, None]},
-        }
-        cursor = self._listings.find(query).limit(MAX_LISTINGS_SCANNED)
-        docs = await with_retry(lambda: cursor.to_list())
+        stored = await self._listings.available_to_agent(org_id, agent_id, MAX_LISTINGS_SCANNED)
         wanted = districts_for(profile.area) if profile.area else set()
         scored: list[tuple[float, ListingCard]] = []
-        for doc in docs:
-            card = ListingCard(
-                listing_id=doc["_id"],
-                project=doc["project"],
-                district=doc["district"],
-                property_type=doc["property_type"],
-                bedrooms=doc["bedrooms"],
-                price=doc["price"],
-                size_sqft=doc.get("size_sqft"),
-                tenure=doc.get("tenure"),
-            )
+        for listing in stored:
+            card = ListingCard.of(listing)
             if profile.area and not _in_area(card.district, profile.area, wanted):
                 continue
             if profile.property_type and card.property_type != profile.property_type:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from services.brain.model import (
+from services.brain.reply.model import (
     Action,
     Context,
     Decision,

@@ -24,9 +24,9 @@ import anthropic
 from anthropic.types import Message, MessageParam, TextBlockParam, ToolParam, ToolUseBlock
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.brain import prompts
+from services.brain.engines import prompts
 from services.brain.metrics import LLM_CALL_SECONDS, LLM_CALLS, LLM_TOKENS
-from services.brain.model import (
+from services.brain.reply.model import (
     Context,
     Decision,
     Draft,
@@ -457,6 +457,19 @@ class WhenAnswer(Answer):
     exact: bool = False
 
 
+def _matched(pattern: re.Pattern[str], value: str | None, what: str) -> re.Match[str] | None:
+    """The pattern's match at the start of a model's answer (None if it gave none).
+
+    ValueError naming `what` when the answer is there but does not match.
+    """
+    if not value:
+        return None
+    match = pattern.match(value)
+    if match is None:
+        raise ValueError(f"not {what}: {value!r}")
+    return match
+
+
 class UnderstandingAnswer(Answer):
     """Understand's tool input."""
 
@@ -473,21 +486,15 @@ class UnderstandingAnswer(Answer):
     @field_validator("district", mode="after")
     @classmethod
     def _district(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        match = DISTRICT.match(value)
-        if match is None:
-            raise ValueError(f"not a Singapore postal district: {value!r}")
-        return f"D{int(match.group(1))}"
+        match = _matched(DISTRICT, value, "a Singapore postal district")
+        return f"D{int(match.group(1))}" if match else None
 
     @field_validator("language", mode="after")
     @classmethod
     def _language(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        match = LANGUAGE.match(value)
+        match = _matched(LANGUAGE, value, "a language code")
         if match is None:
-            raise ValueError(f"not a language code: {value!r}")
+            return None
         primary, region = match.group(1).lower(), match.group(2)
         return f"{primary}-{region.upper()}" if region else primary
 

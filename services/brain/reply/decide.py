@@ -7,7 +7,7 @@ qualifying question per reply, and never one already asked or answered.
 
 from __future__ import annotations
 
-from services.brain.model import (
+from services.brain.reply.model import (
     AppointmentView,
     Context,
     Decision,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from services.brain.when import TimeWindow
+from services.brain.reply.when import TimeWindow
 from shared.local_time import when_label
 from shared.repositories.agents import WorkingPeriod
 

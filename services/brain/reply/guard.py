@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from services.brain.model import Context, Decision, Draft, Recall, Verdict
+from services.brain.reply.model import Context, Decision, Draft, Recall, Verdict
 
 MAX_BUBBLES = 3
 MAX_BUBBLE_CHARS = 600

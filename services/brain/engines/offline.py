@@ -1,15 +1,20 @@
 """The offline engine: Understand and Compose with rules, patterns and templates.
 
 It holds a sensible conversation on its own (the product works without any model key) and
-is the fallback of the Anthropic engine for every layer.
+is the fallback of the Anthropic engine for every layer. Understand reads English (and
+notices Chinese and Malay); Compose is one function for every language it speaks, taking
+its words from the phrase table in `phrases.py`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 
-from services.brain.geo import district_near
-from services.brain.model import (
+from services.brain.engines.phrases import ENGLISH, PHRASES, PROPERTY_NAMES, Phrase
+from services.brain.reply.geo import district_near
+from services.brain.reply.model import (
     Context,
     Decision,
     Draft,
@@ -21,9 +26,8 @@ from services.brain.model import (
     TimeAsked,
     Understanding,
 )
-from services.brain.phrases import PHRASES
-from services.brain.slots import Slot
-from services.brain.when import parse_when, pick_offered
+from services.brain.reply.slots import Slot
+from services.brain.reply.when import parse_when, pick_offered
 
 # Whole words only: "please" is not "lease", "parents" and "currently" are not "rent".
 INTENT_WORDS = {
@@ -265,205 +269,93 @@ def _language(text: str) -> str | None:
 
 # --- Compose -------------------------------------------------------------------------------
 
-QUESTIONS = {
-    "intent": "Are you looking to buy a home to live in, to invest, or to rent?",
-    "budget": "What budget range do you have in mind?",
-    "area": "Which area or district would you prefer?",
-    "property_type": "What type of property are you considering: condo, HDB, EC or landed?",
-    "bedrooms": "How many bedrooms do you need?",
-    "timeline": "When are you hoping to move or buy?",
-}
-# The persona's tone decides how the bot introduces itself.
-GREETINGS = {
-    "friendly": "Hi{name}! I'm {bot}, {agent}'s assistant. Thanks for reaching out.",
-    "professional": "Good day{name}. I am {bot}, assistant to {agent}. Thank you for your enquiry.",
-    "casual": "Hey{name}! {bot} here, helping {agent} out. Great to hear from you!",
-}
-THANKS = {
-    "friendly": "Thanks, that's helpful!",
-    "professional": "Thank you, that is helpful.",
-    "casual": "Cool, thanks!",
-}
-MORE_THANKS = ("Got it, thank you.", "Noted, thanks!", "Great, thanks for that.")
-TYPE_NAMES = {
-    "condo": "condo",
-    "hdb": "HDB flat",
-    "landed": "landed home",
-    "executive_condo": "EC",
-    "commercial": "commercial unit",
-}
-MEDIA_NAMES = {
-    "image": "photo",
-    "file": "document",
-    "audio": "voice message",
-    "video": "video",
-    "sticker": "sticker",
-}
+
+@dataclass(frozen=True)
+class Words:
+    """One language's phrases as this reply uses them: in the persona's tone, fresh."""
+
+    phrases: Mapping[str, Phrase]
+    tone: str
+    said: frozenset[str]  # what the bot said lately
+
+    def __call__(self, key: str, **values: object) -> str:
+        """The phrase for `key` with its placeholders filled."""
+        phrase = self.phrases.get(f"{key}@{self.tone}") or self.phrases[key]
+        options = (phrase,) if isinstance(phrase, str) else phrase
+        # The first phrasing not used lately (Guard drops repetitions).
+        fresh = next((o for o in options if not any(t.startswith(o) for t in self.said)), None)
+        return (fresh or options[-1]).format(**values)
+
+    def optional(self, key: str | None) -> str | None:
+        """The phrase for `key`, or None when this language has none."""
+        return self(key) if key and key in self.phrases else None
 
 
 def compose(context: Context, recall: Recall, decision: Decision) -> Draft:
-    """Short bubbles in the persona's tone, at most one question, the signature last."""
-    if decision.language in PHRASES:
-        return _compose_in(PHRASES[decision.language], context, recall, decision)
-    persona = context.persona
-    tone = persona.tone
-    agent = context.agent_name
-    bubbles: list[str] = []
-    if decision.greet:
-        first = (recall.profile.name or "").split(" ")[0]
-        name = f" {first}" if first else ""
-        greeting = GREETINGS[tone].format(name=name, bot=persona.bot_name, agent=agent)
-        bubbles.append(persona.greeting or greeting)
-    question = QUESTIONS.get(decision.question or "")
-    match decision.action:
-        case "ask":
-            if decision.thank and not decision.greet:
-                bubbles.append(_fresh(context, THANKS[tone], *MORE_THANKS))
-        case "acknowledge_media":
-            kinds = ", ".join(dict.fromkeys(MEDIA_NAMES.get(k, "file") for k in decision.media))
-            bubbles.append(f"Thanks for the {kinds}! I've kept it for {agent} to look at.")
-        case "answer_listings":
-            bubbles.extend(_listings(decision, recall))
-        case "offer_slots":
-            bubbles.append(
-                f"{agent} can meet you at one of these times:\n"
-                + "\n".join(f"{n}. {slot.label}" for n, slot in enumerate(decision.slots, 1))
-            )
-            question = _fresh(
-                context,
-                "Which one suits you best?",
-                "Which of these works for you?",
-                "Would one of these suit you?",
-            )
-        case "slot_taken":
-            bubbles.append("Sorry, that time was just taken.")
-            if decision.slots:
-                bubbles.append(
-                    "These are still free:\n"
-                    + "\n".join(f"{n}. {s.label}" for n, s in enumerate(decision.slots, 1))
-                )
-                question = _fresh(
-                    context, "Would one of these work?", "Does one of these suit you instead?"
-                )
-        case "confirm_booking":
-            label = decision.slot.label if decision.slot else "the time you chose"
-            bubbles.append(
-                f"You're booked with {agent} on {label}. "
-                "You'll get a reminder the day before and an hour before."
-            )
-            if decision.link:
-                bubbles.append(f"Add it to your calendar: {decision.link}")
-            question = None
-        case "reschedule":
-            label = decision.slot.label if decision.slot else "the new time"
-            bubbles.append(f"Done, your appointment with {agent} is moved to {label}.")
-            if decision.link:
-                bubbles.append(f"The calendar entry is updated: {decision.link}")
-            question = None
-        case "cancel":
-            bubbles.append(
-                f"Your appointment with {agent} is cancelled. Just message here when you'd "
-                "like to find another time."
-            )
-            question = None
-        case "handoff":
-            bubbles.append(
-                f"Sure, I've let {agent} know. {agent} will reply to you here personally."
-            )
-            question = None
-        case "respect_pace":
-            bubbles.append(
-                "No problem at all, take your time. There's no pressure from us: I'm here "
-                "whenever you'd like information on a place or a price range."
-            )
-            question = None
-        case "close":
-            bubbles.append(f"You're welcome! {agent} and I are here whenever you need us.")
-            question = None
-    if question:
-        bubbles.append(question)
-    bubbles = [b for b in bubbles if b]
-    if not bubbles:
-        bubbles = [f"Thanks! {agent} will get back to you shortly."]
-    if persona.signature:
-        bubbles[-1] = f"{bubbles[-1]}\n{persona.signature}"
-    return Draft(bubbles=bubbles[:3] if len(bubbles) <= 3 else _fold(bubbles))
+    """Short bubbles in the persona's tone, at most one question, the signature last.
 
-
-def _compose_in(
-    words: dict[str, str], context: Context, recall: Recall, decision: Decision
-) -> Draft:
-    """The same replies in another language the persona allows."""
+    In the decision's language when the phrase table has it, else in English.
+    """
+    language = decision.language if decision.language in PHRASES else ENGLISH
     persona = context.persona
+    said = frozenset(turn.text.strip() for turn in context.history[-12:] if turn.who == "bot")
+    words = Words(PHRASES[language], persona.tone, said)
     values = {"agent": context.agent_name, "bot": persona.bot_name}
     bubbles: list[str] = []
     if decision.greet:
         first = (recall.profile.name or "").split(" ")[0]
-        bubbles.append(words["greeting"].format(name=f" {first}" if first else "", **values))
-    question = words.get(decision.question or "")
+        greeting = words("greeting", name=f" {first}" if first else "", **values)
+        # The persona's own greeting is written in its language, not the lead's.
+        bubbles.append((persona.greeting if language == ENGLISH else None) or greeting)
+    question = words.optional(decision.question)
     slots = "\n".join(f"{n}. {slot.label}" for n, slot in enumerate(decision.slots, 1))
-    label = decision.slot.label if decision.slot else ""
     match decision.action:
         case "ask":
             if decision.thank and not decision.greet:
-                bubbles.append(words["thanks"])
+                bubbles.append(words("thanks"))
         case "acknowledge_media":
-            bubbles.append(words["media"].format(**values))
+            names = (words.optional(f"media:{kind}") or "file" for kind in decision.media)
+            bubbles.append(words("media", kinds=", ".join(dict.fromkeys(names)), **values))
         case "answer_listings":
             if decision.listings:
                 cards = [_card(n, card) for n, card in enumerate(decision.listings, 1)]
-                bubbles.append(words["listings"] + "\n" + "\n".join(cards))
+                bubbles.append(words("listings") + "\n" + "\n".join(cards))
             else:
-                bubbles.append(words["no_listing"])
+                bubbles.append(words("no_listing", wanted=_describe(recall.profile)))
         case "offer_slots":
-            bubbles.append(words["offer"].format(**values) + "\n" + slots)
-            question = words["offer_question"]
+            bubbles.append(words("offer", **values) + "\n" + slots)
+            question = words("offer_question")
         case "slot_taken":
-            bubbles.append(words["taken"])
+            bubbles.append(words("taken"))
             if decision.slots:
-                bubbles.append(words["still_free"] + "\n" + slots)
-                question = words["taken_question"]
+                bubbles.append(words("still_free") + "\n" + slots)
+                question = words("taken_question")
         case "confirm_booking" | "reschedule":
             key = "booked" if decision.action == "confirm_booking" else "moved"
-            bubbles.append(words[key].format(label=label, **values))
+            label = decision.slot.label if decision.slot else words(f"{key}_any")
+            bubbles.append(words(key, label=label, **values))
             if decision.link:
-                bubbles.append(words["calendar"].format(link=decision.link))
+                calendar = "calendar" if key == "booked" else "moved_calendar"
+                bubbles.append(words(calendar, link=decision.link))
             question = None
         case "cancel" | "handoff" | "respect_pace" | "close":
             key = {"cancel": "cancelled", "respect_pace": "pace"}.get(
                 decision.action, decision.action
             )
-            bubbles.append(words[key].format(**values))
+            bubbles.append(words(key, **values))
             question = None
     if question:
         bubbles.append(question)
+    bubbles = [b for b in bubbles if b]
     if not bubbles:
-        bubbles = [words["safe"].format(**values)]
+        bubbles = [words("safe", **values)]
     if persona.signature:
         bubbles[-1] = f"{bubbles[-1]}\n{persona.signature}"
     return Draft(bubbles=bubbles[:3] if len(bubbles) <= 3 else _fold(bubbles))
 
 
-def _fresh(context: Context, *options: str) -> str:
-    """The first phrasing the bot has not used lately (Guard drops repetitions)."""
-    said = {turn.text.strip() for turn in context.history[-12:] if turn.who == "bot"}
-    return next((o for o in options if not any(t.startswith(o) for t in said)), options[-1])
-
-
-def _listings(decision: Decision, recall: Recall) -> list[str]:
-    if not decision.listings:
-        wanted = _describe(recall.profile)
-        return [
-            f"I don't have a {wanted} listed right now. I'll keep an eye out and let you know."
-            if wanted
-            else "I don't have a listing that matches yet; I'll keep an eye out for you."
-        ]
-    lines = [_card(n, card) for n, card in enumerate(decision.listings, 1)]
-    return ["Here's what matches:\n" + "\n".join(lines)]
-
-
 def _card(number: int, card: ListingCard) -> str:
-    kind = TYPE_NAMES.get(card.property_type, card.property_type)
+    kind = PROPERTY_NAMES.get(card.property_type, card.property_type)
     rooms = f"{card.bedrooms}-bedroom " if card.bedrooms else ""
     size = f", {card.size_sqft:,} sqft" if card.size_sqft else ""
     tenure = f", {card.tenure}" if card.tenure else ""
@@ -476,7 +368,7 @@ def _describe(profile: Profile) -> str:
     parts = []
     if profile.bedrooms:
         parts.append(f"{profile.bedrooms}-bedroom")
-    parts.append(TYPE_NAMES.get(profile.property_type or "", "home"))
+    parts.append(PROPERTY_NAMES.get(profile.property_type or "", "home"))
     if profile.area:
         parts.append(f"in {profile.area}")
     if profile.budget:

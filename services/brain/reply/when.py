@@ -21,11 +21,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
-
-if TYPE_CHECKING:
-    from services.brain.slots import Slot
 
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 MONTHS = (
@@ -63,6 +60,18 @@ class TimeWindow:
     start: datetime
     end: datetime
     exact: bool
+
+
+class Offered(Protocol):
+    """A time offered to the lead, as `pick_offered` reads it (a free slot, typically)."""
+
+    @property
+    def start(self) -> datetime: ...
+
+    def label(self, timezone: str) -> str: ...
+
+
+OfferedT = TypeVar("OfferedT", bound=Offered)
 
 
 @dataclass(frozen=True)
@@ -278,30 +287,11 @@ def find_days(text: str, original: str, today: date) -> DayChoices | None:
     for match in _ISO_DATE.finditer(text):
         year, month, day = (int(g) for g in match.groups())
         found.append((match.start(), _dated(year, month, day, today)))
-    for match in _DAY_MONTH.finditer(text):
-        found.append(
-            (
-                match.start(),
-                _dated(
-                    _year(match.group(3)),
-                    _month_number(match.group(2)),
-                    int(match.group(1)),
-                    today,
-                ),
-            )
-        )
-    for match in _MONTH_DAY.finditer(text):
-        found.append(
-            (
-                match.start(),
-                _dated(
-                    _year(match.group(3)),
-                    _month_number(match.group(1)),
-                    int(match.group(2)),
-                    today,
-                ),
-            )
-        )
+    # "28 Nov" and "Nov 28": the groups of the day and of the month, the year is third.
+    for pattern, day_group, month_group in ((_DAY_MONTH, 1, 2), (_MONTH_DAY, 2, 1)):
+        for match in pattern.finditer(text):
+            day, month = int(match.group(day_group)), _month_number(match.group(month_group))
+            found.append((match.start(), _dated(_year(match.group(3)), month, day, today)))
     for match in _NUMERIC_DATE.finditer(text):
         month = int(match.group(2) or match.group(4))
         if 1 <= month <= 12:
@@ -423,7 +413,7 @@ def _key(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", text.casefold())
 
 
-def _by_position(text: str, offered: Sequence[Slot]) -> Slot | None:
+def _by_position(text: str, offered: Sequence[OfferedT]) -> OfferedT | None:
     """The slot chosen by its place in the list: "1", "option 2", "the second", "last"."""
     for pattern in (_ONLY_NUMBER, _NUMBERED):
         if match := pattern.search(text):
@@ -446,8 +436,8 @@ def _by_position(text: str, offered: Sequence[Slot]) -> Slot | None:
 
 
 def pick_offered(
-    text: str, offered: Sequence[Slot], timezone: str, now: datetime | None = None
-) -> Slot | None:
+    text: str, offered: Sequence[OfferedT], timezone: str, now: datetime | None = None
+) -> OfferedT | None:
     """The offered slot the lead's reply chooses, or None when it chooses none or is unclear.
 
     Understands a list reply's id or title equal to a slot's label, a position ("1",

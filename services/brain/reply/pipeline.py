@@ -13,40 +13,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from prometheus_client import Counter, Histogram
-
-from services.brain.decide import decide
-from services.brain.guard import guard, safe_reply
-from services.brain.model import (
+from services.brain.engines.offline import OfflineEngine
+from services.brain.metrics import GUARD_BLOCKS, LAYER_FALLBACKS, LAYER_SECONDS
+from services.brain.reply.decide import decide
+from services.brain.reply.guard import guard, safe_reply
+from services.brain.reply.model import (
     Context,
     Decision,
     Draft,
     Recall,
     Understanding,
 )
-from services.brain.offline import OfflineEngine
 from shared.logs import get_logger
 from shared.settings import Settings
 
 log = get_logger(__name__)
 T = TypeVar("T")
-
-LAYER_SECONDS = Histogram(
-    "realtybot_brain_layer_seconds",
-    "Time spent in each layer of the brain, by the engine that answered.",
-    ["layer", "engine"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
-)
-LAYER_FALLBACKS = Counter(
-    "realtybot_brain_fallbacks_total",
-    "Layers answered by their fallback instead of their engine, by reason.",
-    ["layer", "engine", "reason"],
-)
-GUARD_BLOCKS = Counter(
-    "realtybot_brain_guard_blocked_total",
-    "Replies Guard replaced, by what it found.",
-    ["reason"],
-)
 
 
 class Engine(Protocol):
@@ -70,18 +52,6 @@ class Budgets:
     understand: float = LLM_TIMEOUT_SECONDS + 1
     recall: float = 3.0
     compose: float = LLM_TIMEOUT_SECONDS + 1
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """A reply and how it was made."""
-
-    understanding: Understanding
-    recall: Recall
-    decision: Decision
-    bubbles: list[str]
-    engines: dict[str, str]  # layer -> the engine that answered it
-    blocked: list[str]
 
 
 class Pipeline:
@@ -197,6 +167,6 @@ def engine_from(settings: Settings) -> Engine:
     """The Anthropic engine when ANTHROPIC_API_KEY is set, else the offline engine."""
     if not settings.anthropic_api_key:
         return OfflineEngine()
-    from services.brain.anthropic_engine import AnthropicEngine
+    from services.brain.engines.anthropic_engine import AnthropicEngine
 
     return AnthropicEngine.from_settings(settings, timeout_seconds=LLM_TIMEOUT_SECONDS)

@@ -1,0 +1,1 @@
+"""The engines behind Understand and Compose: offline rules, or the Anthropic API."""

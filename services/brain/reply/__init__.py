@@ -1,0 +1,1 @@
+"""The reply path: a thread's unanswered messages to one stored, published reply."""
