@@ -11,8 +11,8 @@ from typing import Any
 from shared.repositories.agents import AgentRepository
 from shared.repositories.conversions import ConversionRepository
 from shared.repositories.organizations import OrganizationRepository
-from shared.repositories.threads import ThreadRepository
-from shared.store import Document, Store
+from shared.repositories.threads import Thread, ThreadRepository
+from shared.store import Store
 
 
 class ColleagueThreads:
@@ -24,35 +24,29 @@ class ColleagueThreads:
         self._agents = AgentRepository(store)
         self._conversions = ConversionRepository(store)
 
-    async def of(self, thread: Document) -> list[dict[str, Any]]:
+    async def of(self, thread: Thread) -> list[dict[str, Any]]:
         """The other threads of this thread's lead, as far as the organization shares them."""
-        org = await self._orgs.get(thread["org_id"])
+        org = await self._orgs.get(thread.org_id)
         visibility = org.settings.cross_agent_visibility if org else "metadata"
         if visibility == "none":
             return []
-        others = await self._threads.siblings(thread["org_id"], thread["lead_id"], thread["_id"])
+        others = await self._threads.siblings(thread.org_id, thread.lead_id, thread.id)
         if not others:
             return []
-        booked = await self._conversions.booked_threads(
-            thread["org_id"], [t["_id"] for t in others]
-        )
+        booked = await self._conversions.booked_threads(thread.org_id, [t.id for t in others])
         shared: list[dict[str, Any]] = []
         for other in others:
-            agent = await self._agents.get_in_org(thread["org_id"], other["agent_id"])
-            contacts = [
-                t
-                for t in (other.get("last_inbound_at"), other.get("last_outbound_at"))
-                if t is not None
-            ]
+            agent = await self._agents.get_in_org(thread.org_id, other.agent_id)
+            contacts = [t for t in (other.last_inbound_at, other.last_outbound_at) if t is not None]
             item: dict[str, Any] = {
-                "agent_id": other["agent_id"],
+                "agent_id": other.agent_id,
                 "agent_name": agent.name if agent else None,
-                "stage": other.get("stage"),
-                "state": other.get("state"),
+                "stage": other.stage,
+                "state": other.state,
                 "last_contact_at": max(contacts) if contacts else None,
-                "appointment_booked": other["_id"] in booked,
+                "appointment_booked": other.id in booked,
             }
             if visibility == "summary":
-                item["summary"] = other.get("summary")
+                item["summary"] = other.summary
             shared.append(item)
         return shared

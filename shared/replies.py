@@ -14,20 +14,20 @@ from shared.ids import new_id
 from shared.models import Bubble, SendCommand, utcnow
 from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.replies import AnsweredElsewhere, ReplyRepository
-from shared.repositories.threads import ThreadRepository
+from shared.repositories.threads import Thread, ThreadRepository
 from shared.store import Document, Store
 
 
-def human_command(thread: Document, destination: str, bubbles: list[Bubble]) -> SendCommand:
+def human_command(thread: Thread, destination: str, bubbles: list[Bubble]) -> SendCommand:
     """A new send command for messages a person writes into a thread (not the bot)."""
     command_id = new_id("rpl")
     return SendCommand(
         event_id=command_id,
         command_id=command_id,
-        org_id=thread["org_id"],
-        agent_id=thread["agent_id"],
-        thread_id=thread["_id"],
-        lead_id=thread["lead_id"],
+        org_id=thread.org_id,
+        agent_id=thread.agent_id,
+        thread_id=thread.id,
+        lead_id=thread.lead_id,
         destination=destination,
         bubbles=bubbles,
         created_at=utcnow(),

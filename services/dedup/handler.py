@@ -95,22 +95,22 @@ class Dedup:
         )
         if thread_created and not lead_created:
             LEADS.labels("merged").inc()  # a known person, new to this agent
-        if not await self._messages.claim_fingerprint(message, thread["_id"]):
+        if not await self._messages.claim_fingerprint(message, thread.id):
             INBOUND_STORED.labels("relay_duplicate").inc()
             log.info(
                 "same message relayed under another id: ignored",
-                thread_id=thread["_id"],
+                thread_id=thread.id,
                 provider_message_id=message.provider_message_id,
             )
             return
         stored, created = await self._messages.store_inbound(
-            message, thread_id=thread["_id"], lead_id=lead["_id"], phone=phone
+            message, thread_id=thread.id, lead_id=lead["_id"], phone=phone
         )
         if not created and stored["dispatched"]:
             INBOUND_STORED.labels("duplicate").inc()
             log.info(
                 "duplicate message ignored",
-                thread_id=thread["_id"],
+                thread_id=thread.id,
                 provider_message_id=message.provider_message_id,
             )
             return
@@ -127,13 +127,13 @@ class Dedup:
             )
             await self._messages.set_consent_intent(message.org_id, stored["_id"], intent)
         INBOUND_STORED.labels("stored" if created else "resumed").inc()
-        log.info("inbound message stored", phone=phone, thread_id=thread["_id"], type=message.type)
-        await self._threads.touch_inbound(message.org_id, thread["_id"], message.sent_at)
+        log.info("inbound message stored", phone=phone, thread_id=thread.id, type=message.type)
+        await self._threads.touch_inbound(message.org_id, thread.id, message.sent_at)
         work = ThreadWork(
             event_id=derived_id("wrk", stored["_id"]),
             org_id=message.org_id,
             agent_id=message.agent_id,
-            thread_id=thread["_id"],
+            thread_id=thread.id,
             lead_id=lead["_id"],
         )
         if self._burst_quiet_ms > 0:  # the brain looks once the burst has had time to settle

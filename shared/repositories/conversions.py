@@ -10,6 +10,7 @@ from typing import Any, Literal
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
+from shared.repositories.threads import Thread
 from shared.store import Document, Store, with_retry
 
 ConversionKind = Literal["booked", "won", "lost"]
@@ -23,20 +24,18 @@ class ConversionRepository:
         self._conversions = store.db["conversions"]
         self._threads = store.db["threads"]
 
-    async def record(
-        self, thread: Document, kind: ConversionKind, at: datetime, actor: str
-    ) -> bool:
+    async def record(self, thread: Thread, kind: ConversionKind, at: datetime, actor: str) -> bool:
         """Record a conversion of a thread; False when it was recorded before."""
         doc: Document = {
-            "_id": derived_id("cnv", thread["_id"], kind),
-            "org_id": thread["org_id"],
-            "agent_id": thread["agent_id"],
-            "lead_id": thread["lead_id"],
-            "thread_id": thread["_id"],
+            "_id": derived_id("cnv", thread.id, kind),
+            "org_id": thread.org_id,
+            "agent_id": thread.agent_id,
+            "lead_id": thread.lead_id,
+            "thread_id": thread.id,
             "kind": kind,
             "at": at,
             "actor": actor,
-            "source": (thread.get("source") or {}).get("source", "organic"),
+            "source": thread.source_name,
         }
         with contextlib.suppress(DuplicateKeyError):
             await with_retry(lambda: self._conversions.insert_one(doc))

@@ -1,10 +1,15 @@
-"""Threads: one per agent and lead, holding the conversation's state."""
+"""Threads: one per agent and lead, holding the conversation's state.
+
+A thread's id derives from its agent and lead, so creating it is an insert that at most one
+replica wins; every read answers a typed `Thread`.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
@@ -16,6 +21,40 @@ def thread_id_for(agent_id: str, lead_id: str) -> str:
     return derived_id("thr", agent_id, lead_id)
 
 
+class Thread(BaseModel):
+    """One agent's conversation with one lead, as stored (fields a reply has not set yet are
+    at their defaults)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    org_id: str
+    agent_id: str
+    lead_id: str
+    state: str = "bot"  # bot, human (the agent's), closed
+    stage: str = "new"
+    profile: dict[str, Any] = Field(default_factory=dict)
+    source: dict[str, Any] = Field(default_factory=dict)  # how the lead came to this agent
+    created_at: datetime | None = None
+    last_inbound_at: datetime | None = None  # opens WhatsApp's 24-hour window
+    last_outbound_at: datetime | None = None
+    asked: list[str] = Field(default_factory=list)  # qualifying questions already asked
+    offered: list[dict[str, Any]] = Field(default_factory=list)  # slots last offered
+    opt_out_confirmed: bool = False
+    summary: str | None = None
+    handed_off_at: datetime | None = None  # when a person took the thread over
+    handoff_note: str | None = None
+
+    @property
+    def source_name(self) -> str:
+        """How the lead came to this agent: ad, campaign, import or organic."""
+        return str(self.source.get("source", "organic"))
+
+
+def _thread(doc: Document | None) -> Thread | None:
+    return None if doc is None else Thread.model_validate(doc)
+
+
 class ThreadRepository:
     """Find-or-create threads and update their state."""
 
@@ -24,7 +63,7 @@ class ThreadRepository:
 
     async def get_or_create(
         self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
-    ) -> Document:
+    ) -> Thread:
         """The agent's thread with this lead, created on first contact."""
         thread, _created = await self.resolve(
             org_id=org_id, agent_id=agent_id, lead_id=lead_id, at=at, source=source
@@ -33,14 +72,14 @@ class ThreadRepository:
 
     async def resolve(
         self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
-    ) -> tuple[Document, bool]:
+    ) -> tuple[Thread, bool]:
         """The agent's thread with this lead and whether this call created it."""
         thread_id = thread_id_for(agent_id, lead_id)
         existing = await with_retry(
             lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
         )
         if existing is not None:
-            return existing, False
+            return Thread.model_validate(existing), False
         thread: Document = {
             "_id": thread_id,
             "org_id": org_id,
@@ -62,17 +101,17 @@ class ThreadRepository:
             )
             if found is None:
                 raise
-            return found, False
-        return thread, True
+            return Thread.model_validate(found), False
+        return Thread.model_validate(thread), True
 
-    async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Document | None:
+    async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Thread | None:
         """The agent's thread with this lead, if there is one."""
         return await self.get(org_id, thread_id_for(agent_id, lead_id))
 
-    async def get(self, org_id: str, thread_id: str) -> Document | None:
+    async def get(self, org_id: str, thread_id: str) -> Thread | None:
         """A thread of an organization."""
-        return await with_retry(
-            lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
+        return _thread(
+            await with_retry(lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id}))
         )
 
     async def page(
@@ -84,7 +123,7 @@ class ThreadRepository:
         agent_id: str | None = None,
         lead_id: str | None = None,
         state: str | None = None,
-    ) -> list[Document]:
+    ) -> list[Thread]:
         """An organization's threads in id order, after a cursor."""
         query: Document = {"org_id": org_id}
         if after:
@@ -93,14 +132,14 @@ class ThreadRepository:
             if value is not None:
                 query[field] = value
         cursor = self._threads.find(query).sort("_id", 1).limit(limit)
-        return [doc async for doc in cursor]
+        return [Thread.model_validate(doc) async for doc in cursor]
 
-    async def siblings(self, org_id: str, lead_id: str, thread_id: str) -> list[Document]:
+    async def siblings(self, org_id: str, lead_id: str, thread_id: str) -> list[Thread]:
         """The lead's other threads in the same organization (never another's)."""
         cursor = self._threads.find(
             {"org_id": org_id, "lead_id": lead_id, "_id": {"$ne": thread_id}}
         ).sort("_id", 1)
-        return [doc async for doc in cursor]
+        return [Thread.model_validate(doc) async for doc in cursor]
 
     async def lead_ids(self, org_id: str, *, after: str | None, limit: int) -> list[str]:
         """Leads the organization knows (through its own threads), in id order."""

@@ -37,7 +37,7 @@ async def backlog(stack: Stack, agent: OnboardedAgent, count: int) -> list[SendC
             at=now,
             source={"source": "organic"},
         )
-        await threads.touch_inbound(agent.org.id, thread["_id"], now)
+        await threads.touch_inbound(agent.org.id, thread.id, now)
         command_id = f"rpl_{uuid.uuid4().hex}"
         commands.append(
             SendCommand(
@@ -45,7 +45,7 @@ async def backlog(stack: Stack, agent: OnboardedAgent, count: int) -> list[SendC
                 command_id=command_id,
                 org_id=agent.org.id,
                 agent_id=agent.agent.id,
-                thread_id=thread["_id"],
+                thread_id=thread.id,
                 lead_id=lead["_id"],
                 destination=phone,
                 bubbles=[Bubble(text="Thanks, noted!")],

@@ -166,7 +166,7 @@ async def send_template(call: Call, body: TemplateSend) -> web.StreamResponse:
     """Send an APPROVED template to the thread's lead."""
     thread = await thread_of(call)
     template = await call.app[TEMPLATES].get(call.org_id, body.template_id)
-    if template is None or template.agent_id != thread["agent_id"]:
+    if template is None or template.agent_id != thread.agent_id:
         raise not_found("template")
     if not template.usable:
         raise ApiError(
@@ -176,7 +176,7 @@ async def send_template(call: Call, body: TemplateSend) -> web.StreamResponse:
         )
     if len(body.params) != template.parameters:
         raise invalid_body("params", f"the template takes {template.parameters} parameters")
-    lead = found(await call.app[LEADS].view_for_org(call.org_id, thread["lead_id"]), "lead")
+    lead = found(await call.app[LEADS].view_for_org(call.org_id, thread.lead_id), "lead")
     bubble = Bubble(
         type="template",
         text=render(template.body, body.params),
@@ -188,7 +188,7 @@ async def send_template(call: Call, body: TemplateSend) -> web.StreamResponse:
     await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
     await call.audited(
         "template.send",
-        thread["_id"],
+        thread.id,
         after={"template_id": template.id, "command_id": command.command_id},
     )
-    return json_response({"command_id": command.command_id, "thread_id": thread["_id"]}, status=202)
+    return json_response({"command_id": command.command_id, "thread_id": thread.id}, status=202)

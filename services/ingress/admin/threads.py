@@ -30,6 +30,7 @@ from services.ingress.admin.framework import (
 from shared.models import Bubble, utcnow
 from shared.replies import human_command
 from shared.repositories.conversions import ConversionKind
+from shared.repositories.threads import Thread
 from shared.store import Document
 
 THREAD_FIELDS = (
@@ -65,9 +66,9 @@ class HandoffRequest(Body):
     note: str | None = Field(default=None, max_length=500)
 
 
-def public_thread(thread: Document) -> dict[str, Any]:
+def public_thread(thread: Thread) -> dict[str, Any]:
     """What the API shows of a thread."""
-    return {"thread_id": thread["_id"], **{f: thread.get(f) for f in THREAD_FIELDS}}
+    return {"thread_id": thread.id, **{f: getattr(thread, f) for f in THREAD_FIELDS}}
 
 
 def public_message(message: Document) -> dict[str, Any]:
@@ -83,7 +84,7 @@ async def lead_view(call: Call, lead_id: str) -> dict[str, Any] | None:
     return {**view, "opted_out": await call.app[CONSENTS].opted_out(call.org_id, lead_id)}
 
 
-async def thread_of(call: Call) -> Document:
+async def thread_of(call: Call) -> Thread:
     """The thread named by the path, if it belongs to the caller's organization."""
     return found(await call.app[THREADS].get(call.org_id, call.param("thread_id")), "thread")
 
@@ -103,7 +104,7 @@ async def list_threads(call: Call) -> web.StreamResponse:
         agent_id=query.get("agent_id"),
         state=query.get("state"),
     )
-    return page_response(page, limit, public_thread, lambda thread: thread["_id"])
+    return page_response(page, limit, public_thread, lambda thread: thread.id)
 
 
 @routes.add("GET", "/v1/threads/{thread_id}")
@@ -113,7 +114,7 @@ async def get_thread(call: Call) -> web.StreamResponse:
     return json_response(
         {
             **public_thread(thread),
-            "lead": await lead_view(call, thread["lead_id"]),
+            "lead": await lead_view(call, thread.lead_id),
             "other_threads": await call.app[COLLEAGUES].of(thread),
         }
     )
@@ -127,13 +128,11 @@ async def record_conversion(call: Call, body: ConversionBody) -> web.StreamRespo
     if new:
         await call.audited(
             f"conversion.{body.kind}",
-            thread["_id"],
-            before={"stage": thread.get("stage")},
+            thread.id,
+            before={"stage": thread.stage},
             after={"conversion": body.kind},
         )
-    return json_response(
-        {"thread_id": thread["_id"], "kind": body.kind, "recorded": new}, status=201
-    )
+    return json_response({"thread_id": thread.id, "kind": body.kind, "recorded": new}, status=201)
 
 
 @routes.add("GET", "/v1/threads/{thread_id}/messages")
@@ -146,7 +145,7 @@ async def list_messages(call: Call) -> web.StreamResponse:
         before = datetime.fromisoformat(before_raw) if before_raw else None
     except ValueError:
         raise invalid_query("before", "must be an ISO-8601 time") from None
-    page = await call.app[MESSAGES].page(call.org_id, thread["_id"], before=before, limit=limit)
+    page = await call.app[MESSAGES].page(call.org_id, thread.id, before=before, limit=limit)
     delivery = await call.app[SENDS].delivery_of(
         call.org_id, [m["send_id"] for m in page if m.get("send_id")]
     )
@@ -170,7 +169,7 @@ async def handback(call: Call) -> web.StreamResponse:
     thread = await thread_of(call)
     messages = call.app[MESSAGES]
     # What the lead wrote meanwhile was the human's to answer: the bot starts afresh.
-    pending = [m["_id"] for m in await messages.unanswered(call.org_id, thread["_id"])]
+    pending = [m["_id"] for m in await messages.unanswered(call.org_id, thread.id)]
     if pending:
         await messages.mark_answered(call.org_id, pending, "human")
     return await _set_state(call, "bot", {"handed_off_at": None})
@@ -178,12 +177,12 @@ async def handback(call: Call) -> web.StreamResponse:
 
 async def _set_state(call: Call, state: str, extra: Document) -> web.StreamResponse:
     before = await thread_of(call)
-    await call.app[THREADS].update_state(call.org_id, before["_id"], {"state": state, **extra})
+    await call.app[THREADS].update_state(call.org_id, before.id, {"state": state, **extra})
     after = await thread_of(call)
     await call.audited(
         f"thread.{state}",
-        before["_id"],
-        before={"state": before.get("state")},
+        before.id,
+        before={"state": before.state},
         after={"state": state},
     )
     return json_response(public_thread(after))
@@ -193,13 +192,13 @@ async def _set_state(call: Call, state: str, extra: Document) -> web.StreamRespo
 async def reply(call: Call, body: HumanReply) -> web.StreamResponse:
     """The agent writes to the lead; it leaves through outbound under all its rules."""
     thread = await thread_of(call)
-    lead = found(await call.app[LEADS].view_for_org(call.org_id, thread["lead_id"]), "lead")
-    unanswered = await call.app[MESSAGES].unanswered(call.org_id, thread["_id"])
+    lead = found(await call.app[LEADS].view_for_org(call.org_id, thread.lead_id), "lead")
+    unanswered = await call.app[MESSAGES].unanswered(call.org_id, thread.id)
     command = human_command(thread, lead["phone"], [Bubble(text=body.text)])
     command_id = command.command_id
     author = f"human:{call.key.id if call.key else 'unknown'}"
     outbox = call.app[OUTBOX]
     command = await outbox.record(command, [m["_id"] for m in unanswered], author)
     await outbox.publish(command)
-    await call.audited("thread.reply", thread["_id"], after={"command_id": command_id})
-    return json_response({"command_id": command_id, "thread_id": thread["_id"]}, status=202)
+    await call.audited("thread.reply", thread.id, after={"command_id": command_id})
+    return json_response({"command_id": command_id, "thread_id": thread.id}, status=202)
