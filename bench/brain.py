@@ -479,14 +479,14 @@ async def _seed(store: Store, agent: BenchAgent, i: int) -> ThreadWork:
         received_at=at,
     )
     stored, _ = await MessageRepository(store).store_inbound(
-        message, thread_id=thread["_id"], lead_id=lead["_id"], phone=phone
+        message, thread_id=thread.id, lead_id=lead["_id"], phone=phone
     )
-    await threads.touch_inbound(agent.org_id, thread["_id"], at)
+    await threads.touch_inbound(agent.org_id, thread.id, at)
     return ThreadWork(
         event_id=f"wrk-{stored['_id']}",
         org_id=agent.org_id,
         agent_id=agent.agent.id,
-        thread_id=thread["_id"],
+        thread_id=thread.id,
         lead_id=lead["_id"],
     )
 

@@ -60,14 +60,14 @@ async def backlog(stack: BenchStack, agent: BenchAgent, count: int) -> list[Send
                 at=now,
                 source=source,
             )
-            await threads.touch_inbound(agent.org_id, thread["_id"], now)
+            await threads.touch_inbound(agent.org_id, thread.id, now)
         command_id = f"rpl_{uuid.uuid4().hex}"
         return SendCommand(
             event_id=command_id,
             command_id=command_id,
             org_id=agent.org_id,
             agent_id=agent.agent.id,
-            thread_id=thread["_id"],
+            thread_id=thread.id,
             lead_id=lead["_id"],
             destination=phone,
             bubbles=[Bubble(text="Thanks, noted! Jason will be in touch.")],

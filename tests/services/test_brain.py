@@ -81,14 +81,14 @@ async def seed_thread(store: Store, tenant: Tenant) -> SeededThread:
         received_at=now,
     )
     stored, _created = await MessageRepository(store).store_inbound(
-        message, thread_id=thread["_id"], lead_id=lead["_id"], phone=LEAD_PHONE
+        message, thread_id=thread.id, lead_id=lead["_id"], phone=LEAD_PHONE
     )
-    await ThreadRepository(store).touch_inbound(tenant.org_id, thread["_id"], now)
+    await ThreadRepository(store).touch_inbound(tenant.org_id, thread.id, now)
     work = ThreadWork(
         event_id=f"wrk-{stored['_id']}",
         org_id=tenant.org_id,
         agent_id=tenant.agent_id,
-        thread_id=thread["_id"],
+        thread_id=thread.id,
         lead_id=lead["_id"],
     )
     return SeededThread(work, stored["_id"])

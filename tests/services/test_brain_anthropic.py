@@ -202,9 +202,9 @@ async def seed_conversation(
             received_at=at,
         )
         stored, _created = await messages.store_inbound(
-            message, thread_id=thread["_id"], lead_id=lead["_id"], phone=phone
+            message, thread_id=thread.id, lead_id=lead["_id"], phone=phone
         )
-        await threads.touch_inbound(agent.org_id, thread["_id"], at)
+        await threads.touch_inbound(agent.org_id, thread.id, at)
         return str(stored["_id"])
 
     for n, (direction, text) in enumerate(history):
@@ -219,7 +219,7 @@ async def seed_conversation(
                 "_id": message_id(agent.id, send_id),
                 "org_id": agent.org_id,
                 "agent_id": agent.id,
-                "thread_id": thread["_id"],
+                "thread_id": thread.id,
                 "lead_id": lead["_id"],
                 "direction": "out",
                 "provider_message_id": send_id,
@@ -235,12 +235,12 @@ async def seed_conversation(
     for n, text in enumerate(new):  # a second apart, the last one just now
         await inbound(len(history) + n, text, now - timedelta(seconds=len(new) - n))
     if history:
-        await threads.update_state(agent.org_id, thread["_id"], {"stage": "qualifying"})
+        await threads.update_state(agent.org_id, thread.id, {"stage": "qualifying"})
     work = ThreadWork(
         event_id=f"wrk-{tag}",
         org_id=agent.org_id,
         agent_id=agent.id,
-        thread_id=thread["_id"],
+        thread_id=thread.id,
         lead_id=lead["_id"],
     )
     return Conversation(work, [text for _, text in history], new)

@@ -47,7 +47,7 @@ async def new_thread(store: Store, tenant: Tenant, n: int) -> tuple[str, str, st
     thread = await ThreadRepository(store).get_or_create(
         org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead["_id"], at=now, source=source
     )
-    return thread["_id"], lead["_id"], phone
+    return thread.id, lead["_id"], phone
 
 
 async def arrive(

@@ -150,7 +150,7 @@ class Chat:
             at=now,
             source=source,
         )
-        self.thread_id, self.lead_id = thread["_id"], lead["_id"]
+        self.thread_id, self.lead_id = thread.id, lead["_id"]
 
     async def writes(self, text: str, *, work: bool = True) -> None:
         """The lead's message is stored (unanswered) and the thread's work published.
@@ -217,8 +217,8 @@ class Chat:
 
     async def picks_the_last_time_offered(self) -> Appointment:
         thread = await ThreadRepository(self.store).get(self.tenant.org_id, self.thread_id)
-        assert thread is not None and thread.get("offered"), thread
-        await self.says(f"option {len(thread['offered'])}")
+        assert thread is not None and thread.offered, thread
+        await self.says(f"option {len(thread.offered)}")
         appointment = await self.appointment()
         assert appointment is not None
         return appointment

@@ -202,9 +202,9 @@ async def test_a_lead_abroad_is_offered_the_agents_hours_and_nudged_on_the_agent
     await chat.says("Hi, I'm moving to Singapore. Can I book a call with Daniel?")
 
     thread = await ThreadRepository(store).get(tenant.org_id, chat.thread_id)
-    assert thread is not None and len(thread["offered"]) >= 2
+    assert thread is not None and len(thread.offered) >= 2
     hours = {(p.day, p.start, p.end) for p in DEFAULT_HOURS}
-    for offered in thread["offered"]:
+    for offered in thread.offered:
         start = datetime.fromisoformat(offered["start"])
         in_singapore = start.astimezone(ZoneInfo(SINGAPORE))
         day = WEEKDAY_KEYS[in_singapore.weekday()]

@@ -41,9 +41,9 @@ from shared.repositories.organizations import OrganizationRepository
 from shared.repositories.replies import ReplyRepository
 from shared.repositories.schedules import ScheduledMessage, ScheduleRepository
 from shared.repositories.templates import TemplateRepository, first_name_of
-from shared.repositories.threads import ThreadRepository
+from shared.repositories.threads import Thread, ThreadRepository
 from shared.settings import Settings
-from shared.store import Document, Store
+from shared.store import Store
 
 log = get_logger(__name__)
 
@@ -177,7 +177,7 @@ class Sweeper:
         name = _lead_name(thread, lead, agent.org_id)
         if schedule.kind == "follow_up":
             steps = self._scheduler.follow_up_steps
-            profile = Profile.stored(thread.get("profile"))
+            profile = Profile.stored(thread.profile)
             text = follow_up_text(schedule.step, steps, agent, name, profile)
             template_id, params = agent.follow_up_template_id, [first_name_of(name)]
         else:
@@ -186,7 +186,7 @@ class Sweeper:
             template_id = agent.reminder_template_id
             params = [first_name_of(name), when_label(start, agent.timezone)]
         fallback = await self._templates.filled(agent.org_id, agent.id, template_id, params)
-        last_inbound = thread.get("last_inbound_at")
+        last_inbound = thread.last_inbound_at
         window_open = last_inbound is not None and now - last_inbound <= SESSION_WINDOW
         if not window_open and not fallback:
             await self._skip(schedule, "window_closed", now)  # free text may not go, no template
@@ -217,7 +217,7 @@ class Sweeper:
         self,
         schedule: ScheduledMessage,
         agent: Agent | None,
-        thread: Document | None,
+        thread: Thread | None,
         lead: LeadRecord | None,
         now: datetime,
     ) -> str | None:
@@ -228,8 +228,8 @@ class Sweeper:
             return "agent_suspended"
         if thread is None or lead is None:
             return "thread_gone"
-        if thread.get("state", "bot") != "bot":
-            return f"thread_{thread['state']}"  # the agent has it (human) or it is closed
+        if thread.state != "bot":
+            return f"thread_{thread.state}"  # the agent has it (human) or it is closed
         if await self._consents.opted_out(schedule.org_id, schedule.lead_id):
             return "opted_out"
         if schedule.kind == "follow_up":
@@ -287,9 +287,9 @@ class Sweeper:
             await self._scheduler.plan(following)
 
 
-def _lead_name(thread: Document, lead: LeadRecord, org_id: str) -> str | None:
+def _lead_name(thread: Thread, lead: LeadRecord, org_id: str) -> str | None:
     """The lead's name as this organization knows it (never a name another one saw)."""
-    named = (thread.get("profile") or {}).get("name")
+    named = thread.profile.get("name")
     if named:
         return str(named)
     names = lead.names_in(org_id)

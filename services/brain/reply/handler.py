@@ -50,7 +50,7 @@ from shared.repositories.leads import LeadRecord, LeadRepository
 from shared.repositories.leases import ThreadLeases
 from shared.repositories.messages import MessageRepository, ThreadMessage
 from shared.repositories.templates import TemplateRepository
-from shared.repositories.threads import ThreadRepository
+from shared.repositories.threads import Thread, ThreadRepository
 from shared.settings import Settings
 from shared.store import Document, Store
 
@@ -134,19 +134,19 @@ class Brain:
             raise TransientError(f"thread {work.thread_id} or its agent is not readable yet")
         if lead is None:
             raise TransientError(f"lead {work.lead_id} is not readable yet")
-        if thread["state"] == "human":
+        if thread.state == "human":
             # The agent has the thread: what the lead writes now is theirs to answer.
             await self._messages.mark_answered(work.org_id, [m.id for m in unanswered], "human")
             log.info("not answering: the agent has the thread", thread_id=work.thread_id)
             return
-        if not agent.active or thread["state"] != "bot":
+        if not agent.active or thread.state != "bot":
             log.info("not answering: agent suspended or thread closed", thread_id=work.thread_id)
             return
         if opted_out:
             await self._confirm_opt_out(work, agent, thread, lead, unanswered)
             return
         state: Document = {}
-        if thread.get("opt_out_confirmed"):  # they opted in again: a fresh confirmation later
+        if thread.opt_out_confirmed:  # they opted in again: a fresh confirmation later
             state["opt_out_confirmed"] = False
         answers = [m.id for m in unanswered]
         command_id = derived_id("rpl", work.thread_id, *answers)
@@ -321,15 +321,15 @@ class Brain:
         self,
         work: ThreadWork,
         agent: Agent,
-        thread: Document,
+        thread: Thread,
         lead: LeadRecord,
         unanswered: list[ThreadMessage],
     ) -> None:
         """One confirmation for the lead's opt-out, then silence until they opt in again."""
         answers = [m.id for m in unanswered]
         asked = any(m.consent_intent == "opt_out" for m in unanswered)
-        if not asked or thread.get("opt_out_confirmed"):
-            await self._messages.mark_answered(thread["org_id"], answers, "opted_out")
+        if not asked or thread.opt_out_confirmed:
+            await self._messages.mark_answered(thread.org_id, answers, "opted_out")
             return
         text = OPT_OUT_CONFIRMATION.format(bot=agent.persona.bot_name, agent=agent.name)
         command = send_command(
@@ -347,19 +347,19 @@ class Brain:
     async def _context(
         self,
         agent: Agent,
-        thread: Document,
+        thread: Thread,
         lead: LeadRecord,
         unanswered: list[ThreadMessage],
     ) -> Context:
         names = lead.names_in(agent.org_id)
-        profile = Profile.stored(thread.get("profile"))
+        profile = Profile.stored(thread.profile)
         if profile.name is None and names:
             profile = profile.model_copy(update={"name": names[-1]})
-        stage = thread.get("stage", "new")
+        stage = thread.stage
         answered_ids = {m.id for m in unanswered}
         recent, colleague_threads = await asyncio.gather(
             self._messages.latest_messages(
-                thread["org_id"], thread["_id"], HISTORY_MESSAGES + len(unanswered)
+                thread.org_id, thread.id, HISTORY_MESSAGES + len(unanswered)
             ),
             self._colleagues.of(thread),
         )
@@ -371,7 +371,7 @@ class Brain:
         return Context(
             org_id=agent.org_id,
             agent_id=agent.id,
-            thread_id=thread["_id"],
+            thread_id=thread.id,
             lead_id=lead.id,
             agent_name=agent.name,
             persona=agent.persona,
@@ -381,8 +381,8 @@ class Brain:
             profile=profile,
             new_messages=[_lead_message(m) for m in unanswered],
             history=history,
-            asked=list(thread.get("asked") or []),
-            offered=[SlotOption.model_validate(s) for s in thread.get("offered") or []],
+            asked=list(thread.asked),
+            offered=[SlotOption.model_validate(s) for s in thread.offered],
             colleague_threads=colleague_threads,
         )
 
