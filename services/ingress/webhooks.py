@@ -1,4 +1,10 @@
-"""The Gupshup webhook endpoint: authenticate, bound, validate, publish, then answer."""
+"""The Gupshup webhook endpoint: authenticate, bound, validate, publish, then answer.
+
+Validation is `shared.gupshup.attribution.attribute`, the same function the router applies to
+what ingress publishes: ingress answers 400 or 403 from it before any 2xx, then publishes the
+body exactly as received (`inbound.raw.v1`). A 2xx is sent only once the broker confirmed the
+event, so an accepted webhook is never lost.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from aiohttp import web
 from shared.batching import PublishBatcher
 from shared.broker import Broker, PublishFailed
 from shared.crypto import KeyRing
-from shared.gupshup.parsers import MalformedPayload, app_identity, parse_webhook
+from shared.gupshup.attribution import MalformedPayload, WrongApp, attribute
 from shared.health import add_health_routes
 from shared.logs import get_logger
 from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
@@ -31,16 +37,6 @@ def _answer(status: int, reason: str | None = None) -> web.Response:
     if reason is None:
         return web.Response(status=status)
     return web.json_response({"error": reason}, status=status)
-
-
-def identity_mismatch(agent: Agent, body: dict[str, object]) -> str | None:
-    """Why the payload cannot belong to this agent's app, or None when it can."""
-    identity = app_identity(body)
-    if identity.app_name is not None and identity.app_name != agent.gupshup_app:
-        return "app does not match the agent"
-    if agent.gupshup_app_id and identity.app_id and identity.app_id != agent.gupshup_app_id:
-        return "gs_app_id does not match the agent"
-    return None
 
 
 def create_webhook_app(
@@ -124,20 +120,13 @@ class WebhookReceiver:
         received_at = utcnow()
         event_id = uuid.uuid4().hex
         try:
-            parse_webhook(
-                body,
-                org_id=agent.org_id,
-                agent_id=agent.id,
-                event_id=event_id,
-                received_at=received_at,
-            )
+            attribute(body, agent, event_id=event_id, received_at=received_at)
         except MalformedPayload as exc:
             log.warning("malformed webhook", agent_id=agent.id, reason=str(exc))
             return _answer(400, f"malformed payload: {exc}")
-        mismatch = identity_mismatch(agent, body)
-        if mismatch is not None:
-            log.warning("webhook for another app", agent_id=agent.id, reason=mismatch)
-            return _answer(403, mismatch)
+        except WrongApp as exc:
+            log.warning("webhook for another app", agent_id=agent.id, reason=str(exc))
+            return _answer(403, str(exc))
         event = RawWebhook(
             event_id=event_id,
             org_id=agent.org_id,

@@ -1,10 +1,16 @@
-"""Router: turns raw Gupshup callbacks into typed events of a known organization and agent."""
+"""Router: turns raw Gupshup callbacks into typed events of a known organization and agent.
+
+The body is parsed and its app checked by `shared.gupshup.attribution.attribute`, the very
+check ingress answered 400 or 403 from before publishing it; what is left to the router is
+what ingress cannot know: that the agent still exists in that organization now, and which
+stage each event goes to. Anything unattributable is dead-lettered, counted by reason.
+"""
 
 from __future__ import annotations
 
 from shared.broker import Broker
 from shared.errors import PermanentError, UnknownAgent
-from shared.gupshup.parsers import MalformedPayload, app_identity, parse_webhook
+from shared.gupshup.attribution import MalformedPayload, WrongApp, attribute
 from shared.logs import get_logger
 from shared.metrics import EVENTS_ROUTED, UNATTRIBUTED
 from shared.models import IgnoredEvent, RawWebhook
@@ -14,7 +20,7 @@ log = get_logger(__name__)
 
 
 class Router:
-    """Parse, attribute and fan out one raw webhook."""
+    """Attribute and fan out one raw webhook."""
 
     def __init__(self, broker: Broker, agents: AgentDirectory) -> None:
         self._broker = broker
@@ -26,21 +32,14 @@ class Router:
         if agent is None or agent.org_id != raw.org_id:
             UNATTRIBUTED.labels("unknown_agent").inc()
             raise UnknownAgent(f"no agent {raw.agent_id} in organization {raw.org_id}")
-        identity = app_identity(raw.body)
-        if identity.app_name is not None and identity.app_name != agent.gupshup_app:
-            UNATTRIBUTED.labels("app_mismatch").inc()
-            raise UnknownAgent(f"app {identity.app_name!r} is not agent {agent.id}'s app")
         try:
-            events = parse_webhook(
-                raw.body,
-                org_id=agent.org_id,
-                agent_id=agent.id,
-                event_id=raw.event_id,
-                received_at=raw.received_at,
-            )
+            events = attribute(raw.body, agent, event_id=raw.event_id, received_at=raw.received_at)
         except MalformedPayload as exc:
             UNATTRIBUTED.labels("malformed").inc()
             raise PermanentError(f"malformed payload: {exc}") from exc
+        except WrongApp as exc:
+            UNATTRIBUTED.labels("app_mismatch").inc()
+            raise UnknownAgent(f"{exc}: the callback is not agent {agent.id}'s app") from exc
         for event in events:
             EVENTS_ROUTED.labels(event.kind).inc()
             if isinstance(event, IgnoredEvent):

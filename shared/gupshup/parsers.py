@@ -5,6 +5,9 @@ while an event, status or message type we do not know becomes an IgnoredEvent or
 "unsupported" message, because Gupshup adds types without notice and must still get its 2xx.
 An inbound message's `text` is what the lead wrote or tapped: the text body, a media caption
 or the title of the reply they picked.
+
+This module reads the format; which agent a callback belongs to is decided once, by
+shared.gupshup.attribution, on top of `parse_webhook` and `app_identity`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, NamedTuple, Required, TypedDict, get_args
 
 from pydantic import ValidationError
 
@@ -289,15 +292,15 @@ class _Context:
         return {"event_id": self.event_id, "org_id": self.org_id, "agent_id": self.agent_id}
 
 
-@dataclass(frozen=True)
-class _Content:
-    """What a lead's message says, the same whichever format carried it."""
+class _Content(TypedDict, total=False):
+    """What a lead's message says, the same whichever format carried it: the fields of
+    InboundMessage it fills (those left out stay None)."""
 
-    type: MessageType
-    text: str | None = None
-    media: Media | None = None
-    location: Location | None = None
-    choice: ReplyChoice | None = None
+    type: Required[MessageType]
+    text: str | None
+    media: Media
+    location: Location
+    choice: ReplyChoice
 
 
 _ContentReader = Callable[[_JsonObject], _Content]
@@ -317,14 +320,10 @@ def _inbound_message(
 ) -> InboundMessage:
     return InboundMessage(
         **context.tenant(),
+        **content,
         provider_message_id=message_id,
         lead_wa_id=lead_wa_id,
         lead_name=lead_name,
-        type=content.type,
-        text=content.text,
-        media=content.media,
-        location=content.location,
-        choice=content.choice,
         context_message_id=context_message_id,
         context_gupshup_message_id=context_gupshup_message_id,
         referral=referral,
@@ -333,16 +332,50 @@ def _inbound_message(
     )
 
 
+class _MessageIds(NamedTuple):
+    """The ids a status gives the message it is about: Gupshup's, then WhatsApp's."""
+
+    gupshup: str | None
+    whatsapp: str | None
+
+
+def _delivery_status(
+    context: _Context,
+    status: str,
+    ids: _MessageIds,
+    destination: str | None,
+    error: tuple[int | None, str | None],
+    status_node: _JsonObject,
+    at: datetime,
+) -> DeliveryStatus:
+    """A delivery status as either format reads it; `error` is (code, reason), and both
+    formats put the pricing in the status object's `pricing`."""
+    pricing = status_node.child_or_empty("pricing")
+    error_code, error_reason = error
+    return DeliveryStatus(
+        **context.tenant(),
+        status=status,
+        gupshup_message_id=ids.gupshup,
+        whatsapp_message_id=ids.whatsapp,
+        destination=destination,
+        error_code=error_code,
+        error_reason=error_reason,
+        pricing_category=pricing.optional_string("category"),
+        pricing_type=pricing.optional_string("type"),
+        at=at,
+    )
+
+
 def _ignored(event_type: str, at: datetime, context: _Context) -> IgnoredEvent:
     return IgnoredEvent(**context.tenant(), type=event_type, at=at)
 
 
 def _reply(kind: MessageType, choice: ReplyChoice) -> _Content:
-    return _Content(kind, text=choice.title, choice=choice)
+    return _Content(type=kind, text=choice.title, choice=choice)
 
 
 def _attachment(kind: MessageType, media: Media) -> _Content:
-    return _Content(kind, text=media.caption, media=media)
+    return _Content(type=kind, text=media.caption, media=media)
 
 
 def _location(body: _JsonObject) -> _Content:
@@ -357,11 +390,11 @@ def _location(body: _JsonObject) -> _Content:
         name=body.optional_string("name"),
         address=body.optional_string("address"),
     )
-    return _Content("location", location=location)
+    return _Content(type="location", location=location)
 
 
 def _unsupported(_body: _JsonObject) -> _Content:
-    return _Content("unsupported")
+    return _Content(type="unsupported")
 
 
 # --- v2: Gupshup's own format ----------------------------------------------------------------
@@ -409,7 +442,7 @@ def _v2_lead_number(payload: _JsonObject, sender: _JsonObject) -> str:
 
 
 def _v2_text(body: _JsonObject) -> _Content:
-    return _Content("text", text=body.string("text"))
+    return _Content(type="text", text=body.string("text"))
 
 
 def _v2_media(kind: MessageType, body: _JsonObject) -> _Content:
@@ -464,26 +497,14 @@ def _v2_delivery_status(
     details = payload.child_or_empty("payload")
     # Until WhatsApp has the message (enqueued, failed) Gupshup can only name it by its own id;
     # from sent on, `id` is WhatsApp's and `gsId` Gupshup's.
-    gupshup_id: str | None
-    whatsapp_id: str | None
     if status in ("enqueued", "failed"):
-        gupshup_id, whatsapp_id = message_id, details.optional_string("whatsappMessageId")
+        ids = _MessageIds(message_id, details.optional_string("whatsappMessageId"))
     else:
-        gupshup_id, whatsapp_id = payload.optional_string("gsId"), message_id
+        ids = _MessageIds(payload.optional_string("gsId"), message_id)
     failure = details if status == "failed" else _JsonObject({}, details.path)
-    pricing = payload.child_or_empty("pricing")
-    return DeliveryStatus(
-        **context.tenant(),
-        status=status,
-        gupshup_message_id=gupshup_id,
-        whatsapp_message_id=whatsapp_id,
-        destination=payload.optional_string("destination"),
-        error_code=failure.optional_int("code"),
-        error_reason=failure.optional_string("reason"),
-        pricing_category=pricing.optional_string("category"),
-        pricing_type=pricing.optional_string("type"),
-        at=at,
-    )
+    error = (failure.optional_int("code"), failure.optional_string("reason"))
+    destination = payload.optional_string("destination")
+    return _delivery_status(context, status, ids, destination, error, payload, at)
 
 
 def _v2_user_event(payload: _JsonObject, at: datetime, context: _Context) -> UserEvent:
@@ -628,7 +649,7 @@ def _v3_message(
 
 
 def _v3_text(message: _JsonObject) -> _Content:
-    return _Content("text", text=message.child("text").string("body"))
+    return _Content(type="text", text=message.child("text").string("body"))
 
 
 _V3_REPLY_TYPES: Final[dict[str, MessageType]] = {
@@ -642,7 +663,7 @@ def _v3_interactive(message: _JsonObject) -> _Content:
     kind = _V3_REPLY_TYPES.get(interactive.string("type"))
     if kind is None:
         # Flow answers (nfm_reply) and newer kinds: nothing reads them yet.
-        return _Content("unsupported")
+        return _Content(type="unsupported")
     reply = interactive.child(kind)
     choice = ReplyChoice(
         id=reply.optional_string("id"),
@@ -694,24 +715,14 @@ def _v3_status(status_node: _JsonObject, context: _Context) -> DeliveryStatus | 
     if status not in _DELIVERY_STATES:
         return _ignored(f"status/{status}", at, context)
     message_id = status_node.identifier("id")
-    gupshup_id = status_node.optional_string("gs_id")
-    whatsapp_id: str | None = message_id
+    ids = _MessageIds(status_node.optional_string("gs_id"), message_id)
     # Gupshup's own enqueued status (and a failure before WhatsApp saw the message) has no
     # WhatsApp id yet and repeats Gupshup's id in `id`.
-    if status == "enqueued" or message_id == gupshup_id:
-        gupshup_id, whatsapp_id = gupshup_id or message_id, None
+    if status == "enqueued" or message_id == ids.gupshup:
+        ids = _MessageIds(ids.gupshup or message_id, None)
     errors = status_node.children_or_empty("errors")
-    error = errors[0] if errors else _JsonObject({}, f"{status_node.path}.errors[0]")
-    pricing = status_node.child_or_empty("pricing")
-    return DeliveryStatus(
-        **context.tenant(),
-        status=status,
-        gupshup_message_id=gupshup_id,
-        whatsapp_message_id=whatsapp_id,
-        destination=status_node.optional_string("recipient_id"),
-        error_code=error.optional_int("code"),
-        error_reason=error.optional_string("title") or error.optional_string("message"),
-        pricing_category=pricing.optional_string("category"),
-        pricing_type=pricing.optional_string("type"),
-        at=at,
-    )
+    first = errors[0] if errors else _JsonObject({}, f"{status_node.path}.errors[0]")
+    reason = first.optional_string("title") or first.optional_string("message")
+    destination = status_node.optional_string("recipient_id")
+    error = (first.optional_int("code"), reason)
+    return _delivery_status(context, status, ids, destination, error, status_node, at)

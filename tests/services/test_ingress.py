@@ -218,3 +218,15 @@ async def test_signed_webhooks_must_match_the_agents_app_secret(
     unsigned = await client.post(url, data=raw, headers=headers)  # Gupshup's own callbacks
     assert unsigned.status == 200
     assert await router_depth(broker) == 2
+
+
+async def test_v3_payload_naming_two_different_numbers_is_400_and_not_published(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
+) -> None:
+    body = gupshup_fixture("v3_text.json")
+    other = json.loads(json.dumps(body["entry"][0]))
+    other["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    body["entry"].append(other)
+    response = await client.post(webhook_url(tenant.callback_key), json=body)
+    assert response.status == 400
+    assert await router_depth(broker) == 0

@@ -85,32 +85,42 @@ async def test_opt_out_user_event_goes_to_dedup(
     assert (event.type, event.lead_wa_id, event.org_id) == ("opted-out", LEAD_WA_ID, tenant.org_id)
 
 
-async def test_raw_event_of_an_unknown_agent_is_dead_lettered_with_the_reason(
-    router: RunningService, broker: Broker, tenant: Tenant
+@pytest.mark.parametrize(
+    "change",
+    [{"agent_id": "agt_nobody"}, {"org_id": "org_someone_else"}],
+    ids=["unknown-agent", "agent-of-another-organization"],
+)
+async def test_raw_event_of_an_agent_not_in_its_organization_is_dead_lettered_with_the_reason(
+    router: RunningService,
+    broker: Broker,
+    tenant: Tenant,
+    change: dict[str, str],
 ) -> None:
-    raw = raw_webhook(tenant, gupshup_fixture("v3_text.json")).model_copy(
-        update={"agent_id": "agt_nobody"}
-    )
+    raw = raw_webhook(tenant, gupshup_fixture("v3_text.json")).model_copy(update=change)
     await broker.publish(raw, message_id="evt-1")
     dead = await broker.fetch(broker.topology.dead_letter_queue("router"), timeout=5)
     assert dead is not None
     reason = str(dead.headers["x-dead-reason"])
-    assert "agt_nobody" in reason
+    assert raw.agent_id in reason  # agt_nobody, or the tenant's agent
     assert "agent" in reason.lower()
-    assert RawWebhook.model_validate_json(dead.body).agent_id == "agt_nobody"
+    assert RawWebhook.model_validate_json(dead.body).agent_id == raw.agent_id
     assert await broker.queue_depth(broker.topology.queue("dedup")) == 0
 
 
-async def test_raw_event_of_an_agent_of_another_organization_is_dead_lettered(
-    router: RunningService, broker: Broker, tenant: Tenant
+@pytest.mark.parametrize(
+    ("fixture", "field"), [("v2_text.json", "app"), ("v3_text.json", "gs_app_id")]
+)
+async def test_raw_event_of_another_app_is_dead_lettered_as_ingress_would_refuse_it(
+    router: RunningService, broker: Broker, tenant: Tenant, fixture: str, field: str
 ) -> None:
-    raw = raw_webhook(tenant, gupshup_fixture("v3_text.json")).model_copy(
-        update={"org_id": "org_someone_else"}
-    )
-    await broker.publish(raw, message_id="evt-1")
+    body = gupshup_fixture(fixture)
+    body[field] = "11111111-2222-4333-8444-555555555555"  # neither the agent's app nor its id
+    await broker.publish(raw_webhook(tenant, body), message_id="evt-1")
     dead = await broker.fetch(broker.topology.dead_letter_queue("router"), timeout=5)
     assert dead is not None
-    assert tenant.agent_id in str(dead.headers["x-dead-reason"])
+    reason = str(dead.headers["x-dead-reason"])
+    assert f"{field} does not match the agent" in reason
+    assert tenant.agent_id in reason
     assert await broker.queue_depth(broker.topology.queue("dedup")) == 0
 
 

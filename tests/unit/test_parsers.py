@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, TypeAdapter
 
+from shared.gupshup.attribution import WrongApp, attribute
 from shared.gupshup.parsers import (
     MAX_NESTING,
     AppIdentity,
@@ -33,6 +34,7 @@ from shared.models import (
     TemplateEvent,
     UserEvent,
 )
+from shared.repositories.agents import Agent
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "gupshup"
 CALLBACK_FIXTURES = sorted(
@@ -550,13 +552,68 @@ def test_v3_enqueued_status_names_only_the_app_since_gupshup_adds_no_metadata() 
     assert app_identity(load("v3_status_enqueued.json")) == AppIdentity(None, APP_ID, None, None)
 
 
-def test_v3_callback_naming_two_different_numbers_is_malformed() -> None:
+def v3_body_naming_two_numbers() -> Any:
+    """A v3 text callback with a second entry for another WhatsApp number."""
     body = load("v3_text.json")
     other = copy.deepcopy(body["entry"][0])
     other["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
     body["entry"].append(other)
+    return body
+
+
+def test_v3_callback_naming_two_different_numbers_is_malformed() -> None:
     with pytest.raises(MalformedPayload, match="different phone numbers"):
-        app_identity(body)
+        app_identity(v3_body_naming_two_numbers())
+
+
+# --- Attribution: the one check ingress and the router share --------------------------------
+
+
+def agent_of(app: str = "TanHomesSG", app_id: str | None = APP_ID) -> Agent:
+    return Agent(
+        _id="agent-1",
+        org_id="org-1",
+        name="Daniel Tan",
+        number="+6591110001",
+        gupshup_app=app,
+        gupshup_app_id=app_id,
+        callback_key_hash="unused",
+        created_at=RECEIVED_AT,
+    )
+
+
+def attribute_to(agent: Agent, body: Any) -> list[RoutedEvent]:
+    return attribute(body, agent, event_id="evt-1", received_at=RECEIVED_AT)
+
+
+@pytest.mark.parametrize("name", CALLBACK_FIXTURES)
+def test_a_callback_of_the_agents_app_is_attributed_to_it_as_parsed(name: str) -> None:
+    assert attribute_to(agent_of(), load(name)) == parse(load(name))
+
+
+@pytest.mark.parametrize("name", V2_FIXTURES)
+def test_v2_callback_naming_another_app_is_wrong_app(name: str) -> None:
+    with pytest.raises(WrongApp, match=r"^app does not match the agent$"):
+        attribute_to(agent_of(app="SomeoneElsesApp"), load(name))
+
+
+def test_v3_callback_of_another_app_id_is_wrong_app_only_where_the_agent_has_one() -> None:
+    with pytest.raises(WrongApp, match=r"^gs_app_id does not match the agent$"):
+        attribute_to(agent_of(app_id="another-app-id"), load("v3_text.json"))
+    assert attribute_to(agent_of(app_id=None), load("v3_text.json"))
+    assert attribute_to(agent_of(app_id="another-app-id"), load("v3_text_without_gs_app_id.json"))
+
+
+def test_a_malformed_callback_is_malformed_before_it_is_wrong_app() -> None:
+    body = load("v2_text.json")
+    body["payload"]["payload"] = 7
+    with pytest.raises(MalformedPayload):
+        attribute_to(agent_of(app="SomeoneElsesApp"), body)
+
+
+def test_v3_callback_naming_two_different_numbers_is_malformed_to_attribution_too() -> None:
+    with pytest.raises(MalformedPayload, match="different phone numbers"):
+        attribute_to(agent_of(), v3_body_naming_two_numbers())
 
 
 # --- Malformed bodies -----------------------------------------------------------------------
