@@ -23,25 +23,11 @@ DEAD_LETTERED = Counter(
     ["service", "reason"],
 )
 IN_FLIGHT = Gauge("realtybot_in_flight_messages", "Messages being handled now.", ["service"])
-WEBHOOKS = Counter(
-    "realtybot_webhooks_total",
-    "Webhook requests answered by ingress, by HTTP status.",
-    ["status"],
-)
-WEBHOOK_DURATION = Histogram(
-    "realtybot_webhook_duration_seconds",
-    "Webhook request handling time, until the broker confirmed.",
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5),
-)
 PUBLISH_BATCH_SIZE = Histogram(
     "realtybot_publish_batch_events",
     "Events per confirmed publish when publishes are batched (ingress): 1 at low load.",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
 )
-EVENTS_ROUTED = Counter(
-    "realtybot_events_routed_total", "Typed events produced by the router, by kind.", ["kind"]
-)
-REPLIES = Counter("realtybot_replies_total", "Replies composed by the brain.", ["engine"])
 SENDS = Counter(
     "realtybot_outbound_sends_total",
     "Bubbles handed to Gupshup, by outcome (submitted, duplicate, refused, ambiguous, retry).",
@@ -64,11 +50,6 @@ SEND_WAIT = Histogram(
     "realtybot_outbound_pacing_wait_seconds",
     "Time a send waited for its rate slot and the pause between messages to one lead.",
     buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2),
-)
-UNATTRIBUTED = Counter(
-    "realtybot_unattributed_events_total",
-    "Raw events the router could not attribute to an agent (dead-lettered), by reason.",
-    ["reason"],
 )
 LEADS = Counter(
     "realtybot_leads_total",

@@ -61,3 +61,4 @@ SWEEPS = Counter(
     "Looks for due follow-ups and reminders, by outcome (ok, failed).",
     ["outcome"],
 )
+REPLIES = Counter("realtybot_replies_total", "Replies composed by the brain.", ["engine"])

@@ -17,13 +17,13 @@ import uuid
 
 from aiohttp import web
 
+from services.ingress.metrics import WEBHOOK_DURATION, WEBHOOKS
 from shared.batching import PublishBatcher
 from shared.broker import Broker, PublishFailed
 from shared.crypto import KeyRing
 from shared.gupshup.attribution import MalformedPayload, WrongApp, attribute
 from shared.health import add_health_routes
 from shared.logs import get_logger
-from shared.metrics import WEBHOOK_DURATION, WEBHOOKS
 from shared.models import RawWebhook, utcnow
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.settings import Settings

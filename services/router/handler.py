@@ -8,11 +8,11 @@ stage each event goes to. Anything unattributable is dead-lettered, counted by r
 
 from __future__ import annotations
 
+from services.router.metrics import EVENTS_ROUTED, UNATTRIBUTED
 from shared.broker import Broker
 from shared.errors import PermanentError, UnknownAgent
 from shared.gupshup.attribution import MalformedPayload, WrongApp, attribute
 from shared.logs import get_logger
-from shared.metrics import EVENTS_ROUTED, UNATTRIBUTED
 from shared.models import IgnoredEvent, RawWebhook
 from shared.repositories.agents import AgentDirectory
 

@@ -17,6 +17,7 @@ from typing import Literal
 
 from services.brain.engines.offline import OfflineEngine, summarize
 from services.brain.followups.scheduler import Scheduler
+from services.brain.metrics import REPLIES
 from services.brain.outgoing import send_command
 from services.brain.reply.model import (
     Context,
@@ -35,7 +36,6 @@ from shared.colleagues import ColleagueThreads
 from shared.errors import Defer, TransientError
 from shared.ids import derived_id
 from shared.logs import get_logger
-from shared.metrics import REPLIES
 from shared.models import Bubble, Choice, ThreadWork, utcnow
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import Agent, AgentDirectory
