@@ -6,13 +6,12 @@ import asyncio
 from typing import Any
 
 from sandbox import RunningSandbox
+from tests.conftest import CallbackReceiver, control
 from tests.sandbox.conftest import (
     APP,
     APP_ID,
     LEAD,
-    CallbackReceiver,
     Http,
-    control,
     create_template,
     eventually,
     fixture,

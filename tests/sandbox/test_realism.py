@@ -11,13 +11,12 @@ import aiohttp
 import pytest
 
 from sandbox import RunningSandbox, start_sandbox
+from tests.conftest import CallbackReceiver, control
 from tests.sandbox.conftest import (
     APP,
     APP_ID,
     LEAD,
-    CallbackReceiver,
     Http,
-    control,
     create_template,
     eventually,
     fixture,

@@ -7,14 +7,13 @@ import re
 import uuid
 
 from sandbox import RunningSandbox, start_sandbox
+from tests.conftest import CallbackReceiver, control
 from tests.sandbox.conftest import (
     AGENT,
     APP,
     APP_ID,
     LEAD,
-    CallbackReceiver,
     Http,
-    control,
     create_template,
     fixture,
     listed,
