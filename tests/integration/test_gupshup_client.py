@@ -116,19 +116,24 @@ async def test_each_send_gets_its_own_message_id(
     assert len(set(listed)) == 3
 
 
-async def test_wrong_api_key_is_refused_with_401_and_nothing_is_sent(
-    client: GupshupClient, app: str, http: aiohttp.ClientSession, sandbox: RunningSandbox
+@pytest.mark.parametrize(
+    ("request_options", "refusal"),
+    [
+        ({"api_key": "not-the-key"}, Refused(401, "Authentication Failed")),
+        ({"destination": "+65 9888"}, Refused(400, "Invalid Destination")),
+    ],
+    ids=["wrong-api-key", "invalid-destination"],
+)
+async def test_refused_send_carries_gupshups_status_and_reason_and_nothing_is_sent(
+    client: GupshupClient,
+    app: str,
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+    request_options: dict[str, str],
+    refusal: Refused,
 ) -> None:
-    result = await send(client, app, api_key="not-the-key")
-    assert result == Refused(401, "Authentication Failed")
-    assert await sent_messages(http, sandbox, app) == []
-
-
-async def test_invalid_destination_is_refused_with_gupshups_reason(
-    client: GupshupClient, app: str, http: aiohttp.ClientSession, sandbox: RunningSandbox
-) -> None:
-    result = await send(client, app, destination="+65 9888")
-    assert result == Refused(400, "Invalid Destination")
+    result = await send(client, app, **request_options)
+    assert result == refusal
     assert await sent_messages(http, sandbox, app) == []
 
 

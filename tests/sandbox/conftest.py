@@ -127,6 +127,18 @@ async def create_template(
         return response.status, await response.json()
 
 
+async def approved_template(
+    http: Http, sandbox: RunningSandbox, app_token: str, **fields: str
+) -> str:
+    """An APPROVED template of APP (the viewing reminder of `create_template`, overridden by
+    `fields`); its id."""
+    _, created = await create_template(http, sandbox, app_token, **fields)
+    template_id: str = created["template"]["id"]
+    status, _ = await set_template_status(http, sandbox, "APPROVED", template_id=template_id)
+    assert status == 200
+    return template_id
+
+
 async def set_template_status(
     http: Http, sandbox: RunningSandbox, status: str, **body: Any
 ) -> tuple[int, Any]:

@@ -14,14 +14,13 @@ from tests.sandbox.conftest import (
     APP_ID,
     LEAD,
     Http,
-    create_template,
+    approved_template,
     fixture,
     listed,
     partner_app_token,
     post_status,
     register,
     send,
-    set_template_status,
     shape,
 )
 
@@ -46,9 +45,7 @@ async def test_template_send_is_listed_with_its_template(
     http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
 ) -> None:
     await register(http, sandbox, receiver, app_id=APP_ID)
-    _, created = await create_template(http, sandbox, await partner_app_token(http, sandbox))
-    template_id = created["template"]["id"]
-    await set_template_status(http, sandbox, "APPROVED", template_id=template_id)
+    template_id = await approved_template(http, sandbox, await partner_app_token(http, sandbox))
     template = {"id": template_id, "params": ["Rachel", "Tampines"]}
     status, _ = await send(http, sandbox, template=template)
     assert status == 200
