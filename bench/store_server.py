@@ -44,7 +44,10 @@ def private_store() -> Iterator[str | None]:
         yield None
         return
     port = _free_port()
-    data = Path(tempfile.mkdtemp(prefix="bench-store-", dir=CHECKOUT_ROOT / ".local"))
+    # .local exists only once something was installed or started there (not in a fresh clone).
+    state = CHECKOUT_ROOT / ".local"
+    state.mkdir(exist_ok=True)
+    data = Path(tempfile.mkdtemp(prefix="bench-store-", dir=state))
     with (data / "ferretdb.log").open("ab") as log:
         process = subprocess.Popen(
             [str(binary), "-listen", f"127.0.0.1:{port}", "-data-dir", str(data / "data")],

@@ -8,16 +8,14 @@
 #   infra/local-infra.sh status
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-STATE="${REALTYBOT_STATE_DIR:-$ROOT/.local}"
+LOG_TAG=infra
+# shellcheck source=infra/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 FERRETDB_VERSION="1.24.2"
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/realtybot"
 DEFAULT_AMQP="amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_MONGO="mongodb://127.0.0.1:27017"
 
-log() { printf '[infra] %s\n' "$*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
 
 wait_port() {  # port seconds name
   local i
@@ -39,8 +37,7 @@ rabbitmq_up() {
   if port_open 5672; then log "RabbitMQ already listening on 5672"; return; fi
   if [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     log "installing rabbitmq-server from apt"
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >/dev/null ||
-      { sudo_if_needed apt-get update -q >/dev/null && sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server >/dev/null; }
+    apt_install rabbitmq-server
   fi
   mkdir -p "$RMQ_HOME/log" "$RMQ_HOME/mnesia"
   # A node started by this script keeps everything under $STATE, so it never

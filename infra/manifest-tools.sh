@@ -8,21 +8,13 @@
 #   infra/manifest-tools.sh paths     print KUSTOMIZE=<binary> and NODE_DIR=<directory>
 set -euo pipefail
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LOG_TAG=manifest-tools
+# shellcheck source=infra/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 KUSTOMIZE_VERSION="v5.7.1"
-CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/realtybot"
 KUSTOMIZE="$CACHE/kustomize-$KUSTOMIZE_VERSION/kustomize"
 NODE_SRC="$ROOT/tests/deploy/node"
-NODE_DIR="${REALTYBOT_STATE_DIR:-$ROOT/.local}/node"
-
-log() { printf '[manifest-tools] %s\n' "$*" >&2; }
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
-
-apt_install() {
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null ||
-    { sudo_if_needed apt-get update -q >/dev/null &&
-      sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null; }
-}
+NODE_DIR="$STATE/node"
 
 install_kustomize() {
   [ -x "$KUSTOMIZE" ] && return

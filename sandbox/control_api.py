@@ -384,20 +384,25 @@ async def clear_rules(request: web.Request) -> web.Response:
 
 async def add_opt_out(request: web.Request) -> web.Response:
     """`POST /sandbox/v1/optouts`: the destination opted out of the app's messages."""
-    body = await _parse(request, OptOutRequest)
-    state = request.app[STATE_KEY]
-    app = state.app_named(body.app)
-    state.opted_out.setdefault(app.name, set()).add(body.destination)
-    return _opt_outs(request, app.name)
+    app, destination, opted_out = await _opt_out_request(request)
+    opted_out.add(destination)
+    return _opt_outs(request, app)
 
 
 async def remove_opt_out(request: web.Request) -> web.Response:
     """`DELETE /sandbox/v1/optouts`: the destination opted back in."""
+    app, destination, opted_out = await _opt_out_request(request)
+    opted_out.discard(destination)
+    return _opt_outs(request, app)
+
+
+async def _opt_out_request(request: web.Request) -> tuple[str, str, set[str]]:
+    """The app named in an opt-out request body (404 if unknown), the destination, and the
+    app's set of opted-out destinations (kept in the state)."""
     body = await _parse(request, OptOutRequest)
     state = request.app[STATE_KEY]
     app = state.app_named(body.app)
-    state.opted_out.get(app.name, set()).discard(body.destination)
-    return _opt_outs(request, app.name)
+    return app.name, body.destination, state.opted_out.setdefault(app.name, set())
 
 
 async def list_opt_outs(request: web.Request) -> web.Response:

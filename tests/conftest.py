@@ -1,20 +1,30 @@
 """Shared fixtures: settings pointing at the real local RabbitMQ and MongoDB-compatible server.
 
 `make test` starts both when they are not running. Every test gets its own database name
-and broker prefix, so tests never see each other's data.
+and broker prefix, so tests never see each other's data. A test that talks to Gupshup gets
+a fresh in-process sandbox (`sandbox`), an HTTP session (`http`) and a callback server
+standing in for ingress (`receiver`); `control` and `register_app` call the sandbox's
+control API.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from sandbox import RunningSandbox, start_sandbox
 from shared.broker import Broker
 from shared.clock import Clock, frozen_at
 from shared.models import utcnow
@@ -97,3 +107,77 @@ async def broker(settings: Settings) -> AsyncIterator[Broker]:
     yield broker
     await broker.delete_topology()
     await broker.close()
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class CallbackReceiver:
+    """Stands in for our ingress: records every webhook and answers `status`."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        # Event-loop time of each webhook's arrival, parallel to `received`.
+        self.arrivals: list[float] = []
+        self.status = 200
+        self.server = TestServer(web.Application())
+        self.server.app.router.add_post("/cb", self._record)
+
+    @property
+    def url(self) -> str:
+        """Where the sandbox should post callbacks."""
+        return str(self.server.make_url("/cb"))
+
+    async def _record(self, request: web.Request) -> web.Response:
+        self.received.append(await request.json())
+        self.arrivals.append(asyncio.get_running_loop().time())
+        return web.Response(status=self.status)
+
+    def message_events(self) -> list[dict[str, Any]]:
+        """The v2 delivery statuses received so far, as their `payload`s, in arrival order."""
+        return [hook["payload"] for hook in self.received if hook.get("type") == "message-event"]
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session for the test."""
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[RunningSandbox]:
+    """A fresh Gupshup sandbox on a free port, with no apps."""
+    running = await start_sandbox(port=0)
+    yield running
+    await running.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[CallbackReceiver]:
+    """A running callback server, stopped after the test."""
+    receiver = CallbackReceiver()
+    await receiver.server.start_server()
+    yield receiver
+    await receiver.server.close()
+
+
+async def control(
+    http: aiohttp.ClientSession, sandbox: RunningSandbox, method: str, path: str, **body: Any
+) -> tuple[int, Any]:
+    """Call the sandbox's control API; the status and the JSON answer."""
+    async with http.request(method, sandbox.base_url + path, json=body or None) as response:
+        return response.status, await response.json()
+
+
+async def register_app(
+    http: aiohttp.ClientSession, sandbox: RunningSandbox, **registration: Any
+) -> Any:
+    """Register (or replace) a Gupshup app at the sandbox; the app's record as it answers."""
+    status, record = await control(http, sandbox, "POST", "/sandbox/v1/apps", **registration)
+    assert status == 200, record
+    return record

@@ -7,7 +7,6 @@ at the same time), with its own database and broker prefix and short retry delay
 from __future__ import annotations
 
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -25,16 +24,9 @@ from shared.repositories.api_keys import ApiKeyRepository
 from shared.repositories.organizations import Organization, OrganizationRepository
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import TEST_KEY_RING, make_settings, quiet_hours_away_from_now
+from tests.conftest import TEST_KEY_RING, free_port, make_settings, quiet_hours_away_from_now
 
 NEW_KEY = "test-2:" + "WllYV1ZVVFNSUVBPTk1MS0pJSEdGRURDQkE5ODc2NTQ="  # 32 bytes
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -127,18 +119,7 @@ class Stack:
         api_key = f"gs-{uuid.uuid4().hex}"
         number = f"9{1_000_000 + suffix % 8_000_000:07d}"  # 91..98: valid SG mobiles
         # The app exists at Gupshup first; onboarding subscribes it to the callback URL.
-        await self.control(
-            "POST",
-            "/sandbox/v1/apps",
-            {
-                "app": app,
-                "api_key": api_key,
-                "number": f"65{number}",
-                "app_id": app_id,
-                "callback_url": "http://127.0.0.1:9/not-yet",
-                "format": "v2",
-            },
-        )
+        await self.register_app(app, api_key, f"65{number}", app_id)
         created = await self.admin(
             "POST",
             "/v1/agents",
@@ -157,19 +138,34 @@ class Stack:
         agent = await AgentRepository(self.store).get(created["agent_id"])
         assert agent is not None
         if fmt != "v2":
-            await self.control(
-                "POST",
-                "/sandbox/v1/apps",
-                {
-                    "app": app,
-                    "api_key": api_key,
-                    "number": wa_id(agent.number),
-                    "app_id": app_id,
-                    "callback_url": created["callback_url"],
-                    "format": fmt,
-                },
+            await self.register_app(
+                app, api_key, wa_id(agent.number), app_id, created["callback_url"], fmt
             )
         return OnboardedAgent(org, agent, app, api_key, created["callback_url"], org_key)
+
+    async def register_app(
+        self,
+        app: str,
+        api_key: str,
+        digits: str,
+        app_id: str,
+        callback_url: str = "http://127.0.0.1:9/not-yet",
+        fmt: str = "v2",
+    ) -> None:
+        """Create (or replace) a Gupshup app at the sandbox; until onboarding subscribes it,
+        its callback URL goes nowhere."""
+        await self.control(
+            "POST",
+            "/sandbox/v1/apps",
+            {
+                "app": app,
+                "api_key": api_key,
+                "number": digits,
+                "app_id": app_id,
+                "callback_url": callback_url,
+                "format": fmt,
+            },
+        )
 
     async def control(
         self,
@@ -219,65 +215,17 @@ def stack_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 async def stack(stack_log_dir: Path) -> AsyncIterator[Stack]:
     """The running stack, shared by the end-to-end tests of one run."""
-    settings = make_settings(
-        ingress_port=free_port(),
-        admin_port=free_port(),
-        router_port=free_port(),
-        dedup_port=free_port(),
-        brain_port=free_port(),
-        outbound_port=free_port(),
-    )
-    sandbox_port = free_port()
-    settings = settings.model_copy(
-        update={
-            "public_base_url": f"http://127.0.0.1:{settings.ingress_port}",
-            "gupshup_base_url": f"http://127.0.0.1:{sandbox_port}",
-            "gupshup_partner_base_url": f"http://127.0.0.1:{sandbox_port}",
-            "gupshup_partner_email": "partner@example.com",
-            "gupshup_partner_password": "partner-password",
-            # A ring mid-rotation: new credentials use NEW_KEY, older ones still decrypt.
-            "credentials_keys": f"{NEW_KEY},{TEST_KEY_RING}",
-        }
-    )
-    store = Store(settings)
-    await store.migrate()
-    env = stack_env(
-        settings,
-        {
-            "RETRY_DELAYS_MS": "[200, 500, 1000]",
-            "LEASE_BUSY_RETRY_MS": "100",
-            "LEAD_PAUSE_SECONDS": "0.2",
-            "BURST_QUIET_SECONDS": "0.5",
-            # The offline engine, whatever key the shell running the tests may hold.
-            "ANTHROPIC_API_KEY": "",
-            # Gupshup timeouts and their resolution, short enough for fault tests.
-            "GUPSHUP_TIMEOUT_SECONDS": "2",
-            "AMBIGUOUS_RESOLVE_SECONDS": "3",
-            # Due follow-ups and reminders are found within half a second (tests move a
-            # message's due time into the past instead of waiting days for it).
-            "SCHEDULER_INTERVAL_SECONDS": "0.5",
-            # Tests present wrong admin keys on purpose, all from 127.0.0.1; the lockout
-            # has its own test (tests/services/test_admin_lockout.py).
-            "ADMIN_AUTH_MAX_FAILURES": "1000000",
-            "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
-        },
-    )
-    processes = StackProcesses(env, sandbox_port, log_dir=stack_log_dir)
-    processes.start()
-    try:
-        await processes.wait_ready(timeout=60)
-        _, platform_key = await ApiKeyRepository(store).issue("platform", None, "tests")
-        async with aiohttp.ClientSession() as http:
-            yield Stack(settings, processes, store, http, stack_log_dir, platform_key)
-    finally:
-        processes.stop()
-        broker = Broker(settings, "test")
-        await broker.connect()
-        await broker.delete_topology()
-        await broker.close()
-        await store.client.drop_database(settings.mongodb_db)
-        await store.close()
+    env = {
+        # The offline engine, whatever key the shell running the tests may hold.
+        "ANTHROPIC_API_KEY": "",
+        # Due follow-ups and reminders are found within half a second (tests move a
+        # message's due time into the past instead of waiting days for it).
+        "SCHEDULER_INTERVAL_SECONDS": "0.5",
+    }
+    # A ring mid-rotation: new credentials use NEW_KEY, older ones still decrypt.
+    key_ring = f"{NEW_KEY},{TEST_KEY_RING}"
+    async with running_stack(stack_log_dir, env, credentials_keys=key_ring) as running:
+        yield running
 
 
 @contextlib.asynccontextmanager
@@ -286,8 +234,10 @@ async def running_stack(
     env: Mapping[str, str] | None = None,
     *,
     servers: Mapping[str, str] | None = None,
+    credentials_keys: str = TEST_KEY_RING,
 ) -> AsyncIterator[Stack]:
-    """Another stack like `stack`, its processes given extra environment (`env`).
+    """A whole stack of its own (the shared `stack` is one), its processes given extra
+    environment (`env`).
 
     For a module that needs the services configured otherwise than the shared stack (the
     Anthropic engine, for one); it has its own ports, database and broker prefix. `servers`
@@ -295,6 +245,7 @@ async def running_stack(
     """
     settings = make_settings(
         **(servers or {}),
+        credentials_keys=credentials_keys,
         ingress_port=free_port(),
         admin_port=free_port(),
         router_port=free_port(),
@@ -319,8 +270,11 @@ async def running_stack(
         "LEASE_BUSY_RETRY_MS": "100",
         "LEAD_PAUSE_SECONDS": "0.2",
         "BURST_QUIET_SECONDS": "0.5",
+        # Gupshup timeouts and their resolution, short enough for fault tests.
         "GUPSHUP_TIMEOUT_SECONDS": "2",
         "AMBIGUOUS_RESOLVE_SECONDS": "3",
+        # Tests present wrong admin keys on purpose, all from 127.0.0.1; the lockout
+        # has its own test (tests/services/test_admin_lockout.py).
         "ADMIN_AUTH_MAX_FAILURES": "1000000",
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",

@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from prometheus_client import REGISTRY
 
-from sandbox import RunningSandbox, start_sandbox
+from sandbox import RunningSandbox
 from shared.gupshup.client import (
     Ambiguous,
     GupshupClient,
@@ -29,6 +29,7 @@ from shared.gupshup.client import (
     SendResult,
     Submitted,
 )
+from tests.conftest import free_port, register_app
 
 AGENT_NUMBER, LEAD = "6591110001", "6598887777"
 API_KEY = "key-tan-homes"
@@ -36,33 +37,18 @@ TEXT = {"type": "text", "text": "Hi Rachel! I'm Mia, Jason's assistant. 😊"}
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_sandbox(port=0)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
 async def app(sandbox: RunningSandbox, http: aiohttp.ClientSession) -> str:
     """A Gupshup app registered at the sandbox, private to the test."""
     name = f"TanHomes{uuid.uuid4().hex[:8]}"
-    async with http.post(
-        f"{sandbox.base_url}/sandbox/v1/apps",
-        json={
-            "app": name,
-            "api_key": API_KEY,
-            "number": AGENT_NUMBER,
-            "callback_url": "http://127.0.0.1:9/unused",
-            "format": "v2",
-        },
-    ) as response:
-        assert response.status == 200, await response.text()
+    await register_app(
+        http,
+        sandbox,
+        app=name,
+        api_key=API_KEY,
+        number=AGENT_NUMBER,
+        callback_url="http://127.0.0.1:9/unused",
+        format="v2",
+    )
     return name
 
 
@@ -130,19 +116,24 @@ async def test_each_send_gets_its_own_message_id(
     assert len(set(listed)) == 3
 
 
-async def test_wrong_api_key_is_refused_with_401_and_nothing_is_sent(
-    client: GupshupClient, app: str, http: aiohttp.ClientSession, sandbox: RunningSandbox
+@pytest.mark.parametrize(
+    ("request_options", "refusal"),
+    [
+        ({"api_key": "not-the-key"}, Refused(401, "Authentication Failed")),
+        ({"destination": "+65 9888"}, Refused(400, "Invalid Destination")),
+    ],
+    ids=["wrong-api-key", "invalid-destination"],
+)
+async def test_refused_send_carries_gupshups_status_and_reason_and_nothing_is_sent(
+    client: GupshupClient,
+    app: str,
+    http: aiohttp.ClientSession,
+    sandbox: RunningSandbox,
+    request_options: dict[str, str],
+    refusal: Refused,
 ) -> None:
-    result = await send(client, app, api_key="not-the-key")
-    assert result == Refused(401, "Authentication Failed")
-    assert await sent_messages(http, sandbox, app) == []
-
-
-async def test_invalid_destination_is_refused_with_gupshups_reason(
-    client: GupshupClient, app: str, http: aiohttp.ClientSession, sandbox: RunningSandbox
-) -> None:
-    result = await send(client, app, destination="+65 9888")
-    assert result == Refused(400, "Invalid Destination")
+    result = await send(client, app, **request_options)
+    assert result == refusal
     assert await sent_messages(http, sandbox, app) == []
 
 
@@ -202,13 +193,6 @@ async def test_timeout_is_ambiguous_and_the_client_does_not_wait_for_gupshup(
     assert "after the request was sent" in result.reason
     assert elapsed < 0.8
     assert len(await sent_messages(http, sandbox, app)) == 1  # it did go out
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_closed_port_is_not_reached() -> None:

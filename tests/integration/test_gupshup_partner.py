@@ -6,7 +6,6 @@ posts lands at a small callback server standing in for our ingress.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from sandbox import RunningSandbox, start_sandbox
+from sandbox import RunningSandbox
 from shared.gupshup.partner import (
     PARTNER_TOKEN_TTL_SECONDS,
     PartnerClient,
@@ -26,27 +25,11 @@ from shared.gupshup.partner import (
     PartnerUnavailable,
     TemplateExists,
 )
+from tests.conftest import CallbackReceiver, control, free_port, register_app
 
 EMAIL, PASSWORD = "ops@example.com", "s3cret-partner-pw"
 BODY = "Hi {{1}}, your viewing at {{2}} is tomorrow at {{3}}."
 EXAMPLE = "Hi Rachel, your viewing at Tampines Green is tomorrow at 3pm."
-
-
-class CallbackReceiver:
-    """Stands in for our ingress: records every callback Gupshup posts."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self.server = TestServer(web.Application())
-        self.server.app.router.add_post("/cb", self._record)
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("/cb"))
-
-    async def _record(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        return web.Response()
 
 
 @dataclass(frozen=True)
@@ -66,42 +49,18 @@ class FakeClock:
 
 
 @pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_sandbox(port=0)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[CallbackReceiver]:
-    receiver = CallbackReceiver()
-    await receiver.server.start_server()
-    yield receiver
-    await receiver.server.close()
-
-
-@pytest.fixture
 async def app(sandbox: RunningSandbox, http: aiohttp.ClientSession) -> App:
     """A Gupshup app with an app id, registered at the sandbox and private to the test."""
     registered = App(name=f"TanHomes{uuid.uuid4().hex[:8]}", app_id=str(uuid.uuid4()))
-    status, _ = await control(
+    await register_app(
         http,
         sandbox,
-        "POST",
-        "/sandbox/v1/apps",
         app=registered.name,
         app_id=registered.app_id,
         api_key="key-tan-homes",
         number="6591110001",
         callback_url="http://127.0.0.1:9/unused",
     )
-    assert status == 200
     return registered
 
 
@@ -110,13 +69,6 @@ async def client(sandbox: RunningSandbox) -> AsyncIterator[PartnerClient]:
     partner = PartnerClient(sandbox.base_url, EMAIL, PASSWORD, timeout_seconds=2.0)
     yield partner
     await partner.close()
-
-
-async def control(
-    http: aiohttp.ClientSession, sandbox: RunningSandbox, method: str, path: str, **body: Any
-) -> tuple[int, Any]:
-    async with http.request(method, sandbox.base_url + path, json=body or None) as response:
-        return response.status, await response.json()
 
 
 async def create_viewing_reminder(client: PartnerClient, app: App) -> PartnerTemplate:
@@ -146,13 +98,6 @@ async def review(
     )
     assert code == 200, answer
     return answer
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_subscribe_points_the_apps_callbacks_at_the_url(

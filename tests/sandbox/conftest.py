@@ -1,70 +1,24 @@
-"""Fixtures and helpers for the sandbox's tests: a fresh sandbox, a callback receiver, a client."""
+"""Helpers for the sandbox's tests: the app they register, sends as the product makes them,
+templates and statuses (the sandbox, the callback receiver and the HTTP session are the
+shared fixtures of tests/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
-from sandbox import RunningSandbox, start_sandbox
+from sandbox import RunningSandbox
+from tests.conftest import CallbackReceiver, control, register_app
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "gupshup"
 APP, API_KEY, AGENT, LEAD = "TanHomesSG", "key-tan", "6591110001", "6598887777"
 Http = aiohttp.ClientSession
 APP_ID = "0b7c2a6e-2c1d-4e8a-9f10-3d5b7a9c1e22"
-
-
-class CallbackReceiver:
-    """Stands in for our ingress: records every webhook and answers `status`."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        # Event-loop time of each webhook's arrival, parallel to `received`.
-        self.arrivals: list[float] = []
-        self.status = 200
-        self.server = TestServer(web.Application())
-        self.server.app.router.add_post("/cb", self._record)
-
-    @property
-    def url(self) -> str:
-        return str(self.server.make_url("/cb"))
-
-    async def _record(self, request: web.Request) -> web.Response:
-        self.received.append(await request.json())
-        self.arrivals.append(asyncio.get_running_loop().time())
-        return web.Response(status=self.status)
-
-    def message_events(self) -> list[dict[str, Any]]:
-        """The v2 delivery statuses received so far, as their `payload`s, in arrival order."""
-        return [hook["payload"] for hook in self.received if hook.get("type") == "message-event"]
-
-
-@pytest.fixture
-async def sandbox() -> AsyncIterator[RunningSandbox]:
-    running = await start_sandbox(port=0)
-    yield running
-    await running.stop()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[CallbackReceiver]:
-    receiver = CallbackReceiver()
-    await receiver.server.start_server()
-    yield receiver
-    await receiver.server.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -89,33 +43,17 @@ def shape(value: Any) -> Any:
     return type(value).__name__
 
 
-async def control(
-    http: Http, sandbox: RunningSandbox, method: str, path: str, **body: Any
-) -> tuple[int, Any]:
-    async with http.request(method, sandbox.base_url + path, json=body or None) as response:
-        return response.status, await response.json()
-
-
 async def register(
     http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver, **extra: Any
 ) -> None:
     body = {"app": APP, "api_key": API_KEY, "number": AGENT, "callback_url": receiver.url, **extra}
-    status, record = await control(http, sandbox, "POST", "/sandbox/v1/apps", **body)
-    assert status == 200 and "api_key" not in record
+    record = await register_app(http, sandbox, **body)
+    assert "api_key" not in record
 
 
-async def send(
-    http: Http,
-    sandbox: RunningSandbox,
-    *,
-    apikey: str = API_KEY,
-    destination: str = LEAD,
-    message: dict[str, Any] | None = None,
-    template: dict[str, Any] | None = None,
-) -> tuple[int, Any]:
-    status, _, body = await send_with_headers(
-        http, sandbox, apikey=apikey, destination=destination, message=message, template=template
-    )
+async def send(http: Http, sandbox: RunningSandbox, **options: Any) -> tuple[int, Any]:
+    """`send_with_headers` (same options) without the headers: the status and the answer."""
+    status, _, body = await send_with_headers(http, sandbox, **options)
     return status, body
 
 
@@ -187,6 +125,18 @@ async def create_template(
         headers={"Authorization": app_token},
     ) as response:
         return response.status, await response.json()
+
+
+async def approved_template(
+    http: Http, sandbox: RunningSandbox, app_token: str, **fields: str
+) -> str:
+    """An APPROVED template of APP (the viewing reminder of `create_template`, overridden by
+    `fields`); its id."""
+    _, created = await create_template(http, sandbox, app_token, **fields)
+    template_id: str = created["template"]["id"]
+    status, _ = await set_template_status(http, sandbox, "APPROVED", template_id=template_id)
+    assert status == 200
+    return template_id
 
 
 async def set_template_status(

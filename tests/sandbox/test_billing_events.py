@@ -6,20 +6,18 @@ import asyncio
 from typing import Any
 
 from sandbox import RunningSandbox
+from tests.conftest import CallbackReceiver, control
 from tests.sandbox.conftest import (
     APP,
     APP_ID,
     LEAD,
-    CallbackReceiver,
     Http,
-    control,
-    create_template,
+    approved_template,
     eventually,
     fixture,
     partner_app_token,
     register,
     send,
-    set_template_status,
     shape,
 )
 from tests.sandbox.test_realism import OTHER_LEAD, inbound, set_rules
@@ -43,23 +41,6 @@ async def subscribe(
     return app_token
 
 
-async def approved_template(
-    http: Http, sandbox: RunningSandbox, app_token: str, category: str
-) -> str:
-    """An APPROVED template of APP in `category`; its id."""
-    _, created = await create_template(
-        http,
-        sandbox,
-        app_token,
-        elementName=f"reminder_{category.lower()}",
-        category=category,
-    )
-    template_id: str = created["template"]["id"]
-    status, _ = await set_template_status(http, sandbox, "APPROVED", template_id=template_id)
-    assert status == 200
-    return template_id
-
-
 def billing_events(receiver: CallbackReceiver) -> list[dict[str, Any]]:
     """The billing-events received so far, in arrival order."""
     return [hook for hook in receiver.received if hook.get("type") == "billing-event"]
@@ -76,7 +57,9 @@ async def test_each_sent_message_is_followed_by_a_billing_event_priced_by_whatsa
     await register(http, sandbox, receiver, app_id=APP_ID)
     app_token = await subscribe(http, sandbox, receiver.url)
     templates = {
-        category: await approved_template(http, sandbox, app_token, category)
+        category: await approved_template(
+            http, sandbox, app_token, elementName=f"reminder_{category.lower()}", category=category
+        )
         for category in ("MARKETING", "UTILITY", "AUTHENTICATION")
     }
     await set_rules(http, sandbox, status_delays_ms={"sent": 20})

@@ -8,12 +8,11 @@ from typing import Any
 import pytest
 
 from sandbox import RunningSandbox
+from tests.conftest import CallbackReceiver, control
 from tests.sandbox.conftest import (
     APP,
     APP_ID,
-    CallbackReceiver,
     Http,
-    control,
     create_template,
     fixture,
     listed,

@@ -11,14 +11,13 @@ import aiohttp
 import pytest
 
 from sandbox import RunningSandbox, start_sandbox
+from tests.conftest import CallbackReceiver, control
 from tests.sandbox.conftest import (
     APP,
     APP_ID,
     LEAD,
-    CallbackReceiver,
     Http,
-    control,
-    create_template,
+    approved_template,
     eventually,
     fixture,
     listed,
@@ -27,7 +26,6 @@ from tests.sandbox.conftest import (
     register,
     send,
     send_with_headers,
-    set_template_status,
 )
 
 OTHER_LEAD = "6591234567"
@@ -183,9 +181,7 @@ async def test_window_fails_free_form_sends_outside_24h_but_not_templates(
     http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
 ) -> None:
     await register(http, sandbox, receiver, app_id=APP_ID)
-    _, created = await create_template(http, sandbox, await partner_app_token(http, sandbox))
-    template_id = created["template"]["id"]
-    await set_template_status(http, sandbox, "APPROVED", template_id=template_id)
+    template_id = await approved_template(http, sandbox, await partner_app_token(http, sandbox))
     await set_rules(http, sandbox, enforce_window=True)
     reason = "Message sent outside the 24 hour session window"
 

@@ -7,22 +7,20 @@ import re
 import uuid
 
 from sandbox import RunningSandbox, start_sandbox
+from tests.conftest import CallbackReceiver, control
 from tests.sandbox.conftest import (
     AGENT,
     APP,
     APP_ID,
     LEAD,
-    CallbackReceiver,
     Http,
-    control,
-    create_template,
+    approved_template,
     fixture,
     listed,
     partner_app_token,
     post_status,
     register,
     send,
-    set_template_status,
     shape,
 )
 
@@ -47,9 +45,7 @@ async def test_template_send_is_listed_with_its_template(
     http: Http, sandbox: RunningSandbox, receiver: CallbackReceiver
 ) -> None:
     await register(http, sandbox, receiver, app_id=APP_ID)
-    _, created = await create_template(http, sandbox, await partner_app_token(http, sandbox))
-    template_id = created["template"]["id"]
-    await set_template_status(http, sandbox, "APPROVED", template_id=template_id)
+    template_id = await approved_template(http, sandbox, await partner_app_token(http, sandbox))
     template = {"id": template_id, "params": ["Rachel", "Tampines"]}
     status, _ = await send(http, sandbox, template=template)
     assert status == 200

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
-from sandbox import RunningSandbox, start_sandbox
+from sandbox import RunningSandbox
 from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
@@ -30,7 +30,7 @@ from shared.repositories.organizations import OrganizationRepository, Organizati
 from shared.service import Runtime, Setup
 from shared.settings import Settings
 from shared.store import Store
-from tests.conftest import quiet_hours_away_from_now
+from tests.conftest import quiet_hours_away_from_now, register_app
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "gupshup"
 APP = "TanHomesSG"
@@ -203,26 +203,18 @@ async def services(
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture
-async def sandbox(http: aiohttp.ClientSession) -> AsyncIterator[RunningSandbox]:
+async def sandbox(sandbox: RunningSandbox, http: aiohttp.ClientSession) -> RunningSandbox:
     """A Gupshup sandbox with the agent's app registered under the agent's api key."""
-    running = await start_sandbox(port=0)
-    registration = {
-        "app": APP,
-        "api_key": API_KEY,
-        "number": AGENT_NUMBER.lstrip("+"),
-        "callback_url": "http://127.0.0.1:9/unused",
-        "format": "v2",
-    }
-    async with http.post(f"{running.base_url}/sandbox/v1/apps", json=registration) as response:
-        assert response.status == 200, await response.text()
-    yield running
-    await running.stop()
+    await register_app(
+        http,
+        sandbox,
+        app=APP,
+        api_key=API_KEY,
+        number=AGENT_NUMBER.lstrip("+"),
+        callback_url="http://127.0.0.1:9/unused",
+        format="v2",
+    )
+    return sandbox
 
 
 @pytest.fixture
