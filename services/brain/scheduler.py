@@ -58,6 +58,7 @@ from shared.repositories.templates import TemplateRepository, first_name_of
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
 from shared.store import Document, Store, with_retry
+from shared.whatsapp import SESSION_WINDOW
 
 log = get_logger(__name__)
 Clock = Callable[[], datetime]
@@ -79,8 +80,6 @@ SWEEPS = Counter(
     ["outcome"],
 )
 
-# WhatsApp's customer service window (outbound decides again when it sends).
-SESSION_WINDOW = timedelta(hours=24)
 # Replies after which the lead gets no follow-up, and the reason their pending ones end.
 NO_FOLLOW_UP_AFTER = {
     "handoff": "handed_off",

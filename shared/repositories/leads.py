@@ -85,3 +85,8 @@ class LeadRepository:
                 )
             )
         return existing, False
+
+    async def id_by_phone(self, phone: str) -> str | None:
+        """The id of the lead with this E.164 number, if any (none is created)."""
+        found = await with_retry(lambda: self._leads.find_one({"phone": phone}, {"_id": 1}))
+        return None if found is None else str(found["_id"])

@@ -182,6 +182,15 @@ class ServiceRunner:
         await broker.consume(stage, adapter, build_handler(broker))
         return runner
 
+    async def connect(self, service: str) -> RunningService:
+        """Connect a broker for `service`; the service's own setup then consumes with it."""
+        name = f"{service}-{uuid.uuid4().hex[:8]}"
+        broker = Broker(self.settings, name)
+        await broker.connect()
+        runner = RunningService(name, broker)
+        self.running.append(runner)
+        return runner
+
     async def stop_all(self) -> None:
         """Stop consuming (letting in-flight messages finish) and close every connection."""
         for runner in self.running:

@@ -11,16 +11,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from pydantic import TypeAdapter
 
 from sandbox import RunningSandbox
-from services.outbound.handler import Outbound, OutboundEvent
+from services.outbound.__main__ import start
 from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
 from shared.models import Bubble, DeliveryState, DeliveryStatus, SendCommand, utcnow
 from shared.quiet_hours import QuietHours
-from shared.repositories.agents import AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leads import LeadRepository
 from shared.repositories.replies import ReplyRepository
@@ -66,16 +64,10 @@ async def tenant(tenants: Tenants) -> Tenant:
 async def start_outbound(
     services: ServiceRunner, store: Store, settings: Settings, gupshup: GupshupClient
 ) -> RunningService:
-    """Outbound consuming its stage, wired as services/outbound/__main__.py wires it."""
-    agents = AgentDirectory.for_store(store, settings)
-    key_ring = KeyRing.from_settings(settings)
-    adapter: TypeAdapter[OutboundEvent] = TypeAdapter(OutboundEvent)
-    return await services.start(
-        "outbound",
-        "outbound",
-        adapter,
-        lambda b: Outbound(b, store, agents, key_ring, gupshup, settings).handle,
-    )
+    """Outbound consuming its stage, set up by services/outbound/__main__.py itself."""
+    running = await services.connect("outbound")
+    await start(running.broker, store, settings, KeyRing.from_settings(settings), gupshup)
+    return running
 
 
 @pytest.fixture
