@@ -24,16 +24,9 @@ from shared.gupshup.client import GupshupClient
 from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent
 from shared.replies import ReplyOutbox
 from shared.repositories.agents import AgentDirectory
-from shared.repositories.consents import ConsentRepository
 from shared.repositories.costs import CostRepository
-from shared.repositories.leads import LeadRepository
-from shared.repositories.messages import MessageRepository
-from shared.repositories.organizations import OrganizationRepository
 from shared.repositories.rate_slots import AgentPauses, RateSlots
-from shared.repositories.replies import ReplyRepository
-from shared.repositories.sends import SendRepository
 from shared.repositories.templates import TemplateRepository
-from shared.repositories.threads import ThreadRepository
 from shared.service import Runtime, run_consumer_service, service_main
 from shared.settings import Settings
 from shared.store import Store
@@ -51,36 +44,11 @@ def handlers(
     gupshup: GupshupClient,
 ) -> dict[type[BaseModel], Handler]:
     """Outbound's subscriptions: each message model it consumes and the function handling it."""
-    sends, threads = SendRepository(store), ThreadRepository(store)
-    messages, consents = MessageRepository(store), ConsentRepository(store)
-    templates = TemplateRepository(store)
-    # One pacer per process: its pauses and turns are shared by sends and statuses.
+    # One pacer per process: sends and statuses share its pauses, and its turns per agent.
     pacer = Pacer(RateSlots(store), AgentPauses(store), settings)
-    sending = Sending(
-        agents=agents,
-        replies=ReplyRepository(store),
-        threads=threads,
-        leads=LeadRepository(store),
-        consents=consents,
-        templates=templates,
-        orgs=OrganizationRepository(store),
-        messages=messages,
-        sends=sends,
-        pacer=pacer,
-        key_ring=key_ring,
-        gupshup=gupshup,
-        settings=settings,
-    )
-    statuses = DeliveryStatuses(
-        sends=sends,
-        messages=messages,
-        threads=threads,
-        consents=consents,
-        outbox=ReplyOutbox(store, broker),
-        pacer=pacer,
-        settings=settings,
-    )
-    provider = ProviderEvents(templates=templates, costs=CostRepository(store))
+    sending = Sending(store, agents, pacer, key_ring, gupshup, settings)
+    statuses = DeliveryStatuses(store, ReplyOutbox(store, broker), pacer, settings)
+    provider = ProviderEvents(TemplateRepository(store), CostRepository(store))
     return {
         SendCommand: sending.handle,
         DeliveryStatus: statuses.handle,

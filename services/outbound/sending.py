@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.outbound import rules
@@ -42,52 +41,57 @@ from shared.repositories.sends import SendClaim, SendRepository
 from shared.repositories.templates import Template, TemplateRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
-from shared.store import Document
+from shared.store import Document, Store
 from shared.whatsapp import SESSION_WINDOW, window_open
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
 class Sending:
     """Handle send commands: the only caller of Gupshup's send API."""
 
-    agents: AgentDirectory
-    replies: ReplyRepository
-    threads: ThreadRepository
-    leads: LeadRepository
-    consents: ConsentRepository
-    templates: TemplateRepository
-    orgs: OrganizationRepository
-    messages: MessageRepository
-    sends: SendRepository
-    pacer: Pacer
-    key_ring: KeyRing
-    gupshup: GupshupClient
-    settings: Settings
+    def __init__(
+        self,
+        store: Store,
+        agents: AgentDirectory,
+        pacer: Pacer,
+        key_ring: KeyRing,
+        gupshup: GupshupClient,
+        settings: Settings,
+    ) -> None:
+        self._agents, self._pacer, self._settings = agents, pacer, settings
+        self._key_ring, self._gupshup = key_ring, gupshup
+        self._replies = ReplyRepository(store)
+        self._threads = ThreadRepository(store)
+        self._leads = LeadRepository(store)
+        self._consents = ConsentRepository(store)
+        self._templates = TemplateRepository(store)
+        self._orgs = OrganizationRepository(store)
+        self._messages = MessageRepository(store)
+        self._sends = SendRepository(store)
 
     async def handle(self, command: SendCommand) -> None:
         """Send the command's bubbles in order, paced; a bubble already claimed is never re-sent."""
-        agent = await self.agents.by_id(command.agent_id)
+        agent = await self._agents.by_id(command.agent_id)
         if agent is None or agent.org_id != command.org_id:
             raise PermanentError(f"no agent {command.agent_id} in organization {command.org_id}")
-        since = command.created_at - timedelta(seconds=self.settings.ordering_wait_seconds)
-        if await self.replies.earlier_unfinished(
+        since = command.created_at - timedelta(seconds=self._settings.ordering_wait_seconds)
+        if await self._replies.earlier_unfinished(
             command.org_id, command.thread_id, command.created_at, since, command.command_id
         ):
             raise Defer("an earlier reply of this thread is still on its way", delay_ms=200)
         try:
             await self._send_bubbles(agent, command)
         except PermanentError:
-            await self.replies.mark_outbound_done(command.org_id, command.command_id)
+            await self._replies.mark_outbound_done(command.org_id, command.command_id)
             raise
-        await self.replies.mark_outbound_done(command.org_id, command.command_id)
+        await self._replies.mark_outbound_done(command.org_id, command.command_id)
 
     async def _send_bubbles(self, agent: Agent, command: SendCommand) -> None:
         if not agent.active:
             await self._skip(command, "agent_suspended")
             return
-        thread = await self.threads.get(command.org_id, command.thread_id)
+        thread = await self._threads.get(command.org_id, command.thread_id)
         last_inbound = thread.get("last_inbound_at") if thread else None
         if rules.overtaken(command, last_inbound):
             await self._skip(command, "lead_wrote_since")
@@ -118,7 +122,7 @@ class Sending:
         business_initiated: bool,
     ) -> None:
         """Claim, pace and send each planned bubble in order, recording each outcome."""
-        api_key = self.key_ring.decrypt(
+        api_key = self._key_ring.decrypt(
             agent.credentials["gupshup_api_key"], agent_id=agent.id, field="gupshup_api_key"
         )
         # Pacing runs on real time: the last send is placed by how long ago it was.
@@ -130,10 +134,10 @@ class Sending:
                 continue
             try:
                 # Claimed first, so nothing stands between the slot and the request.
-                await self.pacer.pace(agent, previous)
+                await self._pacer.pace(agent, previous)
             except (Defer, asyncio.CancelledError):
                 # No request was made (deferred, or the service stopping): free to claim again.
-                await self.sends.release(send_id)
+                await self._sends.release(send_id)
                 raise
             if index == 0 and existing is None:
                 QUEUE_WAIT.labels(agent.id).observe(
@@ -141,7 +145,7 @@ class Sending:
                 )
             template = plan.templates.get(bubble.template_id or "")
             result = await submit(
-                self.gupshup,
+                self._gupshup,
                 agent=agent,
                 api_key=api_key,
                 destination=command.destination,
@@ -151,7 +155,7 @@ class Sending:
             )
             previous = time.time()
             if template is not None and isinstance(result, Submitted):
-                await self.templates.record_use(
+                await self._templates.record_use(
                     template,
                     lead_id=command.lead_id,
                     thread_id=command.thread_id,
@@ -162,7 +166,7 @@ class Sending:
 
     @property
     def _interrupted_after(self) -> float:
-        return rules.interrupted_after_seconds(self.settings.gupshup_timeout_seconds)
+        return rules.interrupted_after_seconds(self._settings.gupshup_timeout_seconds)
 
     async def _settled(self, agent: Agent, claim: SendClaim) -> bool:
         """Whether an already claimed bubble is done with (else: ours to send again).
@@ -173,7 +177,7 @@ class Sending:
         callback to show that Gupshup has it, and is sent again only when none came within
         `ambiguous_resolve_seconds` (see shared.repositories.sends).
         """
-        resolve_seconds = self.settings.ambiguous_resolve_seconds
+        resolve_seconds = self._settings.ambiguous_resolve_seconds
         verdict = rules.judge_claim(
             claim,
             utcnow(),
@@ -183,12 +187,12 @@ class Sending:
         if verdict == "being_sent":
             raise Defer("bubble being sent by another worker", delay_ms=1000)
         if verdict == "interrupted":
-            await self.sends.mark_unknown(
+            await self._sends.mark_unknown(
                 claim.id, claim.claimed_at, "interrupted during the call to Gupshup"
             )
             SENDS.labels(agent.id, "ambiguous").inc()
             log.warning("interrupted send is unknown until Gupshup shows it", send_id=claim.id)
-            claim = await self.sends.get(claim.id) or claim
+            claim = await self._sends.get(claim.id) or claim
             verdict = rules.judge_claim(
                 claim, utcnow(), interrupted_after=0, resolve_seconds=resolve_seconds
             )
@@ -201,8 +205,8 @@ class Sending:
                 "waiting for a status to show whether Gupshup has the message",
                 delay_ms=max(int(remaining * 1000), 100),
             )
-        if not await self.sends.claim_resend(claim):
-            current = await self.sends.get(claim.id)
+        if not await self._sends.claim_resend(claim):
+            current = await self._sends.get(claim.id)
             if current is not None and current.state not in ("sending", "unknown"):
                 return True  # resolved by a status meanwhile
             raise Defer("another worker is resending this bubble", delay_ms=1000)
@@ -214,10 +218,10 @@ class Sending:
         """Business-initiated messages wait while it is quiet in the agent's time zone."""
         quiet = agent.quiet_hours
         if quiet is None:
-            org = await self.orgs.get(agent.org_id)
+            org = await self._orgs.get(agent.org_id)
             quiet = org.settings.quiet_hours if org else QuietHours()
         recheck = rules.quiet_hours_recheck(
-            quiet, utcnow(), agent.timezone, self.settings.quiet_hours_recheck_seconds
+            quiet, utcnow(), agent.timezone, self._settings.quiet_hours_recheck_seconds
         )
         if recheck > 0:
             SENDS.labels(agent.id, "held_quiet_hours").inc()
@@ -227,7 +231,7 @@ class Sending:
         """The fallback template replaces the reply in the thread's history."""
         for index, bubble in enumerate(command.fallback):
             send_id = command.fallback_send_id(index)
-            await self.messages.store_outbound(
+            await self._messages.store_outbound(
                 outbound_message(command, send_id, bubble, "fallback")
             )
 
@@ -236,24 +240,24 @@ class Sending:
     ) -> None:
         match result:
             case Submitted(message_id=gupshup_id):
-                self.pacer.reached(agent.id)
+                self._pacer.reached(agent.id)
                 now = utcnow()
-                await self.sends.finish(send_id, "submitted", gupshup_message_id=gupshup_id)
-                await self.messages.set_provider_id(
+                await self._sends.finish(send_id, "submitted", gupshup_message_id=gupshup_id)
+                await self._messages.set_provider_id(
                     command.org_id, message_id(command.agent_id, send_id), gupshup_id, now
                 )
                 if command.purpose != "agent_notification":
-                    await self.threads.update_state(
+                    await self._threads.update_state(
                         command.org_id, command.thread_id, {"last_outbound_at": now}
                     )
                 SENDS.labels(agent.id, "submitted").inc()
             case NotReached(reason=reason, retry_after=retry_after, throttled=throttled):
-                await self.sends.release(send_id)
+                await self._sends.release(send_id)
                 SENDS.labels(agent.id, "retry").inc()
                 if throttled:
                     THROTTLED.labels(agent.id).inc()
                 waited = (utcnow() - command.created_at).total_seconds()
-                if waited > self.settings.gupshup_outage_max_seconds:
+                if waited > self._settings.gupshup_outage_max_seconds:
                     # Surely not sent, and waiting longer would not help: an operator replays it.
                     raise PermanentError(f"Gupshup not reached for {waited:.0f} s: {reason}")
                 if retry_after is None and not throttled:
@@ -263,23 +267,23 @@ class Sending:
                 if retry_after is None:
                     # A 429 without a hint: throttling is waited out, not spent as failed
                     # attempts.
-                    retry_after = self.pacer.backoff_seconds(agent.id)
-                await self.pacer.pause(agent.id, retry_after)
+                    retry_after = self._pacer.backoff_seconds(agent.id)
+                await self._pacer.pause(agent.id, retry_after)
                 raise Defer(
                     f"Gupshup not reached, waiting {retry_after:.1f} s: {reason}",
                     delay_ms=int(min(retry_after, 600) * 1000) or 100,
                 )
             case Refused(status=status, reason=reason):
-                await self.sends.finish(send_id, "failed", error=f"HTTP {status}: {reason}")
+                await self._sends.finish(send_id, "failed", error=f"HTTP {status}: {reason}")
                 SENDS.labels(agent.id, "refused").inc()
                 raise PermanentError(f"Gupshup refused the send (HTTP {status}): {reason}")
             case Ambiguous(reason=reason):
-                await self.sends.mark_unknown(send_id, utcnow(), reason)
+                await self._sends.mark_unknown(send_id, utcnow(), reason)
                 SENDS.labels(agent.id, "ambiguous").inc()
                 # Not an error to retry: the next bubbles wait until a status resolves it.
                 raise Defer(
                     f"send may or may not have reached Gupshup: {reason}",
-                    delay_ms=int(self.settings.ambiguous_resolve_seconds * 1000),
+                    delay_ms=int(self._settings.ambiguous_resolve_seconds * 1000),
                 )
 
     async def _claim(self, command: SendCommand, send_id: str, index: int) -> SendClaim | None:
@@ -296,11 +300,11 @@ class Sending:
         if command.fallback and send_id == command.send_id(index):
             # Kept for a window-closed failure reported after Gupshup accepted the bubble.
             fields["fallback"] = [bubble.model_dump() for bubble in command.fallback]
-        return await self.sends.claim(send_id, fields)
+        return await self._sends.claim(send_id, fields)
 
     async def _plan(self, agent: Agent, command: SendCommand, is_open: bool) -> Plan | SkipReason:
         """What to send under WhatsApp's rules, or why nothing may be sent now."""
-        opted_out = rules.respects_opt_out(command) and await self.consents.opted_out(
+        opted_out = rules.respects_opt_out(command) and await self._consents.opted_out(
             command.org_id, command.lead_id
         )
         plan = rules.choose_bubbles(command, window_open=is_open, opted_out=opted_out)
@@ -308,7 +312,7 @@ class Sending:
             return plan
         found: dict[str, Template | None] = {}
         for template_id in rules.template_ids(plan):
-            found[template_id] = await self.templates.get(command.org_id, template_id)
+            found[template_id] = await self._templates.get(command.org_id, template_id)
         checked = rules.check_templates(plan, found, agent.id)
         if isinstance(checked, str):
             return checked
@@ -320,15 +324,15 @@ class Sending:
 
     async def _last_inbound_from(self, agent: Agent, number: str) -> datetime | None:
         """When this number last wrote to the agent's business number (its window)."""
-        person_id = await self.leads.id_by_phone(number)
+        person_id = await self._leads.id_by_phone(number)
         if person_id is None:
             return None
-        thread = await self.threads.find_for(agent.org_id, agent.id, person_id)
+        thread = await self._threads.find_for(agent.org_id, agent.id, person_id)
         return thread.get("last_inbound_at") if thread else None
 
     async def _within_tier(self, agent: Agent, lead_id: str) -> bool:
         """Whether one more business-initiated message to this lead fits the messaging tier."""
-        reached = await self.templates.leads_reached(agent.id, utcnow() - SESSION_WINDOW)
+        reached = await self._templates.leads_reached(agent.id, utcnow() - SESSION_WINDOW)
         if agent.messaging_tier:
             TIER_USAGE.labels(agent.id).set(len(reached) / agent.messaging_tier)
         return rules.within_tier(agent.messaging_tier, reached, lead_id)
@@ -339,7 +343,7 @@ class Sending:
             send_id = command.send_id(index)
             existing = await self._claim(command, send_id, index)
             if existing is None:
-                await self.sends.finish(send_id, "skipped", reason=reason)
+                await self._sends.finish(send_id, "skipped", reason=reason)
         SENDS.labels(command.agent_id, f"skipped_{reason}").inc()
         log.info(
             "reply not sent",

@@ -9,7 +9,6 @@ the agent (see `rules.failure_consequence`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import timedelta
 
 from services.outbound import rules
@@ -25,26 +24,25 @@ from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.sends import SendClaim, SendRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
+from shared.store import Store
 
 log = get_logger(__name__)
 
 
-@dataclass(frozen=True)
 class DeliveryStatuses:
     """Handle Gupshup's delivery statuses for our sends."""
 
-    sends: SendRepository
-    messages: MessageRepository
-    threads: ThreadRepository
-    consents: ConsentRepository
-    outbox: ReplyOutbox
-    pacer: Pacer
-    settings: Settings
+    def __init__(self, store: Store, outbox: ReplyOutbox, pacer: Pacer, settings: Settings) -> None:
+        self._outbox, self._pacer, self._settings = outbox, pacer, settings
+        self._sends = SendRepository(store)
+        self._messages = MessageRepository(store)
+        self._threads = ThreadRepository(store)
+        self._consents = ConsentRepository(store)
 
     async def handle(self, status: DeliveryStatus) -> None:
         """Attach a delivery status to the send it is about."""
         DELIVERY_STATUSES.labels(status.status).inc()
-        send = await self.sends.find_by_provider_id(
+        send = await self._sends.find_by_provider_id(
             status.org_id, status.gupshup_message_id, status.whatsapp_message_id
         )
         if send is None and status.gupshup_message_id and status.destination:
@@ -59,18 +57,18 @@ class DeliveryStatuses:
             fields.update(
                 pricing_category=status.pricing_category, pricing_type=status.pricing_type
             )
-        await self.sends.record_status(send, status.status, status.at, fields)
+        await self._sends.record_status(send, status.status, status.at, fields)
         if status.status == "failed" and status.error_code is not None:
             await self._act_on_failure(send, status, status.error_code)
 
     async def _resolve_unknown(self, status: DeliveryStatus, gupshup_id: str) -> SendClaim | None:
         """The unknown send to the status's lead that this status shows Gupshup has, if any."""
         lead = "+" + (status.destination or "").lstrip("+")
-        interrupted_after = rules.interrupted_after_seconds(self.settings.gupshup_timeout_seconds)
-        if await self.sends.in_flight(status.org_id, status.agent_id, lead, interrupted_after):
+        interrupted_after = rules.interrupted_after_seconds(self._settings.gupshup_timeout_seconds)
+        if await self._sends.in_flight(status.org_id, status.agent_id, lead, interrupted_after):
             # The status overtook Gupshup's answer to the request it is about.
             raise Defer("a send to this lead is waiting for Gupshup's answer", delay_ms=500)
-        send = await self.sends.resolve_unknown(
+        send = await self._sends.resolve_unknown(
             status.org_id,
             status.agent_id,
             lead,
@@ -80,7 +78,7 @@ class DeliveryStatuses:
         )
         if send is not None:
             log.info("unknown send resolved: Gupshup has it", send_id=send.id)
-            await self.messages.set_provider_id(
+            await self._messages.set_provider_id(
                 send.org_id, message_id(send.agent_id, send.id), gupshup_id, status.at
             )
         return send
@@ -89,7 +87,7 @@ class DeliveryStatuses:
         """What Gupshup's failure codes mean for the lead, the thread and the agent."""
         match rules.failure_consequence(code, has_fallback=bool(send.fallback)):
             case "opt_out":
-                await self.consents.record(
+                await self._consents.record(
                     org_id=status.org_id,
                     lead_id=await self._lead_of(send),
                     agent_id=status.agent_id,
@@ -99,13 +97,13 @@ class DeliveryStatuses:
                 )
             case "not_on_whatsapp":
                 # Also reported wrongly during outages: mark, never block on one event.
-                await self.threads.update_state(
+                await self._threads.update_state(
                     status.org_id, send.thread_id, {"not_on_whatsapp_at": status.at}
                 )
             case "send_fallback":
                 await self._send_fallback(send)
             case "pause_agent":
-                await self.pacer.pause(status.agent_id, AGENT_BACKOFF_SECONDS)
+                await self._pacer.pause(status.agent_id, AGENT_BACKOFF_SECONDS)
                 THROTTLED.labels(status.agent_id).inc()
         log.info("delivery failed", code=code, reason=status.error_reason, thread_id=send.thread_id)
 
@@ -115,7 +113,7 @@ class DeliveryStatuses:
         Every bubble of the reply may fail so; the fallback's id is derived from the reply,
         so it is stored and sent once.
         """
-        thread = await self.threads.get(send.org_id, send.thread_id)
+        thread = await self._threads.get(send.org_id, send.thread_id)
         if thread is None:
             return
         command_id = derived_id("fbk", send.command_id)
@@ -130,10 +128,10 @@ class DeliveryStatuses:
             bubbles=list(send.fallback),
             created_at=utcnow(),
         )
-        stored = await self.outbox.record(command, [], "fallback")
-        await self.outbox.publish(stored)
+        stored = await self._outbox.record(command, [], "fallback")
+        await self._outbox.publish(stored)
         log.info("window closed at Gupshup: fallback template queued", command_id=command_id)
 
     async def _lead_of(self, send: SendClaim) -> str:
-        thread = await self.threads.get(send.org_id, send.thread_id)
+        thread = await self._threads.get(send.org_id, send.thread_id)
         return str(thread["lead_id"]) if thread else ""

@@ -15,11 +15,11 @@ under a resend claim that one worker alone can win (`claim_resend`).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
@@ -33,16 +33,17 @@ CLOCK_SKEW = timedelta(seconds=5)
 STATUS_RANK = {"enqueued": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5, "deleted": 5}
 
 
-@dataclass(frozen=True)
-class SendClaim:
+class SendClaim(BaseModel):
     """One bubble's send as stored: whose it is, where it goes and how far it got."""
 
-    id: str
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str = Field(alias="_id")
     org_id: str
     agent_id: str
     thread_id: str
     command_id: str
-    destination: str
+    destination: str  # the lead (or, for a notification, the agent), E.164
     state: SendState
     claimed_at: datetime
     gupshup_message_id: str | None = None
@@ -50,26 +51,9 @@ class SendClaim:
     # The reply's fallback template, kept for a window-closed failure reported later.
     fallback: tuple[Bubble, ...] = ()
 
-    @classmethod
-    def of(cls, doc: Document) -> SendClaim:
-        """The typed record of a stored send document."""
-        return cls(
-            id=doc["_id"],
-            org_id=doc["org_id"],
-            agent_id=doc["agent_id"],
-            thread_id=doc["thread_id"],
-            command_id=doc["command_id"],
-            destination=doc["destination"],
-            state=doc["state"],
-            claimed_at=doc["claimed_at"],
-            gupshup_message_id=doc.get("gupshup_message_id"),
-            unknown_since=doc.get("unknown_since"),
-            fallback=tuple(Bubble.model_validate(b) for b in doc.get("fallback") or ()),
-        )
-
 
 def _claim_of(doc: Document | None) -> SendClaim | None:
-    return None if doc is None else SendClaim.of(doc)
+    return None if doc is None else SendClaim.model_validate(doc)
 
 
 class SendRepository:
@@ -98,7 +82,7 @@ class SendRepository:
             existing = await with_retry(lambda: self._sends.find_one({"_id": send_id}))
             if existing is None:
                 raise
-            return SendClaim.of(existing)
+            return SendClaim.model_validate(existing)
         return None
 
     async def delivery_of(self, org_id: str, send_ids: list[str]) -> dict[str, Document]:
@@ -246,7 +230,7 @@ class SendRepository:
         for query in queries:
             found = await with_retry(partial(self._sends.find_one, query))
             if found is not None:
-                return SendClaim.of(found)
+                return SendClaim.model_validate(found)
         return None
 
     async def record_status(
