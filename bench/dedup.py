@@ -113,6 +113,11 @@ async def counts(
     return {"leads": leads, "threads": threads, "messages": stored}
 
 
+def exact_count(label: str, counted: int, expected: int) -> Figure:
+    """A count that must equal what was sent: nothing lost, nothing doubled."""
+    return Figure(label, counted, f"of {expected}", target=f"= {expected}", met=counted == expected)
+
+
 def expected_threads(agents: list[BenchAgent], numbers: int) -> int:
     """Distinct (number, agent) pairs the workload makes."""
     pairs = set()
@@ -168,33 +173,21 @@ async def run(context: BenchContext) -> BenchResult:
             baseline=one["per_second"],
             baseline_name="one replica, same load",
         ),
-        Figure(
-            "leads created / distinct numbers (two replicas)",
-            two["counts"]["leads"],
-            f"of {numbers}",
-            target=f"= {numbers}",
-            met=two["counts"]["leads"] == numbers,
+        exact_count(
+            "leads created / distinct numbers (two replicas)", two["counts"]["leads"], numbers
         ),
-        Figure(
+        exact_count(
             "threads / distinct (number, agent) pairs",
             two["counts"]["threads"],
-            f"of {two['expected']['threads']}",
-            target=f"= {two['expected']['threads']}",
-            met=two["counts"]["threads"] == two["expected"]["threads"],
+            two["expected"]["threads"],
         ),
-        Figure(
+        exact_count(
             "inbound messages stored / sent",
             two["counts"]["messages"],
-            f"of {two['expected']['messages']}",
-            target=f"= {two['expected']['messages']}",
-            met=two["counts"]["messages"] == two["expected"]["messages"],
+            two["expected"]["messages"],
         ),
-        Figure(
-            "leads created / distinct numbers (one replica)",
-            one["counts"]["leads"],
-            f"of {numbers}",
-            target=f"= {numbers}",
-            met=one["counts"]["leads"] == numbers,
+        exact_count(
+            "leads created / distinct numbers (one replica)", one["counts"]["leads"], numbers
         ),
     ]
     result.raw = runs

@@ -18,11 +18,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
-from shared.gupshup.partner import partner_from_settings, register_callback
-from shared.ids import new_id
+from shared.gupshup.partner import partner_from_settings
 from shared.logs import configure_logging, get_logger
-from shared.models import AgentChanged
-from shared.phones import InvalidPhoneNumber, normalize_phone
+from shared.onboarding import (
+    InvalidAgentNumber,
+    NewAgent,
+    add_agent,
+    announce_agent_change_once,
+    callback_url,
+)
 from shared.repositories.agents import AgentConflict, AgentRepository, Persona
 from shared.repositories.api_keys import ApiKeyRepository
 from shared.repositories.audit import AuditLog
@@ -41,11 +45,6 @@ class CommandError(Exception):
     """A failure to report to the operator in one readable line."""
 
 
-def callback_url(settings: Settings, callback_key: str) -> str:
-    """The URL Gupshup must post the agent's events to."""
-    return f"{str(settings.public_base_url).rstrip('/')}/v1/webhooks/gupshup/{callback_key}"
-
-
 @contextlib.asynccontextmanager
 async def opened_store(settings: Settings) -> AsyncIterator[Store]:
     """The store, closed when the command ends."""
@@ -56,32 +55,20 @@ async def opened_store(settings: Settings) -> AsyncIterator[Store]:
         await store.close()
 
 
-async def announce_change(settings: Settings, org_id: str, agent_id: str) -> None:
-    """Tell running services to drop their cached view of an agent (best effort)."""
-    broker = Broker(settings, "cli")
+def cli_actor() -> str:
+    """Who runs the command, for the audit log."""
     try:
-        await broker.connect()
-        await broker.broadcast_config_change(
-            AgentChanged(event_id=new_id("chg"), org_id=org_id, agent_id=agent_id)
-        )
-    except Exception as exc:  # the change is stored; caches expire by themselves
-        log.warning(
-            "change not broadcast; services pick it up when their cache expires", error=str(exc)
-        )
-    finally:
-        await broker.close()
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # a container user without a passwd entry
+        return "cli"
 
 
 async def audit(
     store: Store, org_id: str | None, action: str, target: str, after: dict[str, Any] | None = None
 ) -> None:
     """Record a CLI write in the audit log."""
-    try:
-        actor = f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):  # a container user without a passwd entry
-        actor = "cli"
     await AuditLog(store).record(
-        org_id=org_id, actor=actor, action=action, target=target, after=after
+        org_id=org_id, actor=cli_actor(), action=action, target=target, after=after
     )
 
 
@@ -100,49 +87,45 @@ async def org_create(settings: Settings, args: argparse.Namespace) -> dict[str, 
 
 async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Add an agent to an organization and print its callback URL."""
-    async with opened_store(settings) as store:
-        org = await OrganizationRepository(store).get(args.org)
-        if org is None:
-            raise CommandError(f"no organization {args.org}")
-        try:
-            number = normalize_phone(args.number, org.settings.region)
-            notify = (
-                normalize_phone(args.notify_number, org.settings.region)
-                if args.notify_number
-                else None
-            )
-        except InvalidPhoneNumber as exc:
-            raise CommandError(str(exc)) from None
-        repository = AgentRepository(store, KeyRing.from_settings(settings))
-        try:
-            agent, key = await repository.create(
+    partner = partner_from_settings(settings)
+    try:
+        async with opened_store(settings) as store:
+            org = await OrganizationRepository(store).get(args.org)
+            if org is None:
+                raise CommandError(f"no organization {args.org}")
+            new = NewAgent(
                 org_id=org.id,
                 name=args.name,
-                number=number,
+                number=args.number,
                 gupshup_app=args.gupshup_app,
                 gupshup_api_key=args.gupshup_api_key,
                 gupshup_app_id=args.gupshup_app_id,
                 persona=Persona(bot_name=args.bot_name),
                 rate_per_second=args.rate,
-                notify_number=notify,
+                notify_number=args.notify_number,
                 timezone=args.timezone or org.settings.timezone,
             )
-        except AgentConflict as exc:
-            raise CommandError(str(exc)) from None
-        await audit(store, org.id, "agent.create", agent.id, agent.public())
-    url = callback_url(settings, key)
-    partner = partner_from_settings(settings)
-    try:
-        subscription = await register_callback(partner, agent.gupshup_app_id, url)
+            try:
+                onboarded = await add_agent(
+                    new,
+                    region=org.settings.region,
+                    agents=AgentRepository(store, KeyRing.from_settings(settings)),
+                    audit=AuditLog(store),
+                    partner=partner,
+                    settings=settings,
+                    actor=cli_actor(),
+                )
+            except (InvalidAgentNumber, AgentConflict) as exc:
+                raise CommandError(str(exc)) from None
     finally:
         if partner is not None:
             await partner.close()
     return {
-        "agent_id": agent.id,
+        "agent_id": onboarded.agent.id,
         "org_id": org.id,
-        "number": agent.number,
-        "callback_url": url,
-        "callback_subscription": subscription,
+        "number": onboarded.agent.number,
+        "callback_url": onboarded.callback_url,
+        "callback_subscription": onboarded.callback_subscription,
     }
 
 
@@ -154,7 +137,7 @@ async def agent_rotate_key(settings: Settings, args: argparse.Namespace) -> dict
         except LookupError:
             raise CommandError(f"no agent {args.agent} in organization {args.org}") from None
         await audit(store, args.org, "agent.callback_key", args.agent)
-    await announce_change(settings, args.org, args.agent)
+    await announce_agent_change_once(settings, args.org, args.agent)
     return {"agent_id": args.agent, "callback_url": callback_url(settings, key)}
 
 
@@ -166,7 +149,7 @@ async def agent_set_status(settings: Settings, args: argparse.Namespace) -> dict
         if changed is None:
             raise CommandError(f"no agent {args.agent} in organization {args.org}")
         await audit(store, args.org, f"agent.{args.action}", args.agent, {"status": status})
-    await announce_change(settings, args.org, args.agent)
+    await announce_agent_change_once(settings, args.org, args.agent)
     return {"agent_id": args.agent, "status": status}
 
 

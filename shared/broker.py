@@ -2,9 +2,13 @@
 
 Topology (every name starts with the configured prefix):
 - one topic exchange `<prefix>.events`; a message's routing key is its model's `kind`;
-- per stage a durable quorum queue `<prefix>.<stage>` bound to the kinds it consumes, its
-  dead-letter queue `<prefix>.<stage>.dead`, and delay-tier queues
-  `<prefix>.<stage>.delay.<ms>ms` whose expired messages return to the stage queue.
+- per stage a durable quorum queue `<prefix>.<stage>` bound to the kinds it consumes (any
+  version: `send.command.*`), its dead-letter queue `<prefix>.<stage>.dead`, and delay-tier
+  queues `<prefix>.<stage>.delay.<ms>ms` whose expired messages return to the stage queue.
+What a stage consumes is written once, on the models (`Event.consumed_by`); the bindings
+(`STAGE_BINDINGS`) are derived from them. A stage's `__main__` hands `consume` its
+`Subscriptions`, one handler per model, and the broker parses each message by its `kind`
+into that model and calls that handler (starting fails if a model is left unhandled).
 Publishes are persistent, mandatory and confirmed. A consumer acks only after its handler
 (and the handler's own confirmed publishes) finished; a failure is retried through the delay
 tiers with the attempt count in the `x-attempt` header, then dead-lettered with its reason.
@@ -15,10 +19,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar, Union
 
 import aio_pika
 import structlog
@@ -31,7 +35,7 @@ from aio_pika.abc import (
 )
 from aiormq.exceptions import AMQPConnectionError
 from pamqp.commands import Basic
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -43,20 +47,42 @@ from tenacity import (
 from shared.errors import Defer, PermanentError
 from shared.logs import get_logger
 from shared.metrics import DEAD_LETTERED, HANDLER_DURATION, IN_FLIGHT, MESSAGES_PROCESSED
-from shared.models import AgentChanged
+from shared.models import AgentChanged, Event
 from shared.settings import Settings
 
 log = get_logger(__name__)
 
-E = TypeVar("E", bound=BaseModel)
+E = TypeVar("E", bound=Event)
 
-# The kinds each stage consumes (topic patterns: any version of the kind).
-STAGE_BINDINGS: dict[str, tuple[str, ...]] = {
-    "router": ("inbound.raw.*",),
-    "dedup": ("inbound.message.*", "user.event.*"),
-    "brain": ("thread.work.*",),
-    "outbound": ("send.command.*", "delivery.status.*", "template.event.*", "billing.event.*"),
-}
+
+def _event_models(base: type[Event] = Event) -> Iterator[type[Event]]:
+    for model in base.__subclasses__():
+        yield model
+        yield from _event_models(model)
+
+
+def kind_of(model: type[Event]) -> str:
+    """The `kind` a model's messages carry (its routing key)."""
+    return str(model.model_fields["kind"].default)
+
+
+def consumed_models(stage: str) -> tuple[type[Event], ...]:
+    """The message models whose `consumed_by` names `stage`."""
+    return tuple(m for m in _event_models() if m.consumed_by == stage)
+
+
+def stage_bindings() -> dict[str, tuple[str, ...]]:
+    """Each stage's topic patterns (any version of each kind it consumes), from the models."""
+    bindings: dict[str, tuple[str, ...]] = {}
+    for model in _event_models():
+        if model.consumed_by is not None:
+            pattern = kind_of(model).rsplit(".", 1)[0] + ".*"
+            bindings[model.consumed_by] = (*bindings.get(model.consumed_by, ()), pattern)
+    return bindings
+
+
+# Every stage and the kinds it consumes, derived from the models.
+STAGE_BINDINGS: dict[str, tuple[str, ...]] = stage_bindings()
 # Event fields bound to every log line written while the event is handled.
 LOG_CONTEXT = ("org_id", "agent_id", "thread_id", "event_id")
 DELIVERY_LIMIT = 10  # crash loops on one message end in the dead-letter queue
@@ -68,6 +94,45 @@ MAX_REASON_CHARS = 2000
 
 class PublishFailed(Exception):
     """The broker did not confirm a publish (unreachable, unroutable or refused)."""
+
+
+@dataclass(frozen=True)
+class Subscription(Generic[E]):
+    """One message model and the async function that handles each message of it."""
+
+    model: type[E]
+    handler: Callable[[E], Awaitable[None]]
+
+
+class Subscriptions:
+    """A stage's whole table: every model it consumes, each with its handler.
+
+    The stage is the one the models name (`consumed_by`); a table that leaves one of the
+    stage's models unhandled, or names a model of another stage, is refused at start.
+    """
+
+    def __init__(self, *subscriptions: Subscription[Any]) -> None:
+        stages = {s.model.consumed_by for s in subscriptions}
+        if len(stages) != 1 or None in stages:
+            raise ValueError(f"one stage's models expected, got stages {sorted(map(str, stages))}")
+        self.stage: str = str(stages.pop())
+        self.handlers: dict[type[Event], Callable[[Any], Awaitable[None]]] = {
+            s.model: s.handler for s in subscriptions
+        }
+        missing = set(consumed_models(self.stage)) - set(self.handlers)
+        if missing:
+            names = ", ".join(sorted(m.__name__ for m in missing))
+            raise ValueError(f"stage {self.stage!r} has no handler for {names}")
+        models: Any = tuple(self.handlers)
+        # One model is parsed as itself; several by their `kind` (a discriminated union).
+        model: Any = (
+            models[0] if len(models) == 1 else Annotated[Union[models], Field(discriminator="kind")]  # noqa: UP007
+        )
+        self.adapter: TypeAdapter[Event] = TypeAdapter(model)
+
+    async def dispatch(self, event: Event) -> None:
+        """Hand an event to its model's handler."""
+        await self.handlers[type(event)](event)
 
 
 @dataclass(frozen=True)
@@ -133,6 +198,20 @@ def _attempt(message: Delivery) -> int:
 
 def _quorum(**extra: Any) -> dict[str, Any]:
     return {"x-queue-type": "quorum", **extra}
+
+
+def _dead_letters_to(queue: str) -> dict[str, Any]:
+    """Arguments that move what a quorum queue drops to `queue`, at least once.
+
+    At-least-once dead-lettering needs `reject-publish` overflow: a full queue then refuses
+    publishes (unconfirmed, so retried) instead of dropping its oldest messages.
+    """
+    return {
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": queue,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
 
 
 @dataclass
@@ -246,13 +325,8 @@ class Broker:
                     t.queue(stage),
                     durable=True,
                     arguments=_quorum(
-                        **{
-                            "x-delivery-limit": DELIVERY_LIMIT,
-                            "x-dead-letter-exchange": "",
-                            "x-dead-letter-routing-key": t.dead_letter_queue(stage),
-                            "x-dead-letter-strategy": "at-least-once",
-                            "x-overflow": "reject-publish",
-                        }
+                        **_dead_letters_to(t.dead_letter_queue(stage)),
+                        **{"x-delivery-limit": DELIVERY_LIMIT},
                     ),
                 )
                 for pattern in patterns:
@@ -262,13 +336,7 @@ class Broker:
                         t.delay_queue(stage, delay),
                         durable=True,
                         arguments=_quorum(
-                            **{
-                                "x-message-ttl": delay,
-                                "x-dead-letter-exchange": "",
-                                "x-dead-letter-routing-key": t.queue(stage),
-                                "x-dead-letter-strategy": "at-least-once",
-                                "x-overflow": "reject-publish",
-                            }
+                            **_dead_letters_to(t.queue(stage)), **{"x-message-ttl": delay}
                         ),
                     )
 
@@ -398,14 +466,10 @@ class Broker:
         if not isinstance(confirm, Basic.Ack):
             raise PublishFailed(f"broker refused the message ({type(confirm).__name__})")
 
-    async def consume(
-        self,
-        stage: str,
-        adapter: TypeAdapter[E],
-        handler: Callable[[E], Awaitable[None]],
-    ) -> None:
+    async def consume(self, subscriptions: Subscriptions) -> None:
         """Start handling the stage's queue; each message is acked once fully handled."""
         assert self._connection is not None, "connect() first"
+        stage = subscriptions.stage
         channel = await self._connection.channel(publisher_confirms=False)
         await channel.set_qos(prefetch_count=self.settings.broker_prefetch)
         # Declared (passively) rather than looked up: the robust channel then restores the
@@ -418,7 +482,7 @@ class Broker:
             IN_FLIGHT.labels(self.service).inc()
             started = time.perf_counter()
             try:
-                await self._handle(stage, message, adapter, handler)
+                await self._handle(message, subscriptions)
             finally:
                 HANDLER_DURATION.labels(self.service).observe(time.perf_counter() - started)
                 IN_FLIGHT.labels(self.service).dec()
@@ -429,31 +493,22 @@ class Broker:
         tag = await queue.consume(on_message)
         self._consumers.append((queue, tag, channel))
 
-    async def _handle(
-        self,
-        stage: str,
-        message: Delivery,
-        adapter: TypeAdapter[E],
-        handler: Callable[[E], Awaitable[None]],
-    ) -> None:
+    async def _handle(self, message: Delivery, subscriptions: Subscriptions) -> None:
+        stage = subscriptions.stage
         if message.type == BATCH_TYPE and not isinstance(message, _Part):
-            await self._handle_batch(stage, message, adapter, handler)
+            await self._handle_batch(message, subscriptions)
             return
         try:
-            event = adapter.validate_json(message.body)
+            event = subscriptions.adapter.validate_json(message.body)
         except ValidationError as exc:
             await self._dead_letter(stage, message, f"unparseable message: {exc}", "unparseable")
             return
         context = {key: getattr(event, key) for key in LOG_CONTEXT if hasattr(event, key)}
         with structlog.contextvars.bound_contextvars(**context):
-            await self._run_handler(stage, message, event, handler)
+            await self._run_handler(stage, message, event, subscriptions.dispatch)
 
     async def _handle_batch(
-        self,
-        stage: str,
-        message: AbstractIncomingMessage,
-        adapter: TypeAdapter[E],
-        handler: Callable[[E], Awaitable[None]],
+        self, message: AbstractIncomingMessage, subscriptions: Subscriptions
     ) -> None:
         """Handle each event of a batch as its own message, then ack the batch.
 
@@ -467,18 +522,18 @@ class Broker:
                 raise TypeError("events is not a list")
         except (ValueError, KeyError, TypeError) as exc:
             reason = f"unparseable batch: {type(exc).__name__}: {exc}"
-            await self._dead_letter(stage, message, reason, "unparseable")
+            await self._dead_letter(subscriptions.stage, message, reason, "unparseable")
             return
         for item in items:
-            await self._handle(stage, _Part.of(message, item), adapter, handler)
+            await self._handle(_Part.of(message, item), subscriptions)
         await message.ack()
 
     async def _run_handler(
         self,
         stage: str,
         message: Delivery,
-        event: E,
-        handler: Callable[[E], Awaitable[None]],
+        event: Event,
+        handler: Callable[[Event], Awaitable[None]],
     ) -> None:
         attempt = _attempt(message)
         try:

@@ -1,4 +1,6 @@
-"""Prometheus metrics shared by the services (label values are always bounded)."""
+"""Prometheus metrics of what the services share: the broker's consumers, the store's
+repositories, the Gupshup client, HTTP limits (label values are always bounded). A metric
+only one service exports lives in that service's `metrics` module."""
 
 from __future__ import annotations
 
@@ -38,11 +40,6 @@ PUBLISH_BATCH_SIZE = Histogram(
 )
 EVENTS_ROUTED = Counter(
     "realtybot_events_routed_total", "Typed events produced by the router, by kind.", ["kind"]
-)
-INBOUND_STORED = Counter(
-    "realtybot_inbound_messages_total",
-    "Inbound lead messages seen by dedup, by outcome (stored, duplicate).",
-    ["outcome"],
 )
 REPLIES = Counter("realtybot_replies_total", "Replies composed by the brain.", ["engine"])
 SENDS = Counter(
@@ -101,11 +98,5 @@ HTTP_REFUSED = Counter(
     "realtybot_http_refused_total",
     "Requests refused by a listener's limits before their handler saw them whole, by reason "
     "(body_too_large: declared over the limit; body_timeout: the body came too slowly).",
-    ["reason"],
-)
-ADMIN_AUTH_FAILURES = Counter(
-    "realtybot_admin_auth_failures_total",
-    "Admin API requests refused for their key, by reason (missing_key, unknown_key: wrong or "
-    "revoked, locked_out: the address presented too many wrong keys lately).",
     ["reason"],
 )

@@ -1,13 +1,16 @@
 """Versioned pydantic models: the only things that cross the broker.
 
 Each model carries a `kind` such as `inbound.message.v1`; a breaking change gets a
-new kind, so old and new consumers can run side by side during a rollout.
+new kind, so old and new consumers can run side by side during a rollout. A model that a
+stage consumes names that stage in `consumed_by`: the broker binds the stage's queue to the
+model's kind from it (`shared.broker.stage_bindings`), and the stage's `__main__` says which
+function handles it (`shared.broker.Subscriptions`).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +26,8 @@ class Event(BaseModel):
     """Base of every broker message: immutable, strict about unknown fields."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    # The stage whose queue receives this kind (None: no stage consumes it from the broker).
+    consumed_by: ClassVar[str | None] = None
 
     event_id: str
 
@@ -37,6 +42,7 @@ class TenantEvent(Event):
 class RawWebhook(TenantEvent):
     """A Gupshup callback exactly as received, with the agent its URL authenticated."""
 
+    consumed_by: ClassVar[str | None] = "router"
     kind: Literal["inbound.raw.v1"] = "inbound.raw.v1"
     received_at: datetime
     body: dict[str, Any]
@@ -94,6 +100,7 @@ class ReplyChoice(BaseModel):
 class InboundMessage(TenantEvent):
     """A lead's WhatsApp message to an agent's number."""
 
+    consumed_by: ClassVar[str | None] = "dedup"
     kind: Literal["inbound.message.v1"] = "inbound.message.v1"
     provider_message_id: str
     lead_wa_id: str  # digits with country code, as WhatsApp writes them
@@ -118,6 +125,7 @@ DeliveryState = Literal["enqueued", "sent", "delivered", "read", "failed", "dele
 class DeliveryStatus(TenantEvent):
     """Gupshup's report on a message we sent."""
 
+    consumed_by: ClassVar[str | None] = "outbound"
     kind: Literal["delivery.status.v1"] = "delivery.status.v1"
     status: DeliveryState
     gupshup_message_id: str | None = None
@@ -133,6 +141,7 @@ class DeliveryStatus(TenantEvent):
 class UserEvent(TenantEvent):
     """A lead opted in or out at the provider."""
 
+    consumed_by: ClassVar[str | None] = "dedup"
     kind: Literal["user.event.v1"] = "user.event.v1"
     type: str  # opted-in, opted-out, sandbox-start ...
     lead_wa_id: str | None = None
@@ -142,6 +151,7 @@ class UserEvent(TenantEvent):
 class TemplateEvent(TenantEvent):
     """A template's approval status changed."""
 
+    consumed_by: ClassVar[str | None] = "outbound"
     kind: Literal["template.event.v1"] = "template.event.v1"
     template_id: str | None = None
     name: str | None = None
@@ -154,6 +164,7 @@ class TemplateEvent(TenantEvent):
 class BillingEvent(TenantEvent):
     """Per-message pricing reported by Gupshup."""
 
+    consumed_by: ClassVar[str | None] = "outbound"
     kind: Literal["billing.event.v1"] = "billing.event.v1"
     gupshup_message_id: str | None = None
     whatsapp_message_id: str | None = None
@@ -181,6 +192,7 @@ RoutedEvent = Annotated[
 class ThreadWork(TenantEvent):
     """A thread has unanswered inbound messages."""
 
+    consumed_by: ClassVar[str | None] = "brain"
     kind: Literal["thread.work.v1"] = "thread.work.v1"
     thread_id: str
     lead_id: str
@@ -219,6 +231,7 @@ class Bubble(BaseModel):
 class SendCommand(TenantEvent):
     """A reply to deliver: its bubbles go out in order, each at most once."""
 
+    consumed_by: ClassVar[str | None] = "outbound"
     kind: Literal["send.command.v1"] = "send.command.v1"
     command_id: str
     thread_id: str

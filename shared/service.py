@@ -13,7 +13,7 @@ from typing import Any
 import uvloop
 from aiohttp import web
 
-from shared.broker import Broker
+from shared.broker import Broker, Subscriptions
 from shared.health import add_health_routes, start_http
 from shared.logs import configure_logging, get_logger
 from shared.settings import ConfigError, Settings, load_settings
@@ -55,7 +55,8 @@ class Runtime:
         return {"broker": self.broker.is_ready(), "store": store_ok}
 
 
-Setup = Callable[[Runtime], Awaitable[None]]
+# Builds a stage's handlers from the runtime and answers its table of subscriptions.
+Setup = Callable[[Runtime], Awaitable[Subscriptions]]
 
 
 def stop_requested() -> asyncio.Event:
@@ -98,7 +99,7 @@ async def run_consumer_service(name: str, settings: Settings, setup: Setup) -> N
     async def start() -> None:
         await runtime.broker.connect(wait=True)
         await runtime.broker.declare_topology()
-        await setup(runtime)
+        await runtime.broker.consume(await setup(runtime))
 
     try:
         if await until_stopped(stop, start()):

@@ -89,13 +89,23 @@ class Migration:
     apply: Callable[[AsyncDatabase[Document]], Awaitable[None]]
 
 
+def unique(*keys: str, name: str) -> IndexModel:
+    """A unique ascending index on `keys`."""
+    return IndexModel([(k, ASCENDING) for k in keys], unique=True, name=name)
+
+
+def plain(*keys: str, name: str) -> IndexModel:
+    """An ascending index on `keys`."""
+    return IndexModel([(k, ASCENDING) for k in keys], name=name)
+
+
+async def create_indexes(db: AsyncDatabase[Document], indexes: dict[str, list[IndexModel]]) -> None:
+    """Create each collection's indexes (existing ones with the same definition are kept)."""
+    for collection, models in indexes.items():
+        await db[collection].create_indexes(models)
+
+
 async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
-    def unique(*keys: str, name: str) -> IndexModel:
-        return IndexModel([(k, ASCENDING) for k in keys], unique=True, name=name)
-
-    def plain(*keys: str, name: str) -> IndexModel:
-        return IndexModel([(k, ASCENDING) for k in keys], name=name)
-
     indexes: dict[str, list[IndexModel]] = {
         "organizations": [unique("slug", name="slug_unique")],
         "api_keys": [unique("key_hash", name="key_hash_unique"), plain("org_id", name="org")],
@@ -138,8 +148,7 @@ async def _initial_indexes(db: AsyncDatabase[Document]) -> None:
         "agent_pauses": [plain("agent_id", "until", name="agent_until")],
         "billing_events": [plain("org_id", "agent_id", name="org_agent")],
     }
-    for collection, models in indexes.items():
-        await db[collection].create_indexes(models)
+    await create_indexes(db, indexes)
 
 
 async def _one_agent_per_app(db: AsyncDatabase[Document]) -> None:
@@ -153,8 +162,8 @@ async def _one_agent_per_app(db: AsyncDatabase[Document]) -> None:
         await db["agents"].drop_index("gupshup_app")
     await db["agents"].create_indexes(
         [
-            IndexModel([("gupshup_app", ASCENDING)], unique=True, name="gupshup_app_unique"),
-            IndexModel([("app_id_claim", ASCENDING)], unique=True, name="app_id_claim_unique"),
+            unique("gupshup_app", name="gupshup_app_unique"),
+            unique("app_id_claim", name="app_id_claim_unique"),
         ]
     )
 
@@ -162,9 +171,6 @@ async def _one_agent_per_app(db: AsyncDatabase[Document]) -> None:
 async def _lead_data_indexes(db: AsyncDatabase[Document]) -> None:
     # A lead's data per organization (import, export, erasure): its import records, and
     # the lookups by lead across organizations that decide whether the registry entry goes.
-    def plain(*keys: str, name: str) -> IndexModel:
-        return IndexModel([(k, ASCENDING) for k in keys], name=name)
-
     indexes: dict[str, list[IndexModel]] = {
         "lead_imports": [
             plain("org_id", "lead_id", name="org_lead"),
@@ -177,24 +183,19 @@ async def _lead_data_indexes(db: AsyncDatabase[Document]) -> None:
         "sends": [plain("org_id", "thread_id", name="org_thread")],
         "template_usage": [plain("org_id", "lead_id", name="org_lead")],
     }
-    for collection, models in indexes.items():
-        await db[collection].create_indexes(models)
+    await create_indexes(db, indexes)
 
 
 async def _unknown_send_index(db: AsyncDatabase[Document]) -> None:
     # A status for an unknown Gupshup id looks for the unknown send to that lead.
-    await db["sends"].create_index(
-        [("agent_id", ASCENDING), ("destination", ASCENDING), ("state", ASCENDING)],
-        name="agent_destination_state",
+    await db["sends"].create_indexes(
+        [plain("agent_id", "destination", "state", name="agent_destination_state")]
     )
 
 
 async def _cost_report_indexes(db: AsyncDatabase[Document]) -> None:
     # The cost report reads an organization's priced messages by time, and billing events
     # by the Gupshup id of a message priced by its `sent` status.
-    def plain(*keys: str, name: str) -> IndexModel:
-        return IndexModel([(k, ASCENDING) for k in keys], name=name)
-
     await db["billing_events"].create_indexes(
         [
             plain("org_id", "at", name="org_time"),
@@ -209,12 +210,9 @@ async def _cost_report_indexes(db: AsyncDatabase[Document]) -> None:
 async def _appointment_indexes(db: AsyncDatabase[Document]) -> None:
     # A thread's upcoming appointment, an agent's booked times, an organization's calendar,
     # a lead's calendar link; the claims on an agent's time by the appointment holding them.
-    def plain(*keys: str, name: str) -> IndexModel:
-        return IndexModel([(k, ASCENDING) for k in keys], name=name)
-
     await db["appointments"].create_indexes(
         [
-            IndexModel([("ics_token", ASCENDING)], unique=True, name="ics_token_unique"),
+            unique("ics_token", name="ics_token_unique"),
             plain("org_id", "thread_id", "status", name="org_thread_status"),
             plain("org_id", "agent_id", "start", name="org_agent_start"),
             plain("org_id", "start", name="org_start"),
@@ -226,9 +224,6 @@ async def _appointment_indexes(db: AsyncDatabase[Document]) -> None:
 async def _schedule_indexes(db: AsyncDatabase[Document]) -> None:
     # The sweeper reads what is due across organizations; a reply or a booking finds the
     # thread's pending follow-ups and reminders.
-    def plain(*keys: str, name: str) -> IndexModel:
-        return IndexModel([(k, ASCENDING) for k in keys], name=name)
-
     await db["scheduled_messages"].create_indexes(
         [
             plain("status", "due_at", name="status_due"),

@@ -2,27 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter
-
 from services.brain.handler import Brain
 from services.brain.pipeline import engine_from
 from services.brain.scheduler import Sweeper
+from shared.broker import Subscription, Subscriptions
 from shared.models import ThreadWork
 from shared.repositories.agents import AgentDirectory
 from shared.service import Runtime, run_consumer_service, service_main
 from shared.settings import Settings
 
 
-async def setup(runtime: Runtime) -> None:
-    """Start consuming the brain's queue and sweeping for due follow-ups and reminders."""
+async def setup(runtime: Runtime) -> Subscriptions:
+    """The brain's handler, and the sweeper that sends due follow-ups and reminders."""
     settings = runtime.settings
     agents = AgentDirectory.for_store(runtime.store, settings)
     await runtime.broker.on_config_change(agents.forget)
     brain = Brain(runtime.broker, runtime.store, agents, settings, engine_from(settings))
-    await runtime.broker.consume("brain", TypeAdapter(ThreadWork), brain.handle)
     sweeper = Sweeper(runtime.broker, runtime.store, agents, settings)
     sweeper.start()
     runtime.on_stop(lambda: sweeper.stop(settings.shutdown_grace_seconds))
+    return Subscriptions(Subscription(ThreadWork, brain.handle))
 
 
 async def main(settings: Settings) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import TypeAdapter
-
 from services.dedup.handler import Dedup
+from shared.broker import Subscription, Subscriptions
 from shared.models import InboundMessage, UserEvent
 from shared.service import Runtime, run_consumer_service, service_main
 from shared.settings import Settings
 
 
-async def setup(runtime: Runtime) -> None:
-    """Start consuming the dedup queue."""
+async def setup(runtime: Runtime) -> Subscriptions:
+    """Dedup's handlers, by the model each one consumes."""
     settings = runtime.settings
     dedup = Dedup(
         runtime.broker,
@@ -19,8 +18,10 @@ async def setup(runtime: Runtime) -> None:
         settings.default_region,
         burst_quiet_seconds=settings.burst_quiet_seconds,
     )
-    adapter: TypeAdapter[InboundMessage | UserEvent] = TypeAdapter(InboundMessage | UserEvent)
-    await runtime.broker.consume("dedup", adapter, dedup.handle)
+    return Subscriptions(
+        Subscription(InboundMessage, dedup.handle_message),
+        Subscription(UserEvent, dedup.handle_user_event),
+    )
 
 
 async def main(settings: Settings) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from services.dedup.metrics import INBOUND_STORED
 from shared.broker import Broker
 from shared.consent_phrases import classify_consent
 from shared.errors import PermanentError
 from shared.ids import derived_id
 from shared.logs import get_logger
-from shared.metrics import INBOUND_STORED, LEADS
+from shared.metrics import LEADS
 from shared.models import InboundMessage, ThreadWork, UserEvent
 from shared.phones import InvalidPhoneNumber, normalize_phone
 from shared.repositories.consents import ConsentRepository
@@ -62,13 +63,6 @@ class Dedup:
         self._messages = MessageRepository(store)
         self._consents = ConsentRepository(store)
         self._default_region = default_region
-
-    async def handle(self, event: InboundMessage | UserEvent) -> None:
-        """Dispatch by event type."""
-        if isinstance(event, InboundMessage):
-            await self.handle_message(event)
-        else:
-            await self.handle_user_event(event)
 
     async def _phone(self, org_id: str, wa_id: str) -> str:
         org = await self._orgs.get(org_id)

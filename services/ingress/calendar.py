@@ -19,44 +19,40 @@ log = get_logger(__name__)
 CALENDAR_ROUTE = CALENDAR_PATH.replace("{token}", "{token:[A-Za-z0-9_-]{16,128}}")
 
 
-def lead_event(appointment: Appointment, agent: Agent) -> CalendarEvent:
-    """The appointment as the lead's calendar shows it."""
+def _event(appointment: Appointment, agent: Agent, summary: str, description: str) -> CalendarEvent:
+    # The same event (uid, sequence) in both calendars: only its words differ.
     return CalendarEvent(
         uid=f"{appointment.id}@realtybot",
         stamp=appointment.updated_at,
         start=appointment.start,
         end=appointment.end,
-        summary=f"Appointment with {agent.name}",
-        description=(
-            f"Your appointment with {agent.name}, {when_label(appointment.start, agent.timezone)}"
-            f" ({agent.timezone}). To change or cancel it, message {agent.name} on WhatsApp "
-            f"at {agent.number}."
-        ),
+        summary=summary,
+        description=description,
         organizer_name=agent.name,
         organizer_uri=f"tel:{agent.number}",
         cancelled=appointment.status == "cancelled",
         sequence=appointment.sequence,
     )
+
+
+def lead_event(appointment: Appointment, agent: Agent) -> CalendarEvent:
+    """The appointment as the lead's calendar shows it."""
+    description = (
+        f"Your appointment with {agent.name}, {when_label(appointment.start, agent.timezone)}"
+        f" ({agent.timezone}). To change or cancel it, message {agent.name} on WhatsApp "
+        f"at {agent.number}."
+    )
+    return _event(appointment, agent, f"Appointment with {agent.name}", description)
 
 
 def agent_event(appointment: Appointment, agent: Agent, lead_name: str) -> CalendarEvent:
     """The appointment as the agent's calendar shows it (`lead_name` as the organization
     knows the lead)."""
-    return CalendarEvent(
-        uid=f"{appointment.id}@realtybot",
-        stamp=appointment.updated_at,
-        start=appointment.start,
-        end=appointment.end,
-        summary=f"Appointment with {lead_name}",
-        description=(
-            f"{lead_name}, {when_label(appointment.start, agent.timezone)} ({agent.timezone}). "
-            f"Booked on WhatsApp; thread {appointment.thread_id}."
-        ),
-        organizer_name=agent.name,
-        organizer_uri=f"tel:{agent.number}",
-        cancelled=appointment.status == "cancelled",
-        sequence=appointment.sequence,
+    description = (
+        f"{lead_name}, {when_label(appointment.start, agent.timezone)} ({agent.timezone}). "
+        f"Booked on WhatsApp; thread {appointment.thread_id}."
     )
+    return _event(appointment, agent, f"Appointment with {lead_name}", description)
 
 
 def calendar_response(event: CalendarEvent) -> web.Response:
@@ -72,20 +68,28 @@ def calendar_response(event: CalendarEvent) -> web.Response:
     )
 
 
+APPOINTMENTS = web.AppKey("calendar_appointments", AppointmentRepository)
+AGENTS = web.AppKey("calendar_agents", AgentDirectory)
+
+
+async def lead_calendar(request: web.Request) -> web.Response:
+    """`GET /v1/calendar/{token}.ics`: the lead's calendar file, 404 for an unknown token."""
+    appointments, agents = request.config_dict[APPOINTMENTS], request.config_dict[AGENTS]
+    try:
+        appointment = await appointments.by_ics_token(request.match_info["token"])
+        agent = await agents.by_id(appointment.agent_id) if appointment else None
+    except Exception as exc:
+        log.warning("cannot read the calendar link: store unavailable", error=str(exc))
+        return web.json_response({"error": "temporarily unavailable"}, status=503)
+    if appointment is None or agent is None:
+        return web.json_response({"error": "not found"}, status=404)
+    return calendar_response(lead_event(appointment, agent))
+
+
 def add_calendar_route(
     app: web.Application, appointments: AppointmentRepository, agents: AgentDirectory
 ) -> None:
     """Serve the leads' calendar links on a (public) application."""
-
-    async def lead_calendar(request: web.Request) -> web.Response:
-        try:
-            appointment = await appointments.by_ics_token(request.match_info["token"])
-            agent = await agents.by_id(appointment.agent_id) if appointment else None
-        except Exception as exc:
-            log.warning("cannot read the calendar link: store unavailable", error=str(exc))
-            return web.json_response({"error": "temporarily unavailable"}, status=503)
-        if appointment is None or agent is None:
-            return web.json_response({"error": "not found"}, status=404)
-        return calendar_response(lead_event(appointment, agent))
-
+    app[APPOINTMENTS] = appointments
+    app[AGENTS] = agents
     app.router.add_get(CALENDAR_ROUTE, lead_calendar)

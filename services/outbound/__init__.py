@@ -1,6 +1,6 @@
 """Outbound: the only caller of Gupshup's send API; each bubble is sent at most once.
 
-Read from `__main__`, whose `handlers` table names the handler of each message outbound
+Read from `__main__`, whose `wire` table names the handler of each message outbound
 consumes; the modules are split by what arrives:
 
 - `sending`: a `SendCommand`, planned under WhatsApp's rules, each bubble claimed, paced, sent.

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from pydantic import TypeAdapter
 
 from cli.local_stack import StackProcesses, port_open, stack_env
-from shared.broker import Broker, PublishFailed
+from shared.broker import Broker, PublishFailed, Subscription, Subscriptions
 from shared.crypto import KeyRing
 from shared.models import ThreadWork
 from shared.repositories.agents import AgentRepository
@@ -138,7 +137,7 @@ async def test_consumers_resume_after_the_broker_restarts(rabbitmq: PrivateRabbi
     async def handler(event: ThreadWork) -> None:
         await received.put(event.thread_id)
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     work = ThreadWork(
         event_id="e1", org_id="org_1", agent_id="agt_1", thread_id="before", lead_id="lead_1"
     )

@@ -7,10 +7,9 @@ import json
 
 import aio_pika
 import pytest
-from pydantic import TypeAdapter
 from pymongo.errors import DuplicateKeyError
 
-from shared.broker import Broker
+from shared.broker import Broker, Subscription, Subscriptions
 from shared.errors import PermanentError
 from shared.models import ThreadWork
 from shared.store import Store
@@ -80,7 +79,7 @@ async def test_published_event_reaches_its_stage_consumer(broker: Broker) -> Non
     async def handler(event: ThreadWork) -> None:
         await received.put(event)
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     await broker.publish(work(1), message_id="m1")
     event = await asyncio.wait_for(received.get(), timeout=10)
     assert event.thread_id == "thr_1"
@@ -96,7 +95,7 @@ async def test_failing_message_is_retried_then_dead_lettered_with_its_reason(
         attempts.append(asyncio.get_running_loop().time())
         raise RuntimeError("store exploded")
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     await broker.publish(work(2), message_id="m2")
     dead = await broker.fetch(broker.topology.dead_letter_queue("brain"), timeout=15)
     await broker.stop_consuming(grace_seconds=5)
@@ -115,7 +114,7 @@ async def test_permanent_error_is_dead_lettered_without_retry(broker: Broker) ->
         calls += 1
         raise PermanentError("cannot be handled")
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     await broker.publish(work(3), message_id="m3")
     dead = await broker.fetch(broker.topology.dead_letter_queue("brain"), timeout=10)
     await broker.stop_consuming(grace_seconds=5)
@@ -127,7 +126,7 @@ async def test_unparseable_message_is_dead_lettered(broker: Broker) -> None:
     async def handler(event: ThreadWork) -> None:
         raise AssertionError("must not be called")
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     await broker._publish_to_queue(
         broker.topology.queue("brain"), aio_pika.Message(b"{not json", message_id="bad")
     )
@@ -146,7 +145,7 @@ async def test_dead_letters_are_replayed_once_the_cause_is_fixed(broker: Broker)
             raise PermanentError("the agent's configuration is incomplete")
         handled.append(event.thread_id)
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     await broker.publish(work(5), message_id="m5")
     dead_queue = broker.topology.dead_letter_queue("brain")
     for _ in range(100):

@@ -8,10 +8,9 @@ import json
 from collections import Counter
 
 import pytest
-from pydantic import TypeAdapter
 
 from shared.batching import PublishBatcher
-from shared.broker import Broker, PublishFailed
+from shared.broker import Broker, PublishFailed, Subscription, Subscriptions
 from shared.errors import PermanentError
 from shared.models import ThreadWork
 
@@ -40,7 +39,7 @@ async def test_concurrent_events_share_messages_and_each_is_handled_once(broker:
     async def handler(event: ThreadWork) -> None:
         handled[event.thread_id] += 1
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     await wait_for(lambda: len(handled) == 40)
     await asyncio.sleep(0.3)  # nothing arrives twice
     await broker.stop_consuming(grace_seconds=5)
@@ -61,7 +60,7 @@ async def test_an_event_that_fails_is_retried_or_dead_lettered_alone(broker: Bro
         if event.thread_id == "thr_7" and calls["thr_7"] == 1:
             raise RuntimeError("store hiccup")
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     dead = await broker.fetch(broker.topology.dead_letter_queue("brain"), timeout=15)
     await wait_for(lambda: calls["thr_7"] == 2)
     await asyncio.sleep(0.3)
@@ -81,7 +80,7 @@ async def test_a_batch_that_is_not_json_is_dead_lettered_whole(broker: Broker) -
     async def handler(event: ThreadWork) -> None:
         raise AssertionError("must not be called")
 
-    await broker.consume("brain", TypeAdapter(ThreadWork), handler)
+    await broker.consume(Subscriptions(Subscription(ThreadWork, handler)))
     await broker.publish_body(b"{broken", kind=work(1).kind, message_id="b1", batch=True)
     dead = await broker.fetch(broker.topology.dead_letter_queue("brain"), timeout=10)
     await broker.stop_consuming(grace_seconds=5)

@@ -1,8 +1,8 @@
-"""Service-test helpers: tenants in the store, one service's handler consuming from the broker.
+"""Service-test helpers: tenants in the store, one service's handlers consuming from the broker.
 
-A service under test runs in-process exactly as its `__main__` wires it: its own `Broker`
-consuming its stage with the service's handler class. The test drives it through the test's
-own `broker` (publish, fetch) and reads what it stored.
+A service under test runs in-process through its own `__main__`'s `setup` (or a test's
+variant of it): its own `Broker` consuming the table of subscriptions that setup answers.
+The test drives it through the test's own `broker` (publish, fetch) and reads what it stored.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 from sandbox import RunningSandbox, start_sandbox
 from shared.broker import Broker
@@ -27,6 +27,7 @@ from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
 from shared.repositories.agents import Agent, AgentRepository, Persona
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
+from shared.service import Runtime, Setup
 from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import quiet_hours_away_from_now
@@ -141,7 +142,12 @@ class RunningService:
     """A service's handler consuming its stage through its own broker connection."""
 
     name: str  # the service label of its metrics, unique to this test
-    broker: Broker
+    runtime: Runtime
+
+    @property
+    def broker(self) -> Broker:
+        """The service's own broker connection."""
+        return self.runtime.broker
 
     def outcome_count(self, outcome: str) -> int:
         """Messages this service finished with `outcome` (ok, retried, dead_lettered ...)."""
@@ -164,36 +170,23 @@ class ServiceRunner:
     """Starts services in-process and stops them when the test ends."""
 
     settings: Settings
+    store: Store
     running: list[RunningService] = field(default_factory=list)
 
-    async def start(
-        self,
-        service: str,
-        stage: str,
-        adapter: TypeAdapter[Any],
-        build_handler: Callable[[Broker], Callable[[Any], Awaitable[None]]],
-    ) -> RunningService:
-        """Connect a broker for `service`, build its handler and consume `stage` with it."""
+    async def start(self, service: str, setup: Setup) -> RunningService:
+        """Connect a broker for `service`, run its `setup` and consume what setup answers."""
         name = f"{service}-{uuid.uuid4().hex[:8]}"
         broker = Broker(self.settings, name)
         await broker.connect()
-        runner = RunningService(name, broker)
+        runner = RunningService(name, Runtime(name, self.settings, broker, self.store))
         self.running.append(runner)
-        await broker.consume(stage, adapter, build_handler(broker))
-        return runner
-
-    async def connect(self, service: str) -> RunningService:
-        """Connect a broker for `service`; the service's own setup then consumes with it."""
-        name = f"{service}-{uuid.uuid4().hex[:8]}"
-        broker = Broker(self.settings, name)
-        await broker.connect()
-        runner = RunningService(name, broker)
-        self.running.append(runner)
+        await broker.consume(await setup(runner.runtime))
         return runner
 
     async def stop_all(self) -> None:
         """Stop consuming (letting in-flight messages finish) and close every connection."""
         for runner in self.running:
+            await runner.runtime.stop_background()
             await runner.broker.stop_consuming(grace_seconds=5)
             await runner.broker.close()
         self.running.clear()
@@ -204,7 +197,7 @@ async def services(
     settings: Settings, store: Store, broker: Broker
 ) -> AsyncIterator[ServiceRunner]:
     """Run services against the test's topology and database; stopped before both go away."""
-    runner = ServiceRunner(settings)
+    runner = ServiceRunner(settings, store)
     yield runner
     await runner.stop_all()
 

@@ -6,10 +6,10 @@ import asyncio
 from dataclasses import dataclass
 
 import pytest
-from pydantic import TypeAdapter
 
+from services.brain import __main__ as brain_main
 from services.brain.handler import Brain
-from shared.broker import Broker
+from shared.broker import Broker, Subscription, Subscriptions
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import AgentDirectory
 from shared.repositories.leads import LeadRepository
@@ -30,15 +30,14 @@ from tests.services.conftest import (
 )
 
 
+async def subscribe(brain: Brain) -> Subscriptions:
+    """The brain's table of subscriptions for a brain a test built itself."""
+    return Subscriptions(Subscription(ThreadWork, brain.handle))
+
+
 async def start_brain(services: ServiceRunner, store: Store, settings: Settings) -> RunningService:
     """The brain consuming its stage, wired as services/brain/__main__.py wires it."""
-    agents = AgentDirectory.for_store(store, settings)
-    return await services.start(
-        "brain",
-        "brain",
-        TypeAdapter(ThreadWork),
-        lambda b: Brain(b, store, agents, settings).handle,
-    )
+    return await services.start("brain", brain_main.setup)
 
 
 @pytest.fixture
@@ -188,7 +187,7 @@ async def test_a_failing_recall_still_answers_safely_and_is_counted(
     brain._recaller = BrokenRecall()  # type: ignore[assignment]
     counter = LAYER_FALLBACKS.labels("recall", "store", "ConnectionError")
     before = counter._value.get()
-    await services.start("brain", "brain", TypeAdapter(ThreadWork), lambda _b: brain.handle)
+    await services.start("brain", lambda _runtime: subscribe(brain))
     await broker.publish(seeded.work, message_id=seeded.work.event_id)
 
     command = await fetch_event(broker, "outbound", SendCommand)

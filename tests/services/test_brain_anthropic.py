@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from pydantic import TypeAdapter
 
 from services.brain.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL, AnthropicEngine
 from services.brain.guard import guard
@@ -26,13 +25,14 @@ from services.brain.handler import Brain
 from services.brain.model import Context, Decision, Draft, Recall, Understanding
 from services.brain.offline import OfflineEngine
 from services.brain.prompts import TONES
-from shared.broker import Broker
+from shared.broker import Broker, Subscription, Subscriptions
 from shared.crypto import KeyRing
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import Agent, AgentDirectory, AgentRepository, Persona
 from shared.repositories.leads import LeadRepository
 from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.threads import ThreadRepository
+from shared.service import Runtime
 from shared.settings import Settings
 from shared.store import Store
 from tests.fakes.anthropic_api import (
@@ -129,12 +129,12 @@ async def start_brain(
     """The brain on the Anthropic engine, its fallback engine recording what it answers."""
     agents = AgentDirectory.for_store(store, settings)
 
-    def build(broker: Broker) -> Any:
-        brain = Brain(broker, store, agents, settings, engine)
+    async def setup(runtime: Runtime) -> Subscriptions:
+        brain = Brain(runtime.broker, store, agents, settings, engine)
         brain.pipeline.offline = offline
-        return brain.handle
+        return Subscriptions(Subscription(ThreadWork, brain.handle))
 
-    return await services.start("brain", "brain", TypeAdapter(ThreadWork), build)
+    return await services.start("brain", setup)
 
 
 async def new_agent(

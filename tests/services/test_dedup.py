@@ -6,9 +6,8 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from pydantic import TypeAdapter
 
-from services.dedup.handler import Dedup
+from services.dedup import __main__ as dedup_main
 from shared.broker import Broker
 from shared.models import InboundMessage, ThreadWork, UserEvent, utcnow
 from shared.settings import Settings
@@ -25,17 +24,10 @@ from tests.services.conftest import (
     fetch_event,
 )
 
-ADAPTER: TypeAdapter[InboundMessage | UserEvent] = TypeAdapter(InboundMessage | UserEvent)
-
 
 async def start_dedup(services: ServiceRunner, store: Store, settings: Settings) -> RunningService:
-    """Dedup consuming its stage, wired as services/dedup/__main__.py wires it."""
-    return await services.start(
-        "dedup",
-        "dedup",
-        ADAPTER,
-        lambda b: Dedup(b, store, settings.default_region).handle,
-    )
+    """Dedup consuming its stage, wired by services/dedup/__main__.py."""
+    return await services.start("dedup", dedup_main.setup)
 
 
 @pytest.fixture

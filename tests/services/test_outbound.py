@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from sandbox import RunningSandbox
-from services.outbound.__main__ import start
+from services.outbound import __main__ as outbound_main
 from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
@@ -51,7 +51,7 @@ async def services(
     gupshup: GupshupClient, settings: Settings, store: Store, broker: Broker
 ) -> AsyncIterator[ServiceRunner]:
     """As in conftest, but set up after (so stopped before) the Gupshup client closes."""
-    runner = ServiceRunner(settings)
+    runner = ServiceRunner(settings, store)
     yield runner
     await runner.stop_all()
 
@@ -64,10 +64,11 @@ async def tenant(tenants: Tenants) -> Tenant:
 async def start_outbound(
     services: ServiceRunner, store: Store, settings: Settings, gupshup: GupshupClient
 ) -> RunningService:
-    """Outbound consuming its stage, set up by services/outbound/__main__.py itself."""
-    running = await services.connect("outbound")
-    await start(running.broker, store, settings, KeyRing.from_settings(settings), gupshup)
-    return running
+    """Outbound consuming its stage, wired by services/outbound/__main__.py."""
+    key_ring = KeyRing.from_settings(settings)
+    return await services.start(
+        "outbound", lambda runtime: outbound_main.wire(runtime, key_ring, gupshup)
+    )
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ async def outbound(
     gupshup: GupshupClient, settings: Settings, store: Store, broker: Broker
 ) -> AsyncIterator[RunningService]:
     """Outbound consuming the test's topology; stopped before the Gupshup client closes."""
-    runner = ServiceRunner(settings)
+    runner = ServiceRunner(settings, store)
     yield await start_outbound(runner, store, settings, gupshup)
     await runner.stop_all()
 

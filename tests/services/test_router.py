@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
 
-from services.router.handler import Router
+from services.router import __main__ as router_main
 from shared.broker import Broker
 from shared.models import DeliveryStatus, InboundMessage, RawWebhook, UserEvent, utcnow
-from shared.repositories.agents import AgentDirectory
 from shared.settings import Settings
 from shared.store import Store
 from tests.services.conftest import (
@@ -27,10 +25,7 @@ from tests.services.conftest import (
 @pytest.fixture
 async def router(services: ServiceRunner, store: Store, settings: Settings) -> RunningService:
     """The router consuming its stage, wired as services/router/__main__.py wires it."""
-    agents = AgentDirectory.for_store(store, settings)
-    return await services.start(
-        "router", "router", TypeAdapter(RawWebhook), lambda b: Router(b, agents).handle
-    )
+    return await services.start("router", router_main.setup)
 
 
 @pytest.fixture

@@ -1,27 +1,46 @@
-"""Agents: onboarding, settings, persona, suspension, credentials and callback keys."""
+"""Agents: onboarding, settings, persona, availability, suspension, credentials, callback keys."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from aiohttp import web
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from services.ingress.admin.context import AdminContext
+from services.ingress.admin.dependencies import (
+    AGENTS,
+    AUDIT,
+    BROKER,
+    ORGS,
+    PARTNER,
+    SETTINGS,
+    TEMPLATES,
+)
 from services.ingress.admin.framework import (
     ApiError,
     Body,
     Call,
     RouteTable,
+    found,
+    invalid_body,
     json_response,
     not_found,
 )
 from services.ingress.admin.organizations import TimeZone
-from shared.phones import InvalidPhoneNumber, normalize_phone
+from shared.onboarding import (
+    InvalidAgentNumber,
+    NewAgent,
+    add_agent,
+    agent_phone,
+    announce_agent_change,
+    callback_url,
+    subscribe_callbacks,
+)
 from shared.quiet_hours import QuietHours
-from shared.repositories.agents import AgentConflict, AgentNumberTaken, Persona
-from shared.repositories.organizations import OrganizationSettings
-from shared.repositories.templates import TemplateRepository
+from shared.repositories.agents import Agent, AgentConflict, AgentNumberTaken, Persona
+from shared.repositories.organizations import Organization, OrganizationSettings
+from shared.store import Document
 
 AppName = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
 Secret = Field(min_length=1, max_length=1000)
@@ -43,6 +62,10 @@ class AgentCreate(Body):
     # Working hours, quiet hours and offered times are in this zone; the organization's by
     # default.
     timezone: TimeZone | None = None
+
+
+# Credentials an agent may have besides its Gupshup API key.
+EXTRA_CREDENTIALS = {"partner_app_token", "app_secret"}
 
 
 class AgentUpdate(Body):
@@ -92,187 +115,239 @@ class CredentialsUpdate(Body):
         return self
 
 
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class WorkingPeriod(Body):
+    """One period of a day in which the agent takes consultations."""
+
+    day: Day
+    start: str
+    end: str
+
+    @field_validator("start", "end")
+    @classmethod
+    def _clock(cls, value: str) -> str:
+        if not CLOCK.match(value):
+            raise ValueError("must be HH:MM (24-hour)")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WorkingPeriod:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class Availability(Body):
+    """When the agent works, in the agent's time zone, and how long an appointment lasts."""
+
+    timezone: TimeZone
+    working_hours: list[WorkingPeriod] = Field(max_length=50)
+    # Minutes; absent: unchanged (30 for a new agent).
+    slot_minutes: int | None = Field(default=None, ge=15, le=240)
+
+
+def availability_of(agent: Agent) -> dict[str, object]:
+    """What the availability endpoints answer."""
+    return {
+        "timezone": agent.timezone,
+        "working_hours": [p.model_dump() for p in agent.working_hours],
+        "slot_minutes": agent.slot_minutes,
+    }
+
+
 def conflict(exc: AgentConflict) -> ApiError:
     """409 with a code saying what is taken."""
     code = "number_taken" if isinstance(exc, AgentNumberTaken) else "app_taken"
     return ApiError(409, code, str(exc))
 
 
-def register(table: RouteTable, ctx: AdminContext) -> None:
-    """Declare the agent endpoints."""
-    templates = TemplateRepository(ctx.store)
+async def foreign_agents(call: Call, agent_ids: set[str]) -> list[str]:
+    """The ids among `agent_ids` that name no agent of the caller's organization."""
+    agents = call.app[AGENTS]
+    return [a for a in agent_ids if await agents.get_in_org(call.org_id, a) is None]
 
-    async def region(call: Call) -> str:
-        org = await ctx.orgs.get(call.org_id)
-        return org.settings.region if org else ctx.settings.default_region
 
-    async def org_timezone(call: Call) -> str:
-        org = await ctx.orgs.get(call.org_id)
-        return org.settings.timezone if org else OrganizationSettings().timezone
+async def agent_of(call: Call) -> Agent:
+    """The agent named by the path, if it belongs to the caller's organization."""
+    return found(await call.app[AGENTS].get_in_org(call.org_id, call.param("agent_id")), "agent")
 
-    def phone(value: str, field: str, default_region: str) -> str:
-        try:
-            return normalize_phone(value, default_region)
-        except InvalidPhoneNumber as exc:
-            raise ApiError(
-                422, "invalid", "the request body is invalid", {field: str(exc)}
-            ) from None
 
-    @table.add(
-        "POST",
-        "/v1/agents",
-        "Onboard an agent; answers its callback URL",
-        body=AgentCreate,
+async def _organization_settings(call: Call) -> OrganizationSettings:
+    org: Organization | None = await call.app[ORGS].get(call.org_id)
+    return org.settings if org else OrganizationSettings(region=call.app[SETTINGS].default_region)
+
+
+def _phone(value: str, field: str, region: str) -> str:
+    try:
+        return agent_phone(value, field, region)
+    except InvalidAgentNumber as exc:
+        raise invalid_body(exc.field, str(exc)) from None
+
+
+routes = RouteTable()
+
+
+@routes.add("POST", "/v1/agents", status=201)
+async def create_agent(call: Call, body: AgentCreate) -> web.StreamResponse:
+    """Onboard an agent; answers its callback URL."""
+    org = await _organization_settings(call)
+    # The body's other fields are NewAgent's, by the same names.
+    new = NewAgent(
+        org_id=call.org_id,
+        persona=body.persona,
+        timezone=body.timezone or org.timezone,
+        extra_credentials=body.model_dump(include=EXTRA_CREDENTIALS, exclude_none=True),
+        **body.model_dump(exclude={*EXTRA_CREDENTIALS, "persona", "timezone"}),
+    )
+    try:
+        onboarded = await add_agent(
+            new,
+            region=org.region,
+            agents=call.app[AGENTS],
+            audit=call.app[AUDIT],
+            partner=call.app[PARTNER],
+            settings=call.app[SETTINGS],
+            actor=call.actor,
+        )
+    except InvalidAgentNumber as exc:
+        raise invalid_body(exc.field, str(exc)) from None
+    except AgentConflict as exc:
+        raise conflict(exc) from None
+    return json_response(
+        {
+            **onboarded.agent.public(),
+            "callback_url": onboarded.callback_url,
+            "callback_subscription": onboarded.callback_subscription,
+        },
         status=201,
     )
-    async def create_agent(call: Call) -> web.StreamResponse:
-        body: AgentCreate = call.body
-        default_region = await region(call)
-        extra = {
-            name: value
-            for name, value in (
-                ("partner_app_token", body.partner_app_token),
-                ("app_secret", body.app_secret),
-            )
-            if value
+
+
+@routes.add("GET", "/v1/agents")
+async def list_agents(call: Call) -> web.StreamResponse:
+    """The organization's agents."""
+    agents = await call.app[AGENTS].list_in_org(call.org_id)
+    return json_response({"items": [a.public() for a in agents]})
+
+
+@routes.add("GET", "/v1/agents/{agent_id}")
+async def get_agent(call: Call) -> web.StreamResponse:
+    """One agent."""
+    return json_response((await agent_of(call)).public())
+
+
+@routes.add("PATCH", "/v1/agents/{agent_id}")
+async def update_agent(call: Call, body: AgentUpdate) -> web.StreamResponse:
+    """Change an agent, suspend or reactivate it."""
+    fields: dict[str, object] = body.model_dump(exclude_none=True)
+    region = (await _organization_settings(call)).region
+    for name in ("number", "notify_number"):
+        if name in fields:
+            fields[name] = _phone(str(fields[name]), name, region)
+    for name in TEMPLATE_PARAMETERS:
+        if name in fields:
+            fields[name] = await _usable_template(call, name, str(fields[name]))
+    return await _change(call, "agent.update", fields)
+
+
+@routes.add("PUT", "/v1/agents/{agent_id}/persona")
+async def set_persona(call: Call, persona: Persona) -> web.StreamResponse:
+    """Set how the bot speaks for the agent."""
+    return await _change(call, "agent.persona", {"persona": persona.model_dump()})
+
+
+async def _usable_template(call: Call, field: str, template_id: str) -> str | None:
+    """A template of this agent taking no more parameters than the setting fills, or None."""
+    if not template_id:
+        return None
+    template = await call.app[TEMPLATES].get(call.org_id, template_id)
+    if template is None or template.agent_id != call.param("agent_id"):
+        raise not_found("template")
+    most = TEMPLATE_PARAMETERS[field]
+    if template.parameters > most:
+        allowed = "one parameter" if most == 1 else f"{most} parameters"
+        raise invalid_body(field, f"the template may take at most {allowed}")
+    return template.id
+
+
+async def _change(call: Call, action: str, fields: dict[str, object]) -> web.StreamResponse:
+    try:
+        changed = await call.app[AGENTS].update(call.org_id, call.param("agent_id"), fields)
+    except AgentConflict as exc:
+        raise conflict(exc) from None
+    before, after = found(changed, "agent")
+    await call.audited(action, after.id, before=before.public(), after=after.public())
+    await announce_agent_change(call.app[BROKER], call.org_id, after.id)
+    return json_response(after.public())
+
+
+@routes.add("PUT", "/v1/agents/{agent_id}/credentials")
+async def set_credentials(call: Call, body: CredentialsUpdate) -> web.StreamResponse:
+    """Store the agent's credentials (encrypted; never returned)."""
+    agent_id = call.param("agent_id")
+    secrets = body.model_dump(exclude_none=True)
+    if not await call.app[AGENTS].set_credentials(call.org_id, agent_id, secrets):
+        raise not_found("agent")
+    await call.audited(
+        "agent.credentials", agent_id, after={"credentials_changed": sorted(secrets)}
+    )
+    await announce_agent_change(call.app[BROKER], call.org_id, agent_id)
+    return json_response({"agent_id": agent_id, "credentials_changed": sorted(secrets)})
+
+
+@routes.add("POST", "/v1/agents/{agent_id}/callback-key")
+async def rotate_callback_key(call: Call) -> web.StreamResponse:
+    """Issue a new callback URL; the old one stops working."""
+    agent = await agent_of(call)
+    callback_key = await call.app[AGENTS].rotate_callback_key(call.org_id, agent.id)
+    await call.audited(
+        "agent.callback_key",
+        agent.id,
+        before={"callback_key": "retired"},
+        after={"callback_key": "issued"},
+    )
+    await announce_agent_change(call.app[BROKER], call.org_id, agent.id)
+    url = callback_url(call.app[SETTINGS], callback_key)
+    return json_response(
+        {
+            "agent_id": agent.id,
+            "callback_url": url,
+            "callback_subscription": await subscribe_callbacks(
+                call.app[PARTNER], agent.gupshup_app_id, url
+            ),
         }
-        try:
-            agent, callback_key = await ctx.agents.create(
-                org_id=call.org_id,
-                name=body.name,
-                number=phone(body.number, "number", default_region),
-                gupshup_app=body.gupshup_app,
-                gupshup_api_key=body.gupshup_api_key,
-                gupshup_app_id=body.gupshup_app_id,
-                persona=body.persona,
-                rate_per_second=body.rate_per_second,
-                notify_number=phone(body.notify_number, "notify_number", default_region)
-                if body.notify_number
-                else None,
-                timezone=body.timezone or await org_timezone(call),
-                extra_credentials=extra,
-            )
-        except AgentConflict as exc:
-            raise conflict(exc) from None
-        await ctx.audited(call, "agent.create", agent.id, after=agent.public())
-        subscription = await ctx.subscribe_callbacks(agent.gupshup_app_id, callback_key)
-        return json_response(
-            {
-                **agent.public(),
-                "callback_url": ctx.callback_url(callback_key),
-                "callback_subscription": subscription,
-            },
-            status=201,
-        )
-
-    @table.add("GET", "/v1/agents", "The organization's agents")
-    async def list_agents(call: Call) -> web.StreamResponse:
-        return json_response(
-            {"items": [a.public() for a in await ctx.agents.list_in_org(call.org_id)]}
-        )
-
-    @table.add("GET", "/v1/agents/{agent_id}", "One agent")
-    async def get_agent(call: Call) -> web.StreamResponse:
-        return json_response((await ctx.agent_of(call)).public())
-
-    @table.add(
-        "PATCH",
-        "/v1/agents/{agent_id}",
-        "Change an agent, suspend or reactivate it",
-        body=AgentUpdate,
     )
-    async def update_agent(call: Call) -> web.StreamResponse:
-        body: AgentUpdate = call.body
-        fields: dict[str, object] = body.model_dump(exclude_none=True)
-        default_region = await region(call)
-        for name in ("number", "notify_number"):
-            if name in fields:
-                fields[name] = phone(str(fields[name]), name, default_region)
-        for name in TEMPLATE_PARAMETERS:
-            if name in fields:
-                fields[name] = await usable_template(call, name, str(fields[name]))
-        return await change(call, "agent.update", fields)
 
-    @table.add(
-        "PUT", "/v1/agents/{agent_id}/persona", "Set how the bot speaks for the agent", body=Persona
+
+@routes.add("GET", "/v1/agents/{agent_id}/availability")
+async def get_availability(call: Call) -> web.StreamResponse:
+    """When the agent takes consultations."""
+    return json_response(availability_of(await agent_of(call)))
+
+
+@routes.add("PUT", "/v1/agents/{agent_id}/availability")
+async def set_availability(call: Call, body: Availability) -> web.StreamResponse:
+    """Set working hours, time zone and appointment length (slot_minutes, 15 to 240)."""
+    fields: Document = {
+        "timezone": body.timezone,
+        "working_hours": [p.model_dump() for p in body.working_hours],
+    }
+    if body.slot_minutes is not None:
+        fields["slot_minutes"] = body.slot_minutes
+    changed = await call.app[AGENTS].update(call.org_id, call.param("agent_id"), fields)
+    before, after = found(changed, "agent")
+    await call.audited(
+        "agent.availability",
+        after.id,
+        before={"timezone": before.timezone, "slot_minutes": before.slot_minutes},
+        after={
+            "timezone": after.timezone,
+            "working_hours": len(body.working_hours),
+            "slot_minutes": after.slot_minutes,
+        },
     )
-    async def set_persona(call: Call) -> web.StreamResponse:
-        persona: Persona = call.body
-        return await change(call, "agent.persona", {"persona": persona.model_dump()})
-
-    async def usable_template(call: Call, field: str, template_id: str) -> str | None:
-        """A template of this agent taking no more parameters than the setting fills, or None."""
-        if not template_id:
-            return None
-        template = await templates.get(call.org_id, template_id)
-        if template is None or template.agent_id != call.param("agent_id"):
-            raise not_found("template")
-        most = TEMPLATE_PARAMETERS[field]
-        if template.parameters > most:
-            allowed = "one parameter" if most == 1 else f"{most} parameters"
-            raise ApiError(
-                422,
-                "invalid",
-                "the request body is invalid",
-                {field: f"the template may take at most {allowed}"},
-            )
-        return template.id
-
-    async def change(call: Call, action: str, fields: dict[str, object]) -> web.StreamResponse:
-        try:
-            changed = await ctx.agents.update(call.org_id, call.param("agent_id"), fields)
-        except AgentConflict as exc:
-            raise conflict(exc) from None
-        if changed is None:
-            raise not_found("agent")
-        before, after = changed
-        await ctx.audited(call, action, after.id, before=before.public(), after=after.public())
-        await ctx.agent_changed(call.org_id, after.id)
-        return json_response(after.public())
-
-    @table.add(
-        "PUT",
-        "/v1/agents/{agent_id}/credentials",
-        "Store the agent's credentials (encrypted; never returned)",
-        body=CredentialsUpdate,
-    )
-    async def set_credentials(call: Call) -> web.StreamResponse:
-        body: CredentialsUpdate = call.body
-        secrets = body.model_dump(exclude_none=True)
-        if not await ctx.agents.set_credentials(call.org_id, call.param("agent_id"), secrets):
-            raise not_found("agent")
-        await ctx.audited(
-            call,
-            "agent.credentials",
-            call.param("agent_id"),
-            after={"credentials_changed": sorted(secrets)},
-        )
-        await ctx.agent_changed(call.org_id, call.param("agent_id"))
-        return json_response(
-            {"agent_id": call.param("agent_id"), "credentials_changed": sorted(secrets)}
-        )
-
-    @table.add(
-        "POST",
-        "/v1/agents/{agent_id}/callback-key",
-        "Issue a new callback URL; the old one stops working",
-    )
-    async def rotate_callback_key(call: Call) -> web.StreamResponse:
-        agent = await ctx.agent_of(call)
-        callback_key = await ctx.agents.rotate_callback_key(call.org_id, agent.id)
-        await ctx.audited(
-            call,
-            "agent.callback_key",
-            agent.id,
-            before={"callback_key": "retired"},
-            after={"callback_key": "issued"},
-        )
-        await ctx.agent_changed(call.org_id, agent.id)
-        subscription = await ctx.subscribe_callbacks(agent.gupshup_app_id, callback_key)
-        return json_response(
-            {
-                "agent_id": agent.id,
-                "callback_url": ctx.callback_url(callback_key),
-                "callback_subscription": subscription,
-            }
-        )
+    await announce_agent_change(call.app[BROKER], call.org_id, after.id)
+    return json_response(availability_of(after))

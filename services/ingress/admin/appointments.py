@@ -8,23 +8,23 @@ from typing import get_args
 from aiohttp import web
 from pydantic import Field
 
-from services.ingress.admin.context import AdminContext
+from services.ingress.admin.dependencies import AGENTS, APPOINTMENTS, LEADS, SETTINGS
 from services.ingress.admin.framework import (
     ApiError,
     Body,
     Call,
     RouteTable,
+    found,
+    invalid_query,
     json_response,
-    not_found,
+    page_response,
 )
 from services.ingress.calendar import agent_event, calendar_response
 from shared.repositories.appointments import (
     Appointment,
     AppointmentClosed,
-    AppointmentRepository,
     AppointmentStatus,
 )
-from shared.repositories.leads import LeadRepository
 
 STATUSES: tuple[AppointmentStatus, ...] = get_args(AppointmentStatus)
 
@@ -45,101 +45,81 @@ def _after(call: Call) -> tuple[datetime, str] | None:
         return None
     millis, _, appointment_id = raw.partition(".")
     if not millis.isdigit() or not appointment_id:
-        raise ApiError(
-            422, "invalid", "invalid query parameter", {"after": "must be a `next` value"}
-        )
+        raise invalid_query("after", "must be a `next` value")
     return datetime.fromtimestamp(int(millis) / 1000, UTC), appointment_id
 
 
-def register(table: RouteTable, ctx: AdminContext) -> None:
-    """Declare the appointment endpoints."""
-    appointments = AppointmentRepository(ctx.store)
-    leads = LeadRepository(ctx.store)
-    base_url = str(ctx.settings.public_base_url)
+def _base_url(call: Call) -> str:
+    return str(call.app[SETTINGS].public_base_url)
 
-    async def appointment_of(call: Call) -> Appointment:
-        appointment = await appointments.get(call.org_id, call.param("appointment_id"))
-        if appointment is None:
-            raise not_found("appointment")
-        return appointment
 
-    @table.add(
-        "GET",
-        "/v1/appointments",
-        "The organization's appointments by start time; agent_id, status, from/to (ISO dates "
-        "or times, bounding the start), limit, after=<next> pages on",
+async def appointment_of(call: Call) -> Appointment:
+    """The appointment named by the path, if it belongs to the caller's organization."""
+    appointment = await call.app[APPOINTMENTS].get(call.org_id, call.param("appointment_id"))
+    return found(appointment, "appointment")
+
+
+routes = RouteTable()
+
+
+@routes.add("GET", "/v1/appointments")
+async def list_appointments(call: Call) -> web.StreamResponse:
+    """The organization's appointments by start time; agent_id, status, from/to (ISO dates or
+    times, bounding the start), limit, after=<next> pages on."""
+    query = call.request.query
+    limit = call.query_int("limit", 50, 1, 200)
+    status = query.get("status")
+    if status is not None and status not in STATUSES:
+        raise invalid_query("status", f"must be one of {', '.join(STATUSES)}")
+    page = await call.app[APPOINTMENTS].list_for_org(
+        call.org_id,
+        agent_id=query.get("agent_id"),
+        start=call.query_time("from"),
+        end=call.query_time("to"),
+        status=next((s for s in STATUSES if s == status), None),
+        after=_after(call),
+        limit=limit,
     )
-    async def list_appointments(call: Call) -> web.StreamResponse:
-        query = call.request.query
-        limit = call.query_int("limit", 50, 1, 200)
-        status = query.get("status")
-        if status is not None and status not in STATUSES:
-            raise ApiError(
-                422,
-                "invalid",
-                "invalid query parameter",
-                {"status": f"must be one of {', '.join(STATUSES)}"},
-            )
-        page = await appointments.list_for_org(
-            call.org_id,
-            agent_id=query.get("agent_id"),
-            start=call.query_time("from"),
-            end=call.query_time("to"),
-            status=next((s for s in STATUSES if s == status), None),
-            after=_after(call),
-            limit=limit,
+    base_url = _base_url(call)
+    return page_response(page, limit, lambda a: a.public(base_url), _cursor)
+
+
+# Declared before the plain one, which would otherwise take "apt_x.ics" as an id.
+@routes.add("GET", "/v1/appointments/{appointment_id}.ics")
+async def appointment_calendar(call: Call) -> web.StreamResponse:
+    """One appointment as an iCalendar file (text/calendar) for the agent's calendar."""
+    appointment = await appointment_of(call)
+    agent = await call.app[AGENTS].get_in_org(call.org_id, appointment.agent_id)
+    agent = found(agent, "appointment")
+    lead = await call.app[LEADS].view_for_org(call.org_id, appointment.lead_id)
+    lead_name = "a lead"
+    if lead is not None:
+        lead_name = lead["names"][-1] if lead["names"] else str(lead["phone"])
+    return calendar_response(agent_event(appointment, agent, lead_name))
+
+
+@routes.add("GET", "/v1/appointments/{appointment_id}")
+async def get_appointment(call: Call) -> web.StreamResponse:
+    """One appointment."""
+    return json_response((await appointment_of(call)).public(_base_url(call)))
+
+
+@routes.add("POST", "/v1/appointments/{appointment_id}/cancel")
+async def cancel_appointment(call: Call, body: CancelRequest) -> web.StreamResponse:
+    """Cancel an appointment and free the agent's time (the lead is not messaged)."""
+    before = await appointment_of(call)
+    try:
+        after = await call.app[APPOINTMENTS].cancel(call.org_id, before.id, reason=body.reason)
+    except AppointmentClosed:
+        raise ApiError(
+            409, "appointment_done", "a past (done) appointment cannot be cancelled"
+        ) from None
+    after = found(after, "appointment")
+    if before.status != after.status:
+        await call.audited(
+            "appointment.cancel",
+            before.id,
+            before={"status": before.status},
+            after={"status": after.status, "reason": body.reason},
         )
-        return json_response(
-            {
-                "items": [a.public(base_url) for a in page],
-                "next": _cursor(page[-1]) if len(page) == limit else None,
-            }
-        )
-
-    # Declared before the plain one, which would otherwise take "apt_x.ics" as an id.
-    @table.add(
-        "GET",
-        "/v1/appointments/{appointment_id}.ics",
-        "One appointment as an iCalendar file (text/calendar) for the agent's calendar",
-    )
-    async def appointment_calendar(call: Call) -> web.StreamResponse:
-        appointment = await appointment_of(call)
-        agent = await ctx.agents.get_in_org(call.org_id, appointment.agent_id)
-        if agent is None:
-            raise not_found("appointment")
-        lead = await leads.view_for_org(call.org_id, appointment.lead_id)
-        lead_name = "a lead"
-        if lead is not None:
-            lead_name = lead["names"][-1] if lead["names"] else str(lead["phone"])
-        return calendar_response(agent_event(appointment, agent, lead_name))
-
-    @table.add("GET", "/v1/appointments/{appointment_id}", "One appointment")
-    async def get_appointment(call: Call) -> web.StreamResponse:
-        return json_response((await appointment_of(call)).public(base_url))
-
-    @table.add(
-        "POST",
-        "/v1/appointments/{appointment_id}/cancel",
-        "Cancel an appointment and free the agent's time (the lead is not messaged)",
-        body=CancelRequest,
-    )
-    async def cancel_appointment(call: Call) -> web.StreamResponse:
-        body: CancelRequest = call.body
-        before = await appointment_of(call)
-        try:
-            after = await appointments.cancel(call.org_id, before.id, reason=body.reason)
-        except AppointmentClosed:
-            raise ApiError(
-                409, "appointment_done", "a past (done) appointment cannot be cancelled"
-            ) from None
-        if after is None:
-            raise not_found("appointment")
-        if before.status != after.status:
-            await ctx.audited(
-                call,
-                "appointment.cancel",
-                before.id,
-                before={"status": before.status},
-                after={"status": after.status, "reason": body.reason},
-            )
-        return json_response(after.public(base_url))
+    return json_response(after.public(_base_url(call)))

@@ -1,26 +1,34 @@
-"""The admin API's plumbing: routes that describe themselves, authentication, JSON errors.
+"""The admin API's plumbing: routes that describe themselves and the steps every endpoint shares.
 
-Each route declares its method, path, scope and body model; the OpenAPI document is built
-from the same declarations, so it cannot drift from what is served.
+Each route declares its method, path and scope; its summary is the handler's docstring and
+its body model the type of the handler's parameter after `call`. The OpenAPI document is
+built from the same declarations, so it cannot drift from what is served. Written once
+here: authentication and organization scoping (an org key sees only its organization), body
+validation (422 naming the fields), query parameters, not-found (404, never 403), pages
+(`{"items", "next"}`), the audit entry of a write, and JSON errors.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_type_hints
 
 from aiohttp import web
+from aiohttp.helpers import ChainMapProxy
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from services.ingress.admin.dependencies import API_KEYS, AUDIT
 from services.ingress.admin.lockout import AuthLockout
+from services.ingress.metrics import ADMIN_AUTH_FAILURES
 from shared.logs import get_logger
-from shared.metrics import ADMIN_AUTH_FAILURES
-from shared.repositories.api_keys import ApiKey, ApiKeyRepository
+from shared.repositories.api_keys import ApiKey
+from shared.store import Document
 
 log = get_logger(__name__)
 
@@ -28,6 +36,7 @@ Scope = Literal["org", "platform", "public"]
 MAX_BODY_BYTES = 1024 * 1024
 ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 PATH_PARAMETER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\}")
+T = TypeVar("T")
 
 
 class Body(BaseModel):
@@ -60,13 +69,34 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
 
 
+def found(value: T | None, what: str) -> T:
+    """`value`, or a 404 saying `what` is not found."""
+    if value is None:
+        raise not_found(what)
+    return value
+
+
+def invalid_query(name: str, reason: str) -> ApiError:
+    """422 for a query parameter, naming it."""
+    return ApiError(422, "invalid", "invalid query parameter", {name: reason})
+
+
+def rows_rejected(what: str, fields: dict[str, str]) -> ApiError:
+    """422 for a CSV import refused as a whole (`what`: "listing", "lead"), naming the rows."""
+    return ApiError(422, "invalid_rows", f"no {what} was imported", fields)
+
+
+def invalid_body(field: str, reason: str) -> ApiError:
+    """422 for a body field the model accepted but the organization's data does not."""
+    return ApiError(422, "invalid", "the request body is invalid", {field: reason})
+
+
 @dataclass(frozen=True)
 class Call:
     """One authenticated request, as a handler sees it."""
 
     request: web.Request
     key: ApiKey | None
-    body: Any
 
     @property
     def org_id(self) -> str:
@@ -79,9 +109,39 @@ class Call:
         """Who is calling, for the audit log."""
         return f"api-key:{self.key.id}" if self.key else "anonymous"
 
+    @property
+    def app(self) -> ChainMapProxy:
+        """The application's dependencies, read by their `web.AppKey`."""
+        return self.request.config_dict
+
     def param(self, name: str) -> str:
         """A path parameter."""
         return self.request.match_info[name]
+
+    async def audited(
+        self,
+        action: str,
+        target: str,
+        *,
+        before: Document | None = None,
+        after: Document | None = None,
+    ) -> None:
+        """Record a write made through the API in the organization's audit log."""
+        await self.app[AUDIT].record(
+            org_id=self.key.org_id if self.key else None,
+            actor=self.actor,
+            action=action,
+            target=target,
+            before=before,
+            after=after,
+        )
+
+    async def csv_text(self) -> str:
+        """The raw request body as text (a UTF-8 BOM dropped), or a 422."""
+        try:
+            return (await self.request.read()).decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise ApiError(422, "invalid", "the CSV is not UTF-8 text") from None
 
     def query_int(self, name: str, default: int, low: int, high: int) -> int:
         """An integer query parameter within bounds, or a 422 naming it."""
@@ -91,16 +151,9 @@ class Call:
         try:
             value = int(raw)
         except ValueError:
-            raise ApiError(
-                422, "invalid", "invalid query parameter", {name: "must be an integer"}
-            ) from None
+            raise invalid_query(name, "must be an integer") from None
         if not low <= value <= high:
-            raise ApiError(
-                422,
-                "invalid",
-                "invalid query parameter",
-                {name: f"must be between {low} and {high}"},
-            )
+            raise invalid_query(name, f"must be between {low} and {high}")
         return value
 
     def query_date(self, name: str, default: date) -> date:
@@ -113,9 +166,7 @@ class Call:
                 raise ValueError(raw)
             return date.fromisoformat(raw)
         except ValueError:
-            raise ApiError(
-                422, "invalid", "invalid query parameter", {name: "must be a date (YYYY-MM-DD)"}
-            ) from None
+            raise invalid_query(name, "must be a date (YYYY-MM-DD)") from None
 
     def query_time(self, name: str) -> datetime | None:
         """An ISO-8601 date or time query parameter (UTC when it has no offset), or a 422."""
@@ -125,16 +176,20 @@ class Call:
         try:
             moment = datetime.fromisoformat(raw)
         except ValueError:
-            raise ApiError(
-                422,
-                "invalid",
-                "invalid query parameter",
-                {name: "must be an ISO-8601 date or time"},
-            ) from None
+            raise invalid_query(name, "must be an ISO-8601 date or time") from None
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-Handler = Callable[[Call], Awaitable[web.StreamResponse]]
+# `(call)` or, for a route with a JSON body, `(call, body: SomeModel)`.
+Handler = Callable[..., Awaitable[web.StreamResponse]]
+
+
+def body_model(handler: Handler) -> type[BaseModel] | None:
+    """The model of the handler's parameter after `call`, or None when it takes no JSON body."""
+    hints = get_type_hints(handler)
+    names = [name for name in inspect.signature(handler).parameters if name != "call"]
+    hint = hints.get(names[0]) if names else None
+    return hint if isinstance(hint, type) and issubclass(hint, BaseModel) else None
 
 
 @dataclass(frozen=True)
@@ -153,7 +208,7 @@ class Route:
 
 @dataclass
 class RouteTable:
-    """Collects routes from the endpoint modules."""
+    """The routes of one resource module (like aiohttp's `RouteTableDef`, but self-describing)."""
 
     routes: list[Route] = field(default_factory=list)
 
@@ -161,18 +216,27 @@ class RouteTable:
         self,
         method: str,
         path: str,
-        summary: str,
         *,
+        summary: str | None = None,
         scope: Scope = "org",
-        body: type[BaseModel] | None = None,
         status: int = 200,
         content_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Declare the decorated function as an endpoint."""
+        """Declare the decorated function as an endpoint; its docstring is the summary."""
 
         def register(handler: Handler) -> Handler:
+            described = summary or " ".join((inspect.getdoc(handler) or "").split())
             self.routes.append(
-                Route(method, path, summary, handler, scope, body, status, content_type)
+                Route(
+                    method,
+                    path,
+                    described.removesuffix("."),
+                    handler,
+                    scope,
+                    body_model(handler),
+                    status,
+                    content_type,
+                )
             )
             return handler
 
@@ -184,16 +248,27 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
 
 
+def page_response(
+    page: Sequence[T], limit: int, show: Callable[[T], Any], cursor: Callable[[T], Any]
+) -> web.Response:
+    """A page of items; `next` (the last item's cursor) only when the page is full."""
+    return json_response(
+        {
+            "items": [show(item) for item in page],
+            "next": cursor(page[-1]) if len(page) == limit else None,
+        }
+    )
+
+
 def _validation_fields(exc: ValidationError) -> dict[str, str]:
     return {".".join(str(p) for p in err["loc"]) or "body": err["msg"] for err in exc.errors()}
 
 
-def build_app(
-    table: RouteTable, keys: ApiKeyRepository, title: str, lockout: AuthLockout
-) -> web.Application:
+def build_app(table: RouteTable, title: str, lockout: AuthLockout) -> web.Application:
     """The aiohttp application serving a route table and its OpenAPI description.
 
-    `lockout` refuses (429) addresses that presented too many wrong keys lately.
+    `lockout` refuses (429) addresses that presented too many wrong keys lately. API keys
+    are looked up in the application's `API_KEYS` repository.
     """
 
     async def authenticate(request: web.Request, scope: Scope) -> ApiKey | None:
@@ -216,7 +291,7 @@ def build_app(
             raise ApiError(401, "unauthenticated", "missing API key (Authorization: Bearer ...)")
         # Looked up by its SHA-256, never compared as text: response timing says nothing
         # about the key's characters.
-        key = await keys.authenticate(token.strip())
+        key = await request.config_dict[API_KEYS].authenticate(token.strip())
         if key is None:
             ADMIN_AUTH_FAILURES.labels("unknown_key").inc()
             locked = lockout.record_failure(address)
@@ -236,16 +311,17 @@ def build_app(
     def endpoint(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handle(request: web.Request) -> web.StreamResponse:
             key = await authenticate(request, route.scope)
-            body: Any = None
-            if route.body is not None:
-                raw = await request.read()
-                try:
-                    body = route.body.model_validate_json(raw or b"{}", strict=True)
-                except ValidationError as exc:
-                    raise ApiError(
-                        422, "invalid", "the request body is invalid", _validation_fields(exc)
-                    ) from None
-            return await route.handler(Call(request, key, body))
+            call = Call(request, key)
+            if route.body is None:
+                return await route.handler(call)
+            raw = await request.read()
+            try:
+                body = route.body.model_validate_json(raw or b"{}", strict=True)
+            except ValidationError as exc:
+                raise ApiError(
+                    422, "invalid", "the request body is invalid", _validation_fields(exc)
+                ) from None
+            return await route.handler(call, body)
 
         return handle
 

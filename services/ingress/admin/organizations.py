@@ -1,4 +1,4 @@
-"""Organizations and their API keys."""
+"""Organizations, their API keys and their audit log."""
 
 from __future__ import annotations
 
@@ -9,15 +9,8 @@ import phonenumbers
 from aiohttp import web
 from pydantic import AfterValidator, Field
 
-from services.ingress.admin.context import AdminContext
-from services.ingress.admin.framework import (
-    ApiError,
-    Body,
-    Call,
-    RouteTable,
-    json_response,
-    not_found,
-)
+from services.ingress.admin.dependencies import API_KEYS, AUDIT, ORGS
+from services.ingress.admin.framework import ApiError, Body, Call, RouteTable, found, json_response
 from shared.quiet_hours import QuietHours
 from shared.repositories.organizations import (
     MessagePrices,
@@ -87,94 +80,87 @@ def public_org(org: Organization) -> dict[str, object]:
     }
 
 
-def register(table: RouteTable, ctx: AdminContext) -> None:
-    """Declare the organization endpoints."""
+routes = RouteTable()
 
-    @table.add(
-        "POST",
-        "/v1/organizations",
-        "Create an organization and its first API key",
-        scope="platform",
-        body=OrganizationCreate,
-        status=201,
+
+@routes.add("POST", "/v1/organizations", scope="platform", status=201)
+async def create_organization(call: Call, body: OrganizationCreate) -> web.StreamResponse:
+    """Create an organization and its first API key."""
+    try:
+        org, api_key = await call.app[ORGS].create(
+            body.name, OrganizationSettings(region=body.region, timezone=body.timezone)
+        )
+    except OrganizationExists as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    await call.app[AUDIT].record(
+        org_id=org.id,
+        actor=call.actor,
+        action="organization.create",
+        target=org.id,
+        after=public_org(org),
     )
-    async def create_organization(call: Call) -> web.StreamResponse:
-        body: OrganizationCreate = call.body
-        try:
-            org, api_key = await ctx.orgs.create(
-                body.name, OrganizationSettings(region=body.region, timezone=body.timezone)
-            )
-        except OrganizationExists as exc:
-            raise ApiError(409, "conflict", str(exc)) from None
-        await ctx.audit.record(
-            org_id=org.id,
-            actor=call.actor,
-            action="organization.create",
-            target=org.id,
-            after=public_org(org),
-        )
-        return json_response({**public_org(org), "api_key": api_key}, status=201)
+    return json_response({**public_org(org), "api_key": api_key}, status=201)
 
-    @table.add("GET", "/v1/organization", "The caller's organization")
-    async def get_organization(call: Call) -> web.StreamResponse:
-        org = await ctx.orgs.get(call.org_id)
-        if org is None:
-            raise not_found("organization")
-        return json_response(public_org(org))
 
-    @table.add(
-        "PATCH", "/v1/organization", "Change the caller's organization", body=OrganizationUpdate
+@routes.add("GET", "/v1/organization")
+async def get_organization(call: Call) -> web.StreamResponse:
+    """The caller's organization."""
+    org = found(await call.app[ORGS].get(call.org_id), "organization")
+    return json_response(public_org(org))
+
+
+@routes.add("PATCH", "/v1/organization")
+async def update_organization(call: Call, body: OrganizationUpdate) -> web.StreamResponse:
+    """Change the caller's organization."""
+    fields: dict[str, object] = {}
+    if body.name is not None:
+        fields["name"] = body.name
+    if body.region is not None:
+        fields["settings.region"] = body.region
+    if body.timezone is not None:
+        fields["settings.timezone"] = body.timezone
+    if body.cross_agent_visibility is not None:
+        fields["settings.cross_agent_visibility"] = body.cross_agent_visibility
+    if body.quiet_hours is not None:
+        fields["settings.quiet_hours"] = body.quiet_hours.model_dump()
+    if body.message_prices is not None:
+        fields["settings.message_prices"] = body.message_prices.model_dump()
+    before, after = found(await call.app[ORGS].update(call.org_id, fields), "organization")
+    await call.audited(
+        "organization.update",
+        call.org_id,
+        before=public_org(before),
+        after=public_org(after),
     )
-    async def update_organization(call: Call) -> web.StreamResponse:
-        body: OrganizationUpdate = call.body
-        fields: dict[str, object] = {}
-        if body.name is not None:
-            fields["name"] = body.name
-        if body.region is not None:
-            fields["settings.region"] = body.region
-        if body.timezone is not None:
-            fields["settings.timezone"] = body.timezone
-        if body.cross_agent_visibility is not None:
-            fields["settings.cross_agent_visibility"] = body.cross_agent_visibility
-        if body.quiet_hours is not None:
-            fields["settings.quiet_hours"] = body.quiet_hours.model_dump()
-        if body.message_prices is not None:
-            fields["settings.message_prices"] = body.message_prices.model_dump()
-        changed = await ctx.orgs.update(call.org_id, fields)
-        if changed is None:
-            raise not_found("organization")
-        before, after = changed
-        await ctx.audited(
-            call,
-            "organization.update",
-            call.org_id,
-            before=public_org(before),
-            after=public_org(after),
-        )
-        return json_response(public_org(after))
+    return json_response(public_org(after))
 
-    @table.add("GET", "/v1/api-keys", "The organization's API keys (never the keys themselves)")
-    async def list_keys(call: Call) -> web.StreamResponse:
-        return json_response(
-            {"items": [k.public() for k in await ctx.keys.list_in_org(call.org_id)]}
-        )
 
-    @table.add("POST", "/v1/api-keys", "Issue another API key", body=KeyCreate, status=201)
-    async def create_key(call: Call) -> web.StreamResponse:
-        body: KeyCreate = call.body
-        key, plain = await ctx.keys.issue("org", call.org_id, body.name)
-        await ctx.audited(call, "api_key.create", key.id, after=key.public())
-        return json_response({**key.public(), "api_key": plain}, status=201)
+@routes.add("GET", "/v1/api-keys")
+async def list_keys(call: Call) -> web.StreamResponse:
+    """The organization's API keys (never the keys themselves)."""
+    return json_response(
+        {"items": [k.public() for k in await call.app[API_KEYS].list_in_org(call.org_id)]}
+    )
 
-    @table.add("DELETE", "/v1/api-keys/{key_id}", "Revoke an API key", status=200)
-    async def revoke_key(call: Call) -> web.StreamResponse:
-        key = await ctx.keys.revoke(call.org_id, call.param("key_id"))
-        if key is None:
-            raise not_found("API key")
-        await ctx.audited(call, "api_key.revoke", key.id, after=key.public())
-        return json_response(key.public())
 
-    @table.add("GET", "/v1/audit-log", "The organization's latest writes, newest first")
-    async def audit_log(call: Call) -> web.StreamResponse:
-        limit = call.query_int("limit", 100, 1, 500)
-        return json_response({"items": await ctx.audit.list_in_org(call.org_id, limit)})
+@routes.add("POST", "/v1/api-keys", status=201)
+async def create_key(call: Call, body: KeyCreate) -> web.StreamResponse:
+    """Issue another API key."""
+    key, plain = await call.app[API_KEYS].issue("org", call.org_id, body.name)
+    await call.audited("api_key.create", key.id, after=key.public())
+    return json_response({**key.public(), "api_key": plain}, status=201)
+
+
+@routes.add("DELETE", "/v1/api-keys/{key_id}", status=200)
+async def revoke_key(call: Call) -> web.StreamResponse:
+    """Revoke an API key."""
+    key = found(await call.app[API_KEYS].revoke(call.org_id, call.param("key_id")), "API key")
+    await call.audited("api_key.revoke", key.id, after=key.public())
+    return json_response(key.public())
+
+
+@routes.add("GET", "/v1/audit-log")
+async def audit_log(call: Call) -> web.StreamResponse:
+    """The organization's latest writes, newest first."""
+    limit = call.query_int("limit", 100, 1, 500)
+    return json_response({"items": await call.app[AUDIT].list_in_org(call.org_id, limit)})

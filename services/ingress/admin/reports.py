@@ -1,72 +1,69 @@
-"""Reports on the organization's WhatsApp messages: what WhatsApp bills for them."""
+"""Reports on the organization's work: where leads come from and convert, what WhatsApp bills."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from services.ingress.admin.context import AdminContext
-from services.ingress.admin.framework import (
-    ApiError,
-    Call,
-    RouteTable,
-    json_response,
-    not_found,
-)
+from services.ingress.admin.dependencies import CONVERSIONS, COSTS, ORGS
+from services.ingress.admin.framework import Call, RouteTable, found, invalid_query, json_response
 from shared.models import utcnow
-from shared.repositories.costs import GRANULARITIES, CostRepository
+from shared.repositories.costs import GRANULARITIES
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366  # a year, leap day included
 
+routes = RouteTable()
 
-def register(table: RouteTable, ctx: AdminContext) -> None:
-    """Declare the report endpoints."""
-    costs = CostRepository(ctx.store)
 
-    @table.add(
-        "GET",
-        "/v1/reports/costs",
-        "Billable and free WhatsApp messages per period, agent and pricing category (estimated "
-        "costs once prices are set); from/to (dates, both included, in the organization's time "
-        "zone; default the last 30 days), period=day|month (default day)",
+@routes.add("GET", "/v1/reports/attribution")
+async def attribution_report(call: Call) -> web.StreamResponse:
+    """Leads, conversions and conversion rate per agent and source; from/to (ISO dates) bound when
+    the threads started."""
+    query = call.request.query
+    try:
+        # By default the 30 days up to the end of today (UTC): stable within a day.
+        tomorrow = utcnow().replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+        end = datetime.fromisoformat(query["to"]) if "to" in query else tomorrow
+        start = (
+            datetime.fromisoformat(query["from"]) if "from" in query else end - timedelta(days=30)
+        )
+    except ValueError:
+        raise invalid_query("from/to", "must be ISO-8601 dates or times") from None
+    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+    rows = await call.app[CONVERSIONS].report(call.org_id, start, end)
+    return json_response({"from": start.isoformat(), "to": end.isoformat(), "rows": rows})
+
+
+@routes.add("GET", "/v1/reports/costs")
+async def cost_report(call: Call) -> web.StreamResponse:
+    """Billable and free WhatsApp messages per period, agent and pricing category (estimated costs
+    once prices are set); from/to (dates, both included, in the organization's time zone;
+    default the last 30 days), period=day|month (default day)."""
+    org = found(await call.app[ORGS].get(call.org_id), "organization")
+    raw_period = call.request.query.get("period", "day")
+    period = next((g for g in GRANULARITIES if g == raw_period), None)
+    if period is None:
+        raise invalid_query("period", "must be day or month")
+    # Days are the organization's: a message sent at 23:30 in Singapore is that day's.
+    zone = ZoneInfo(org.settings.timezone)
+    last = call.query_date("to", utcnow().astimezone(zone).date())
+    first = call.query_date("from", last - timedelta(days=DEFAULT_DAYS - 1))
+    if first > last:
+        raise invalid_query("from", "must not be after to")
+    if (last - first).days >= MAX_DAYS:
+        raise invalid_query("to", f"at most {MAX_DAYS} days from 'from' (both included)")
+    report = await call.app[COSTS].report(
+        call.org_id, first, last, period, zone, org.settings.message_prices
     )
-    async def cost_report(call: Call) -> web.StreamResponse:
-        org = await ctx.orgs.get(call.org_id)
-        if org is None:
-            raise not_found("organization")
-        raw_period = call.request.query.get("period", "day")
-        period = next((g for g in GRANULARITIES if g == raw_period), None)
-        if period is None:
-            raise ApiError(
-                422, "invalid", "invalid query parameter", {"period": "must be day or month"}
-            )
-        # Days are the organization's: a message sent at 23:30 in Singapore is that day's.
-        zone = ZoneInfo(org.settings.timezone)
-        last = call.query_date("to", utcnow().astimezone(zone).date())
-        first = call.query_date("from", last - timedelta(days=DEFAULT_DAYS - 1))
-        if first > last:
-            raise ApiError(
-                422, "invalid", "invalid query parameter", {"from": "must not be after to"}
-            )
-        if (last - first).days >= MAX_DAYS:
-            raise ApiError(
-                422,
-                "invalid",
-                "invalid query parameter",
-                {"to": f"at most {MAX_DAYS} days from 'from' (both included)"},
-            )
-        report = await costs.report(
-            call.org_id, first, last, period, zone, org.settings.message_prices
-        )
-        return json_response(
-            {
-                "from": first.isoformat(),
-                "to": last.isoformat(),
-                "period": period,
-                "timezone": org.settings.timezone,
-                **report,
-            }
-        )
+    return json_response(
+        {
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "period": period,
+            "timezone": org.settings.timezone,
+            **report,
+        }
+    )

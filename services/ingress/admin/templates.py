@@ -5,31 +5,32 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import Field, model_validator
 
-from services.ingress.admin.context import AdminContext
+from services.ingress.admin.agents import agent_of
+from services.ingress.admin.dependencies import LEADS, OUTBOX, PARTNER, TEMPLATES
 from services.ingress.admin.framework import (
     ApiError,
     Body,
     Call,
     RouteTable,
+    found,
+    invalid_body,
     json_response,
     not_found,
 )
+from services.ingress.admin.threads import thread_of
 from shared.gupshup.partner import PartnerClient, PartnerError, PartnerUnavailable, TemplateExists
 from shared.models import Bubble
-from shared.replies import ReplyOutbox, human_command
+from shared.replies import human_command
 from shared.repositories.agents import Agent
-from shared.repositories.leads import LeadRepository
 from shared.repositories.templates import (
     Category,
     TemplateBodyError,
-    TemplateRepository,
     parameter_count,
     render,
 )
 from shared.repositories.templates import (
     TemplateExists as StoredTemplateExists,
 )
-from shared.repositories.threads import ThreadRepository
 
 
 class TemplateCreate(Body):
@@ -59,155 +60,135 @@ class TemplateSend(Body):
     params: list[str] = Field(default_factory=list, max_length=20)
 
 
-def register(table: RouteTable, ctx: AdminContext) -> None:
-    """Declare the template endpoints."""
-    templates = TemplateRepository(ctx.store)
-    threads = ThreadRepository(ctx.store)
-    leads = LeadRepository(ctx.store)
-    outbox = ReplyOutbox(ctx.store, ctx.broker)
+async def _agent_with_app(call: Call) -> tuple[Agent, PartnerClient, str]:
+    """The agent named by the path, the Partner API client and the agent's Gupshup app id."""
+    agent = await agent_of(call)
+    partner = call.app[PARTNER]
+    if partner is None:
+        raise ApiError(
+            503,
+            "partner_not_configured",
+            "the Gupshup Partner API is not configured on this platform",
+        )
+    if not agent.gupshup_app_id:
+        raise ApiError(409, "app_id_missing", "set the agent's gupshup_app_id first")
+    return agent, partner, agent.gupshup_app_id
 
-    async def agent_with_app(call: Call) -> tuple[Agent, PartnerClient, str]:
-        agent = await ctx.agent_of(call)
-        if ctx.partner is None:
-            raise ApiError(
-                503,
-                "partner_not_configured",
-                "the Gupshup Partner API is not configured on this platform",
-            )
-        if not agent.gupshup_app_id:
-            raise ApiError(409, "app_id_missing", "set the agent's gupshup_app_id first")
-        return agent, ctx.partner, agent.gupshup_app_id
 
-    @table.add(
-        "POST",
-        "/v1/agents/{agent_id}/templates",
-        "Apply for a template (PENDING until Meta decides)",
-        body=TemplateCreate,
-        status=201,
-    )
-    async def create_template(call: Call) -> web.StreamResponse:
-        body: TemplateCreate = call.body
-        agent, partner, app_id = await agent_with_app(call)
-        try:
-            template = await templates.claim(
-                call.org_id, agent.id, body.name, body.language, body.category, body.body
-            )
-        except StoredTemplateExists as exc:
-            raise ApiError(409, "template_exists", str(exc)) from None
-        try:
-            submitted = await partner.create_template(
-                app_id,
-                body.name,
-                body.language,
-                body.category,
-                body.body,
-                render(body.body, body.examples),
-            )
-        except TemplateExists:
-            await templates.drop_claim(template)
-            raise ApiError(
-                409, "template_exists", "Gupshup has this template already: sync to import it"
-            ) from None
-        except PartnerUnavailable as exc:
-            await templates.drop_claim(template)
-            raise ApiError(503, "partner_unavailable", f"Gupshup unavailable: {exc}") from None
-        except PartnerError as exc:
-            await templates.drop_claim(template)
-            raise ApiError(422, "rejected_by_gupshup", str(exc)) from None
-        await templates.set_status(
-            call.org_id,
-            agent.id,
+routes = RouteTable()
+
+
+@routes.add("POST", "/v1/agents/{agent_id}/templates", status=201)
+async def create_template(call: Call, body: TemplateCreate) -> web.StreamResponse:
+    """Apply for a template (PENDING until Meta decides)."""
+    agent, partner, app_id = await _agent_with_app(call)
+    templates = call.app[TEMPLATES]
+    try:
+        template = await templates.claim(
+            call.org_id, agent.id, body.name, body.language, body.category, body.body
+        )
+    except StoredTemplateExists as exc:
+        raise ApiError(409, "template_exists", str(exc)) from None
+    try:
+        submitted = await partner.create_template(
+            app_id,
             body.name,
             body.language,
-            status=submitted.status,
-            provider_id=submitted.id,
-            reason=submitted.reason,
+            body.category,
+            body.body,
+            render(body.body, body.examples),
         )
-        stored = await templates.get(call.org_id, template.id)
-        assert stored is not None
-        await ctx.audited(call, "template.create", template.id, after=stored.public())
-        return json_response(stored.public(), status=201)
-
-    @table.add("GET", "/v1/agents/{agent_id}/templates", "An agent's templates and statuses")
-    async def list_templates(call: Call) -> web.StreamResponse:
-        agent = await ctx.agent_of(call)
-        items = await templates.list_for_agent(call.org_id, agent.id)
-        return json_response({"items": [t.public() for t in items]})
-
-    @table.add(
-        "POST",
-        "/v1/agents/{agent_id}/templates/sync",
-        "Refresh statuses from Gupshup (and import templates made elsewhere)",
+    except TemplateExists:
+        await templates.drop_claim(template)
+        raise ApiError(
+            409, "template_exists", "Gupshup has this template already: sync to import it"
+        ) from None
+    except PartnerUnavailable as exc:
+        await templates.drop_claim(template)
+        raise ApiError(503, "partner_unavailable", f"Gupshup unavailable: {exc}") from None
+    except PartnerError as exc:
+        await templates.drop_claim(template)
+        raise ApiError(422, "rejected_by_gupshup", str(exc)) from None
+    await templates.set_status(
+        call.org_id,
+        agent.id,
+        body.name,
+        body.language,
+        status=submitted.status,
+        provider_id=submitted.id,
+        reason=submitted.reason,
     )
-    async def sync_templates(call: Call) -> web.StreamResponse:
-        agent, partner, app_id = await agent_with_app(call)
+    stored = await templates.get(call.org_id, template.id)
+    assert stored is not None
+    await call.audited("template.create", template.id, after=stored.public())
+    return json_response(stored.public(), status=201)
+
+
+@routes.add("GET", "/v1/agents/{agent_id}/templates")
+async def list_templates(call: Call) -> web.StreamResponse:
+    """An agent's templates and statuses."""
+    agent = await agent_of(call)
+    items = await call.app[TEMPLATES].list_for_agent(call.org_id, agent.id)
+    return json_response({"items": [t.public() for t in items]})
+
+
+@routes.add("POST", "/v1/agents/{agent_id}/templates/sync")
+async def sync_templates(call: Call) -> web.StreamResponse:
+    """Refresh statuses from Gupshup (and import templates made elsewhere)."""
+    agent, partner, app_id = await _agent_with_app(call)
+    templates = call.app[TEMPLATES]
+    try:
+        remote = await partner.list_templates(app_id)
+    except PartnerError as exc:
+        raise ApiError(503, "partner_unavailable", f"Gupshup unavailable: {exc}") from None
+    for item in remote:
         try:
-            remote = await partner.list_templates(app_id)
-        except PartnerError as exc:
-            raise ApiError(503, "partner_unavailable", f"Gupshup unavailable: {exc}") from None
-        for item in remote:
-            try:
-                await templates.set_status(
-                    call.org_id,
-                    agent.id,
-                    item.name,
-                    item.language,
-                    status=item.status,
-                    provider_id=item.id,
-                    reason=item.reason,
-                    category=item.category,
-                    body=item.body,
-                )
-            except TemplateBodyError:
-                continue  # a body we cannot parameterize is not one we can send
-        items = await templates.list_for_agent(call.org_id, agent.id)
-        await ctx.audited(call, "template.sync", agent.id, after={"templates": len(items)})
-        return json_response({"items": [t.public() for t in items]})
+            await templates.set_status(
+                call.org_id,
+                agent.id,
+                item.name,
+                item.language,
+                status=item.status,
+                provider_id=item.id,
+                reason=item.reason,
+                category=item.category,
+                body=item.body,
+            )
+        except TemplateBodyError:
+            continue  # a body we cannot parameterize is not one we can send
+    items = await templates.list_for_agent(call.org_id, agent.id)
+    await call.audited("template.sync", agent.id, after={"templates": len(items)})
+    return json_response({"items": [t.public() for t in items]})
 
-    @table.add(
-        "POST",
-        "/v1/threads/{thread_id}/template",
-        "Send an APPROVED template to the thread's lead",
-        body=TemplateSend,
-        status=202,
+
+@routes.add("POST", "/v1/threads/{thread_id}/template", status=202)
+async def send_template(call: Call, body: TemplateSend) -> web.StreamResponse:
+    """Send an APPROVED template to the thread's lead."""
+    thread = await thread_of(call)
+    template = await call.app[TEMPLATES].get(call.org_id, body.template_id)
+    if template is None or template.agent_id != thread["agent_id"]:
+        raise not_found("template")
+    if not template.usable:
+        raise ApiError(
+            409,
+            "template_not_approved",
+            f"template {template.name!r} is {template.status}, not APPROVED",
+        )
+    if len(body.params) != template.parameters:
+        raise invalid_body("params", f"the template takes {template.parameters} parameters")
+    lead = found(await call.app[LEADS].view_for_org(call.org_id, thread["lead_id"]), "lead")
+    bubble = Bubble(
+        type="template",
+        text=render(template.body, body.params),
+        template_id=template.id,
+        params=body.params,
     )
-    async def send_template(call: Call) -> web.StreamResponse:
-        body: TemplateSend = call.body
-        thread = await threads.get(call.org_id, call.param("thread_id"))
-        if thread is None:
-            raise not_found("thread")
-        template = await templates.get(call.org_id, body.template_id)
-        if template is None or template.agent_id != thread["agent_id"]:
-            raise not_found("template")
-        if not template.usable:
-            raise ApiError(
-                409,
-                "template_not_approved",
-                f"template {template.name!r} is {template.status}, not APPROVED",
-            )
-        if len(body.params) != template.parameters:
-            raise ApiError(
-                422,
-                "invalid",
-                "the request body is invalid",
-                {"params": f"the template takes {template.parameters} parameters"},
-            )
-        lead = await leads.view_for_org(call.org_id, thread["lead_id"])
-        if lead is None:
-            raise not_found("lead")
-        bubble = Bubble(
-            type="template",
-            text=render(template.body, body.params),
-            template_id=template.id,
-            params=body.params,
-        )
-        command = human_command(thread, lead["phone"], [bubble])
-        command_id = command.command_id
-        await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
-        await ctx.audited(
-            call,
-            "template.send",
-            thread["_id"],
-            after={"template_id": template.id, "command_id": command_id},
-        )
-        return json_response({"command_id": command_id, "thread_id": thread["_id"]}, status=202)
+    command = human_command(thread, lead["phone"], [bubble])
+    outbox = call.app[OUTBOX]
+    await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
+    await call.audited(
+        "template.send",
+        thread["_id"],
+        after={"template_id": template.id, "command_id": command.command_id},
+    )
+    return json_response({"command_id": command.command_id, "thread_id": thread["_id"]}, status=202)

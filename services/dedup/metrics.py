@@ -1,0 +1,11 @@
+"""Prometheus metrics of dedup (label values are bounded)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+INBOUND_STORED = Counter(
+    "realtybot_inbound_messages_total",
+    "Inbound lead messages seen by dedup, by outcome (stored, duplicate).",
+    ["outcome"],
+)
