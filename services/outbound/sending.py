@@ -196,6 +196,7 @@ class Sending:
             verdict = rules.judge_claim(
                 claim, utcnow(), interrupted_after=0, resolve_seconds=resolve_seconds
             )
+        # Still `sending` after marking it unknown: another worker took it over meanwhile.
         if verdict in ("done", "interrupted"):
             SENDS.labels(agent.id, "duplicate").inc()
             return True
