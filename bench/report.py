@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.result import read_results
-from services.outbound.handler import MAX_LATENESS_SECONDS
+from services.outbound.pacing import MAX_LATENESS_SECONDS
 from shared.repositories.rate_slots import SLOT_MARGIN
 
 ORDER = ("ingress", "brain", "pipeline", "outbound", "dedup", "footprint", "scaling")

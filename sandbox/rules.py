@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sandbox.state import FREE_SERVICE, DeliveryStatus, Failure, Pricing, SandboxState, SentMessage
+from shared.whatsapp import SESSION_WINDOW
 
 THROUGHPUT_WINDOW = timedelta(seconds=1)
 # Meta allows a short burst to one user (a reply of a few bubbles), not sustained sending.
 PAIR_RATE_BURST = 6
 PAIR_RATE_WINDOW = timedelta(seconds=60)
-SESSION_WINDOW = timedelta(hours=24)
 OPTED_OUT = Failure(1012, "Message Sending failed as the phone number is opted out.", True)
 OUTSIDE_WINDOW = Failure(1005, "Message sent outside the 24 hour session window", True)
 PAIR_RATE_HIT = Failure(131056, "pair rate limit hit", False)

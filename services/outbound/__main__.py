@@ -1,27 +1,45 @@
-"""Outbound service: consumes send commands and provider events, calls Gupshup."""
+"""Outbound service: consumes send commands and provider events, calls Gupshup.
+
+What outbound consumes is the table `wire` answers: one message model, one handler, each a
+plain async method of the module that owns it (sending, statuses, provider_events); the
+broker derives the queue's bindings and the parsing from the models. Every rule the
+handlers apply is in `rules`, pure.
+"""
 
 from __future__ import annotations
 
-from services.outbound.handler import Outbound
+from services.outbound.pacing import Pacer
+from services.outbound.provider_events import ProviderEvents
+from services.outbound.sending import Sending
+from services.outbound.statuses import DeliveryStatuses
 from shared.broker import Subscription, Subscriptions
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
 from shared.models import BillingEvent, DeliveryStatus, SendCommand, TemplateEvent
+from shared.replies import ReplyOutbox
 from shared.repositories.agents import AgentDirectory
+from shared.repositories.costs import CostRepository
+from shared.repositories.rate_slots import AgentPauses, RateSlots
+from shared.repositories.templates import TemplateRepository
 from shared.service import Runtime, run_consumer_service, service_main
 from shared.settings import Settings
 
 
 async def wire(runtime: Runtime, key_ring: KeyRing, gupshup: GupshupClient) -> Subscriptions:
-    """Outbound's handlers, by the model each one consumes."""
-    agents = AgentDirectory.for_store(runtime.store, runtime.settings)
+    """Outbound's handlers, by the model each one consumes (the service and its tests)."""
+    store, settings = runtime.store, runtime.settings
+    agents = AgentDirectory.for_store(store, settings)
     await runtime.broker.on_config_change(agents.forget)
-    outbound = Outbound(runtime.broker, runtime.store, agents, key_ring, gupshup, runtime.settings)
+    # One pacer per process: sends and statuses share its pauses, and its turns per agent.
+    pacer = Pacer(RateSlots(store), AgentPauses(store), settings)
+    sending = Sending(store, agents, pacer, key_ring, gupshup, settings)
+    statuses = DeliveryStatuses(store, ReplyOutbox(store, runtime.broker), pacer, settings)
+    provider = ProviderEvents(TemplateRepository(store), CostRepository(store))
     return Subscriptions(
-        Subscription(SendCommand, outbound.send),
-        Subscription(DeliveryStatus, outbound.record_status),
-        Subscription(TemplateEvent, outbound.record_template),
-        Subscription(BillingEvent, outbound.record_billing),
+        Subscription(SendCommand, sending.handle),
+        Subscription(DeliveryStatus, statuses.handle),
+        Subscription(TemplateEvent, provider.template_status),
+        Subscription(BillingEvent, provider.billing),
     )
 
 

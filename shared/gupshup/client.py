@@ -100,13 +100,7 @@ class GupshupClient:
         self, *, api_key: str, app: str, source: str, destination: str, message: dict[str, Any]
     ) -> SendResult:
         """Send a free-form message (inside the 24-hour window); numbers as digits."""
-        form = {
-            "channel": "whatsapp",
-            "source": source,
-            "destination": destination,
-            "src.name": app,
-            "message": json.dumps(message, ensure_ascii=False),
-        }
+        form = _send_form(app, source, destination, message=message)
         return await self._post("/wa/api/v1/msg", api_key, form)
 
     async def send_template_message(
@@ -120,13 +114,7 @@ class GupshupClient:
         params: list[str],
     ) -> SendResult:
         """Send an APPROVED template (allowed outside the 24-hour window)."""
-        form = {
-            "channel": "whatsapp",
-            "source": source,
-            "destination": destination,
-            "src.name": app,
-            "template": json.dumps({"id": template_id, "params": params}, ensure_ascii=False),
-        }
+        form = _send_form(app, source, destination, template={"id": template_id, "params": params})
         return await self._post("/wa/api/v1/template/msg", api_key, form)
 
     async def _post(self, path: str, api_key: str, form: dict[str, str]) -> SendResult:
@@ -179,3 +167,11 @@ def _classify(status: int, body: str, retry_after: str | None = None) -> SendRes
     if 400 <= status < 500:
         return Refused(status, message or f"HTTP {status}")
     return Ambiguous(f"HTTP {status} {message}".strip())
+
+
+def _send_form(app: str, source: str, destination: str, **payload: object) -> dict[str, str]:
+    """The form of a send from the app's number: the `message` or `template`, as JSON."""
+    form = {"channel": "whatsapp", "source": source, "destination": destination, "src.name": app}
+    for field, value in payload.items():
+        form[field] = json.dumps(value, ensure_ascii=False)
+    return form

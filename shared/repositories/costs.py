@@ -14,8 +14,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from shared.models import BillingEvent
 from shared.repositories.organizations import MessagePrices
-from shared.store import Document, Store
+from shared.store import Document, Store, with_retry
 
 Granularity = Literal["day", "month"]
 GRANULARITIES: tuple[Granularity, ...] = ("day", "month")
@@ -54,6 +55,14 @@ class CostRepository:
         self._billing = store.db["billing_events"]
         self._statuses = store.db["delivery_statuses"]
         self._sends = store.db["sends"]
+
+    async def record_billing(self, event: BillingEvent) -> None:
+        """Keep a Gupshup billing event (append-only: a redelivered event is stored once)."""
+        await with_retry(
+            lambda: self._billing.replace_one(
+                {"_id": event.event_id}, {"_id": event.event_id, **event.model_dump()}, upsert=True
+            )
+        )
 
     async def report(
         self,

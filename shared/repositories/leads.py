@@ -92,6 +92,11 @@ class LeadRepository:
         doc = await with_retry(lambda: self._leads.find_one({"_id": lead_id}))
         return None if doc is None else LeadRecord.from_document(doc)
 
+    async def id_by_phone(self, phone: str) -> str | None:
+        """The id of the lead with this E.164 number, if any (none is created)."""
+        found = await with_retry(lambda: self._leads.find_one({"phone": phone}, {"_id": 1}))
+        return None if found is None else str(found["_id"])
+
 
 @dataclass(frozen=True)
 class LeadRecord:

@@ -19,10 +19,11 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
-from shared.models import utcnow
+from shared.models import Bubble, utcnow
 from shared.store import Document, Store, converge, with_retry
 
 SendState = Literal["sending", "submitted", "failed", "unknown", "skipped"]
@@ -30,6 +31,29 @@ SendState = Literal["sending", "submitted", "failed", "unknown", "skipped"]
 CLOCK_SKEW = timedelta(seconds=5)
 # Later statuses win; a late "sent" never overwrites "read".
 STATUS_RANK = {"enqueued": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5, "deleted": 5}
+
+
+class SendClaim(BaseModel):
+    """One bubble's send as stored: whose it is, where it goes and how far it got."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    org_id: str
+    agent_id: str
+    thread_id: str
+    command_id: str
+    destination: str  # the lead (or, for a notification, the agent), E.164
+    state: SendState
+    claimed_at: datetime
+    gupshup_message_id: str | None = None
+    unknown_since: datetime | None = None
+    # The reply's fallback template, kept for a window-closed failure reported later.
+    fallback: tuple[Bubble, ...] = ()
+
+
+def _claim_of(doc: Document | None) -> SendClaim | None:
+    return None if doc is None else SendClaim.model_validate(doc)
 
 
 class SendRepository:
@@ -40,7 +64,7 @@ class SendRepository:
         self._statuses = store.db["delivery_statuses"]
         self._resends = store.db["send_resends"]
 
-    async def claim(self, send_id: str, fields: Document) -> Document | None:
+    async def claim(self, send_id: str, fields: Document) -> SendClaim | None:
         """Claim a send; None when we won, else the existing claim."""
         doc: Document = {
             "_id": send_id,
@@ -58,7 +82,7 @@ class SendRepository:
             existing = await with_retry(lambda: self._sends.find_one({"_id": send_id}))
             if existing is None:
                 raise
-            return existing
+            return SendClaim.model_validate(existing)
         return None
 
     async def delivery_of(self, org_id: str, send_ids: list[str]) -> dict[str, Document]:
@@ -71,9 +95,9 @@ class SendRepository:
         )
         return {doc.pop("_id"): doc async for doc in cursor}
 
-    async def get(self, send_id: str) -> Document | None:
+    async def get(self, send_id: str) -> SendClaim | None:
         """A send's claim, if any."""
-        return await with_retry(lambda: self._sends.find_one({"_id": send_id}))
+        return _claim_of(await with_retry(lambda: self._sends.find_one({"_id": send_id})))
 
     async def release(self, send_id: str) -> None:
         """Drop our claim: the request surely did not reach Gupshup, a retry may claim again."""
@@ -103,21 +127,21 @@ class SendRepository:
             )
         )
 
-    async def claim_resend(self, send: Document) -> bool:
+    async def claim_resend(self, send: SendClaim) -> bool:
         """Take the right to send an unknown send again; False if another worker has it.
 
         The resend claim is keyed by the ambiguity it resolves, so a later ambiguity of the
         same send (the resend timing out too) can be resolved again.
         """
-        since = send["unknown_since"]
-        claim = {"_id": f"{send['_id']}@{since.isoformat()}", "claimed_at": utcnow()}
+        assert send.unknown_since is not None, "only an unknown send is sent again"
+        claim = {"_id": f"{send.id}@{send.unknown_since.isoformat()}", "claimed_at": utcnow()}
         try:
             await with_retry(lambda: self._resends.insert_one(claim))
         except DuplicateKeyError:
             return False
         result = await with_retry(
             lambda: self._sends.update_one(
-                {"_id": send["_id"], "state": "unknown", "gupshup_message_id": None},
+                {"_id": send.id, "state": "unknown", "gupshup_message_id": None},
                 {
                     "$set": {"state": "sending", "claimed_at": utcnow(), "resent": True},
                     "$inc": {"attempts": 1},
@@ -134,7 +158,7 @@ class SendRepository:
         gupshup_id: str,
         at: datetime,
         interrupted_before: datetime,
-    ) -> Document | None:
+    ) -> SendClaim | None:
         """Attach a status for an unknown Gupshup id to the unknown send to that lead, if any.
 
         Unknown means marked so, or still `sending` though claimed before
@@ -193,7 +217,7 @@ class SendRepository:
 
     async def find_by_provider_id(
         self, org_id: str, gupshup_id: str | None, whatsapp_id: str | None
-    ) -> Document | None:
+    ) -> SendClaim | None:
         """The send a delivery status is about."""
         queries: list[Document] = [
             {field: value, "org_id": org_id}
@@ -206,11 +230,11 @@ class SendRepository:
         for query in queries:
             found = await with_retry(partial(self._sends.find_one, query))
             if found is not None:
-                return found
+                return SendClaim.model_validate(found)
         return None
 
     async def record_status(
-        self, send: Document, status: str, at: datetime, fields: Document
+        self, send: SendClaim, status: str, at: datetime, fields: Document
     ) -> None:
         """Record a delivery status; the send's current status is the furthest one seen.
 
@@ -218,9 +242,9 @@ class SendRepository:
         send's `status` is a summary of them, kept right by `converge`.
         """
         entry: Document = {
-            "_id": derived_id("dst", send["_id"], status),
-            "send_id": send["_id"],
-            "org_id": send["org_id"],
+            "_id": derived_id("dst", send.id, status),
+            "send_id": send.id,
+            "org_id": send.org_id,
             "status": status,
             "rank": STATUS_RANK.get(status, 0),
             "at": at,
@@ -231,24 +255,24 @@ class SendRepository:
         if fields.get("whatsapp_message_id"):
             await with_retry(
                 lambda: self._sends.update_one(
-                    {"_id": send["_id"]},
+                    {"_id": send.id},
                     {"$set": {"whatsapp_message_id": fields["whatsapp_message_id"]}},
                 )
             )
 
         async def furthest() -> str | None:
             latest = await self._statuses.find_one(
-                {"send_id": send["_id"]}, sort=[("rank", -1), ("at", -1)]
+                {"send_id": send.id}, sort=[("rank", -1), ("at", -1)]
             )
             return None if latest is None else str(latest["status"])
 
         async def current() -> str | None:
-            doc = await self._sends.find_one({"_id": send["_id"]}, {"status": 1})
+            doc = await self._sends.find_one({"_id": send.id}, {"status": 1})
             return None if doc is None else doc.get("status")
 
         async def write(value: str | None) -> None:
             await with_retry(
-                lambda: self._sends.update_one({"_id": send["_id"]}, {"$set": {"status": value}})
+                lambda: self._sends.update_one({"_id": send.id}, {"$set": {"status": value}})
             )
 
         await converge(furthest, current, write)

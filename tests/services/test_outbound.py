@@ -71,11 +71,64 @@ async def start_outbound(
     )
 
 
+@dataclass(frozen=True)
+class OutboundUnderTest:
+    """Outbound running against the sandbox: what a test publishes to it and reads of it."""
+
+    service: RunningService
+    broker: Broker  # the test's own connection
+    store: Store
+    sandbox: RunningSandbox
+    http: aiohttp.ClientSession
+
+    async def publish(self, event: SendCommand | DeliveryStatus) -> None:
+        """Publish a command or status to outbound, as the brain or the router would."""
+        message_id = event.command_id if isinstance(event, SendCommand) else event.event_id
+        await self.broker.publish(event, message_id=message_id)
+
+    async def wait_for(self, outcome: str, count: int, timeout: float = 10.0) -> None:
+        """Wait until outbound finished `count` messages with `outcome`."""
+        await self.service.wait_for(outcome, count, timeout)
+
+    def outcome_count(self, outcome: str) -> int:
+        """Messages outbound finished with `outcome`."""
+        return self.service.outcome_count(outcome)
+
+    async def sent(self) -> list[dict[str, Any]]:
+        """What Gupshup accepted from the agent's app, oldest first."""
+        return await sandbox_messages(self.http, self.sandbox)
+
+    async def wait_sent(self, count: int) -> list[dict[str, Any]]:
+        """What Gupshup accepted, once it holds at least `count` messages."""
+        return await wait_for_sandbox_count(self.http, self.sandbox, count)
+
+    async def fault(self, **fault: Any) -> None:
+        """Make the sandbox fail the app's next sends (see sandbox/v1/faults)."""
+        await inject_fault(self.http, self.sandbox, **fault)
+
+    async def send(self, send_id: str) -> dict[str, Any]:
+        """The stored send of a bubble (it must exist)."""
+        found: dict[str, Any] | None = await self.store.db["sends"].find_one({"_id": send_id})
+        assert found is not None, send_id
+        return found
+
+    async def dead_letter(self, timeout: float) -> Any:
+        """The next message outbound dead-lettered (None when none came in `timeout` s)."""
+        return await self.broker.fetch(self.broker.topology.dead_letter_queue("outbound"), timeout)
+
+
 @pytest.fixture
 async def outbound(
-    services: ServiceRunner, store: Store, settings: Settings, gupshup: GupshupClient
-) -> RunningService:
-    return await start_outbound(services, store, settings, gupshup)
+    services: ServiceRunner,
+    store: Store,
+    settings: Settings,
+    gupshup: GupshupClient,
+    broker: Broker,
+    sandbox: RunningSandbox,
+    http: aiohttp.ClientSession,
+) -> OutboundUnderTest:
+    running = await start_outbound(services, store, settings, gupshup)
+    return OutboundUnderTest(running, broker, store, sandbox, http)
 
 
 @dataclass(frozen=True)
@@ -85,6 +138,7 @@ class Conversation:
     tenant: Tenant
     lead_id: str
     thread_id: str
+    phone: str = LEAD_PHONE
 
     def command(self, *texts: str, command_id: str = "rpl_one") -> SendCommand:
         """A reply of `texts` to the lead, as the brain would publish it."""
@@ -95,21 +149,26 @@ class Conversation:
             agent_id=self.tenant.agent_id,
             thread_id=self.thread_id,
             lead_id=self.lead_id,
-            destination=LEAD_PHONE,
+            destination=self.phone,
             bubbles=[Bubble(text=text) for text in texts],
             created_at=utcnow(),
         )
 
 
 async def start_conversation(
-    store: Store, tenant: Tenant, last_inbound: timedelta = timedelta(minutes=1)
+    store: Store,
+    tenant: Tenant,
+    last_inbound: timedelta = timedelta(minutes=1),
+    *,
+    phone: str = LEAD_PHONE,
+    name: str | None = "Rachel Lim",
 ) -> Conversation:
     """A lead and thread whose latest inbound message is `last_inbound` old."""
     at = utcnow() - last_inbound
     source = {"source": "organic"}
     lead = await LeadRepository(store).get_or_create(
-        LEAD_PHONE,
-        name="Rachel Lim",
+        phone,
+        name=name,
         org_id=tenant.org_id,
         agent_id=tenant.agent_id,
         at=at,
@@ -119,8 +178,8 @@ async def start_conversation(
     thread = await threads.get_or_create(
         org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead["_id"], at=at, source=source
     )
-    await threads.touch_inbound(tenant.org_id, thread["_id"], at)
-    return Conversation(tenant, lead["_id"], thread["_id"])
+    await threads.touch_inbound(tenant.org_id, thread.id, at)
+    return Conversation(tenant, lead["_id"], thread.id, phone)
 
 
 @pytest.fixture
@@ -155,18 +214,15 @@ async def wait_for_sandbox_count(
 
 
 async def test_bubbles_reach_gupshup_in_order_from_the_agent_to_the_lead(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     command = conversation.command("Hi Rachel! I'm Mia.", "What budget do you have in mind?")
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 1)
 
-    sent = await sandbox_messages(http, sandbox)
+    sent = await outbound.sent()
     assert [m["text"] for m in sent] == ["Hi Rachel! I'm Mia.", "What budget do you have in mind?"]
     assert {(m["source"], m["destination"], m["type"]) for m in sent} == {
         (AGENT_WA_ID, LEAD_WA_ID, "text")
@@ -177,40 +233,34 @@ async def test_bubbles_reach_gupshup_in_order_from_the_agent_to_the_lead(
 
 
 async def test_redelivered_command_sends_nothing_more(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     command = conversation.command("First bubble", "Second bubble")
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 1)
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 2)
 
-    sent = await sandbox_messages(http, sandbox)
+    sent = await outbound.sent()
     assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
 
 
 async def test_throttled_send_is_retried_and_arrives_once(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # More 429s in a row than the retry budget (2 here): throttling is waited out with a
     # growing, jittered pause of the agent, never spent as failed attempts.
-    await inject_fault(http, sandbox, mode="429", count=5)
+    await outbound.fault(mode="429", count=5)
     command = conversation.command("First bubble", "Second bubble")
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 1)
 
     assert outbound.outcome_count("retried") == 0
     assert outbound.outcome_count("deferred") >= 5
-    sent = await sandbox_messages(http, sandbox)
+    sent = await outbound.sent()
     assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
     cursor = store.db["sends"].find({"command_id": command.command_id}).sort("index", 1)
     sends = await cursor.to_list()
@@ -220,19 +270,16 @@ async def test_throttled_send_is_retried_and_arrives_once(
 
 @pytest.mark.parametrize("settings", [{"ambiguous_resolve_seconds": 60}], indirect=True)
 async def test_ambiguous_send_gupshup_has_is_resolved_by_its_status_never_resent(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # Gupshup accepted the first bubble but answered 500: a second request would be a
     # duplicate, so the bubble is unknown and the next one waits.
-    await inject_fault(http, sandbox, mode="500", count=1, accept=True)
+    await outbound.fault(mode="500", count=1, accept=True)
     command = conversation.command("First bubble", "Second bubble")
-    await broker.publish(command, message_id=command.command_id)
-    [accepted] = await wait_for_sandbox_count(http, sandbox, 1)
+    await outbound.publish(command)
+    [accepted] = await outbound.wait_sent(1)
 
     async def unknown() -> bool:
         send = await store.db["sends"].find_one({"_id": command.send_id(0)})
@@ -240,60 +287,51 @@ async def test_ambiguous_send_gupshup_has_is_resolved_by_its_status_never_resent
 
     await eventually(unknown)
     await asyncio.sleep(0.5)
-    assert [m["text"] for m in await sandbox_messages(http, sandbox)] == ["First bubble"]
+    assert [m["text"] for m in await outbound.sent()] == ["First bubble"]
 
     # Gupshup's status callback for the message it has: the lead's number, its own id.
     status = delivery_status(conversation, accepted["messageId"], "enqueued")
-    await broker.publish(status, message_id=status.event_id)
-    sent = await wait_for_sandbox_count(http, sandbox, 2)
+    await outbound.publish(status)
+    sent = await outbound.wait_sent(2)
     assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
-    first = await store.db["sends"].find_one({"_id": command.send_id(0)})
-    assert first is not None
+    first = await outbound.send(command.send_id(0))
     assert (first["state"], first["resolved_by"]) == ("submitted", "status")
     assert first["gupshup_message_id"] == accepted["messageId"]
     assert first["status"] == "enqueued"
 
     # A redelivered command sends nothing again.
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 3)
-    assert len(await sandbox_messages(http, sandbox)) == 2
+    assert len(await outbound.sent()) == 2
 
 
 async def test_ambiguous_send_gupshup_never_got_is_sent_once_when_no_status_came(
-    outbound: RunningService,
-    broker: Broker,
-    store: Store,
+    outbound: OutboundUnderTest,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # Gupshup failed inside and answered 500 without keeping the message: no status ever
     # names it, so after the resolve window (1.5 s here) it goes once more, then the rest.
-    await inject_fault(http, sandbox, mode="500", count=1, accept=False)
+    await outbound.fault(mode="500", count=1, accept=False)
     command = conversation.command("First bubble", "Second bubble")
-    await broker.publish(command, message_id=command.command_id)
-    sent = await wait_for_sandbox_count(http, sandbox, 2)
+    await outbound.publish(command)
+    sent = await outbound.wait_sent(2)
     assert [m["text"] for m in sent] == ["First bubble", "Second bubble"]
-    first = await store.db["sends"].find_one({"_id": command.send_id(0)})
-    assert first is not None
+    first = await outbound.send(command.send_id(0))
     assert (first["state"], first["attempts"], first["resent"]) == ("submitted", 2, True)
     assert first["gupshup_message_id"] == sent[0]["messageId"]
     await asyncio.sleep(2)
-    assert len(await sandbox_messages(http, sandbox)) == 2
+    assert len(await outbound.sent()) == 2
     assert outbound.outcome_count("dead") == 0
 
 
 async def test_delivery_status_updates_the_send(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     command = conversation.command("Only bubble")
-    await broker.publish(command, message_id=command.command_id)
-    [sent] = await wait_for_sandbox_count(http, sandbox, 1)
+    await outbound.publish(command)
+    [sent] = await outbound.wait_sent(1)
     await outbound.wait_for("ok", 1)
 
     status = DeliveryStatus(
@@ -306,7 +344,7 @@ async def test_delivery_status_updates_the_send(
         destination=LEAD_WA_ID,
         at=utcnow(),
     )
-    await broker.publish(status, message_id=status.event_id)
+    await outbound.publish(status)
     await outbound.wait_for("ok", 2)
 
     send = await store.db["sends"].find_one({"gupshup_message_id": sent["messageId"]})
@@ -336,23 +374,20 @@ def finished(*replicas: RunningService) -> int:
 
 
 async def test_late_status_does_not_move_the_send_backwards(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     command = conversation.command("Only bubble")
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 1)
-    [sent] = await sandbox_messages(http, sandbox)
+    [sent] = await outbound.sent()
 
     read = delivery_status(conversation, sent["messageId"], "read", at_offset_s=2)
-    await broker.publish(read, message_id=read.event_id)
+    await outbound.publish(read)
     await outbound.wait_for("ok", 2)
     delivered = delivery_status(conversation, sent["messageId"], "delivered", at_offset_s=1)
-    await broker.publish(delivered, message_id=delivered.event_id)
+    await outbound.publish(delivered)
     await outbound.wait_for("ok", 3)
 
     send = await store.db["sends"].find_one({"gupshup_message_id": sent["messageId"]})
@@ -361,66 +396,57 @@ async def test_late_status_does_not_move_the_send_backwards(
 
 async def test_concurrent_statuses_leave_every_send_at_its_furthest_status(
     services: ServiceRunner,
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     settings: Settings,
     gupshup: GupshupClient,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # Gupshup posts sent, delivered and read within milliseconds; replicas handle them at once.
     replica = await start_outbound(services, store, settings, gupshup)
     bubbles = 40
     command = conversation.command(*(f"Bubble {n}" for n in range(bubbles)))
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
 
     async def command_done() -> bool:
-        return finished(outbound, replica) >= 1
+        return finished(outbound.service, replica) >= 1
 
     await eventually(command_done)
-    sent = await sandbox_messages(http, sandbox)
+    sent = await outbound.sent()
     assert len(sent) == bubbles
     statuses = [
         delivery_status(conversation, message["messageId"], status, at_offset_s=offset)
         for message in sent
         for offset, status in enumerate(PROGRESS)
     ]
-    await asyncio.gather(*(broker.publish(s, message_id=s.event_id) for s in statuses))
+    await asyncio.gather(*(outbound.publish(s) for s in statuses))
 
     async def statuses_done() -> bool:
-        return finished(outbound, replica) >= 1 + len(statuses)
+        return finished(outbound.service, replica) >= 1 + len(statuses)
 
     await eventually(statuses_done, timeout=20)
-    assert sum(r.outcome_count("dead_lettered") for r in (outbound, replica)) == 0
+    assert sum(r.outcome_count("dead_lettered") for r in (outbound.service, replica)) == 0
     sends = await store.db["sends"].find({}).to_list()
     behind = [s["status"] for s in sends if s["status"] != "read"]
     assert behind == [], f"{len(behind)} of {bubbles} sends lost their 'read' status"
 
 
 async def test_command_naming_an_agent_of_another_organization_is_dead_lettered(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     command = conversation.command("Only bubble").model_copy(update={"org_id": "org_intruder"})
-    await broker.publish(command, message_id=command.command_id)
-    dead = await broker.fetch(broker.topology.dead_letter_queue("outbound"), timeout=5)
+    await outbound.publish(command)
+    dead = await outbound.dead_letter(timeout=5)
     assert dead is not None
     assert conversation.tenant.agent_id in str(dead.headers["x-dead-reason"])
-    assert await sandbox_messages(http, sandbox) == []
+    assert await outbound.sent() == []
 
 
 async def test_nothing_is_sent_to_a_lead_who_opted_out(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # DESIGN 2.6: nothing to an opted-out number except the opt-out confirmation.
     await ConsentRepository(store).record(
@@ -432,33 +458,30 @@ async def test_nothing_is_sent_to_a_lead_who_opted_out(
         at=utcnow(),
     )
     command = conversation.command("Are you looking to buy or to rent?")
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
 
     async def handled() -> bool:
-        return finished(outbound) >= 1
+        return finished(outbound.service) >= 1
 
     await eventually(handled)
-    assert await sandbox_messages(http, sandbox) == []
+    assert await outbound.sent() == []
 
 
 async def test_free_form_reply_outside_the_24_hour_window_is_not_sent(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     tenant: Tenant,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # DESIGN 2.6: free-form messages only inside 24 hours of the lead's last inbound message.
     stale = await start_conversation(store, tenant, last_inbound=timedelta(hours=25))
     command = stale.command("Are you still looking?")
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
 
     async def handled() -> bool:
-        return finished(outbound) >= 1
+        return finished(outbound.service) >= 1
 
     await eventually(handled)
-    assert await sandbox_messages(http, sandbox) == []
+    assert await outbound.sent() == []
 
 
 async def interrupted_claim(store: Store, conversation: Conversation, command: SendCommand) -> None:
@@ -482,46 +505,38 @@ async def interrupted_claim(store: Store, conversation: Conversation, command: S
 
 
 async def test_send_interrupted_mid_call_that_gupshup_has_is_not_repeated(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     command = conversation.command("Maybe delivered", "Certainly next")
     await interrupted_claim(store, conversation, command)
     # Gupshup had it: its status names a Gupshup id we never recorded, and the lead.
     status = delivery_status(conversation, "gs-before-the-crash", "sent")
-    await broker.publish(status, message_id=status.event_id)
+    await outbound.publish(status)
     await outbound.wait_for("ok", 1)
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 2)
 
-    assert [m["text"] for m in await sandbox_messages(http, sandbox)] == ["Certainly next"]
-    interrupted = await store.db["sends"].find_one({"_id": command.send_id(0)})
-    assert interrupted is not None
+    assert [m["text"] for m in await outbound.sent()] == ["Certainly next"]
+    interrupted = await outbound.send(command.send_id(0))
     assert (interrupted["state"], interrupted["status"]) == ("submitted", "sent")
     assert interrupted["gupshup_message_id"] == "gs-before-the-crash"
 
 
 async def test_send_interrupted_mid_call_without_any_status_is_sent_once_more(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     command = conversation.command("Maybe delivered", "Certainly next")
     await interrupted_claim(store, conversation, command)
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 1)
 
-    sent = await sandbox_messages(http, sandbox)
+    sent = await outbound.sent()
     assert [m["text"] for m in sent] == ["Maybe delivered", "Certainly next"]
-    interrupted = await store.db["sends"].find_one({"_id": command.send_id(0)})
-    assert interrupted is not None
+    interrupted = await outbound.send(command.send_id(0))
     assert (interrupted["state"], interrupted["attempts"]) == ("submitted", 2)
 
 
@@ -563,8 +578,7 @@ async def approved_template(
 
 
 async def test_business_initiated_templates_respect_the_messaging_tier(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     tenant: Tenant,
     sandbox: RunningSandbox,
@@ -582,54 +596,27 @@ async def test_business_initiated_templates_respect_the_messaging_tier(
     await store.db["agents"].update_one({"_id": tenant.agent_id}, {"$set": {"messaging_tier": 2}})
 
     # Three leads whose windows closed a day ago: a tier of 2 reaches two of them.
-    leads, threads = LeadRepository(store), ThreadRepository(store)
-    at = utcnow() - timedelta(hours=30)
+    still_looking = Bubble(
+        type="template",
+        text="Hi Rachel, are you still looking?",
+        template_id=template.id,
+        params=["Rachel"],
+    )
     commands = []
     for n, phone in enumerate(("+6591230001", "+6591230002", "+6591230003", "+6591230001")):
-        lead = await leads.get_or_create(
-            phone,
-            name=None,
-            org_id=tenant.org_id,
-            agent_id=tenant.agent_id,
-            at=at,
-            source={"source": "organic"},
+        stale = await start_conversation(
+            store, tenant, last_inbound=timedelta(hours=30), phone=phone, name=None
         )
-        thread = await threads.get_or_create(
-            org_id=tenant.org_id,
-            agent_id=tenant.agent_id,
-            lead_id=lead["_id"],
-            at=at,
-            source={"source": "organic"},
-        )
-        await threads.touch_inbound(tenant.org_id, thread["_id"], at)
-        commands.append(
-            SendCommand(
-                event_id=f"tier-{n}",
-                command_id=f"tier-{n}",
-                org_id=tenant.org_id,
-                agent_id=tenant.agent_id,
-                thread_id=thread["_id"],
-                lead_id=lead["_id"],
-                destination=phone,
-                created_at=utcnow(),
-                bubbles=[
-                    Bubble(
-                        type="template",
-                        text="Hi Rachel, are you still looking?",
-                        template_id=template.id,
-                        params=["Rachel"],
-                    )
-                ],
-            )
-        )
+        command = stale.command(command_id=f"tier-{n}")
+        commands.append(command.model_copy(update={"bubbles": [still_looking]}))
     for done, command in enumerate(commands, start=1):
-        await broker.publish(command, message_id=command.command_id)
+        await outbound.publish(command)
         await outbound.wait_for("ok", done)
 
-    sent = await sandbox_messages(http, sandbox)
+    sent = await outbound.sent()
     assert [m["destination"] for m in sent] == ["6591230001", "6591230002", "6591230001"]
-    skipped = await store.db["sends"].find_one({"_id": commands[2].send_id(0)})
-    assert skipped is not None and (skipped["state"], skipped["reason"]) == (
+    skipped = await outbound.send(commands[2].send_id(0))
+    assert (skipped["state"], skipped["reason"]) == (
         "skipped",
         "tier_limit",
     )
@@ -656,19 +643,18 @@ async def reconnect_template(
 
 
 async def test_reply_whose_window_closed_goes_as_its_fallback_template(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     tenant: Tenant,
     sandbox: RunningSandbox,
     http: aiohttp.ClientSession,
 ) -> None:
-    fallback = await reconnect_template(http, sandbox, store, tenant)
+    fallback = await reconnect_template(outbound.http, outbound.sandbox, store, tenant)
     stale = await start_conversation(store, tenant, last_inbound=timedelta(hours=25))
     command = stale.command("The unit is still available.", "Shall I book a viewing?")
     command = command.model_copy(update={"fallback": [fallback]})
-    await broker.publish(command, message_id=command.command_id)
-    [sent] = await wait_for_sandbox_count(http, sandbox, 1)
+    await outbound.publish(command)
+    [sent] = await outbound.wait_sent(1)
     await outbound.wait_for("ok", 1)
 
     assert sent["template"]["params"] == ["Rachel"]
@@ -681,35 +667,34 @@ async def test_reply_whose_window_closed_goes_as_its_fallback_template(
     history = await store.db["messages"].find({"thread_id": stale.thread_id}).to_list()
     assert [m["text"] for m in history if m.get("author") == "fallback"] == [fallback.text]
 
-    await broker.publish(command, message_id=command.command_id)  # redelivered: nothing more
+    await outbound.publish(command)  # redelivered: nothing more
     await outbound.wait_for("ok", 2)
-    assert len(await sandbox_messages(http, sandbox)) == 1
+    assert len(await outbound.sent()) == 1
 
 
 async def test_window_closed_failure_from_gupshup_sends_the_fallback_once(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     tenant: Tenant,
     conversation: Conversation,
     sandbox: RunningSandbox,
     http: aiohttp.ClientSession,
 ) -> None:
-    fallback = await reconnect_template(http, sandbox, store, tenant)
+    fallback = await reconnect_template(outbound.http, outbound.sandbox, store, tenant)
     command = conversation.command("First", "Second").model_copy(update={"fallback": [fallback]})
-    await broker.publish(command, message_id=command.command_id)
-    first, second = await wait_for_sandbox_count(http, sandbox, 2)
+    await outbound.publish(command)
+    first, second = await outbound.wait_sent(2)
     await outbound.wait_for("ok", 1)
 
     # WhatsApp judged the window closed after all (131047), for both bubbles.
     for n, sent in enumerate((first, second)):
         failed = delivery_status(conversation, sent["messageId"], "failed")
         failed = failed.model_copy(update={"error_code": 131047, "event_id": f"evt-failed-{n}"})
-        await broker.publish(failed, message_id=failed.event_id)
-    messages = await wait_for_sandbox_count(http, sandbox, 3)
+        await outbound.publish(failed)
+    messages = await outbound.wait_sent(3)
     assert messages[2]["template"]["params"] == ["Rachel"]
     await asyncio.sleep(1)
-    assert len(await sandbox_messages(http, sandbox)) == 3
+    assert len(await outbound.sent()) == 3
 
 
 def follow_up(conversation: Conversation, text: str, created_at: datetime) -> SendCommand:
@@ -721,51 +706,44 @@ def follow_up(conversation: Conversation, text: str, created_at: datetime) -> Se
     "settings", [{"quiet_hours_recheck_seconds": 0.3, "agent_cache_seconds": 0}], indirect=True
 )
 async def test_follow_up_waits_for_the_end_of_quiet_hours(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     tenant: Tenant,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     agents = store.db["agents"]
     quiet = quiet_hours_around_now().model_dump()
     await agents.update_one({"_id": tenant.agent_id}, {"$set": {"quiet_hours": quiet}})
     command = follow_up(conversation, "Any thoughts on the Tampines unit?", utcnow())
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("deferred", 3)  # looked at again and again, still quiet
-    assert await sandbox_messages(http, sandbox) == []
+    assert await outbound.sent() == []
     assert await store.db["sends"].find_one({"command_id": command.command_id}) is None
 
     # The same agent answering the lead meanwhile is not business-initiated: it goes.
     reply = conversation.command("Sure, 3 pm works.", command_id="rpl_now")
-    await broker.publish(reply, message_id=reply.command_id)
-    [sent] = await wait_for_sandbox_count(http, sandbox, 1)
+    await outbound.publish(reply)
+    [sent] = await outbound.wait_sent(1)
     assert sent["text"] == "Sure, 3 pm works."
 
     # Morning comes (the quiet period ends): the follow-up goes out.
     awake = quiet_hours_away_from_now().model_dump()
     await agents.update_one({"_id": tenant.agent_id}, {"$set": {"quiet_hours": awake}})
-    messages = await wait_for_sandbox_count(http, sandbox, 2)
+    messages = await outbound.wait_sent(2)
     assert messages[1]["text"] == "Any thoughts on the Tampines unit?"
 
 
 async def test_follow_up_the_lead_overtook_is_skipped(
-    outbound: RunningService,
-    broker: Broker,
-    store: Store,
+    outbound: OutboundUnderTest,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # Scheduled before the lead's latest message (a minute ago): pointless now.
     command = follow_up(conversation, "Still looking?", utcnow() - timedelta(minutes=5))
-    await broker.publish(command, message_id=command.command_id)
+    await outbound.publish(command)
     await outbound.wait_for("ok", 1)
-    assert await sandbox_messages(http, sandbox) == []
-    send = await store.db["sends"].find_one({"_id": command.send_id(0)})
-    assert send is not None and send["reason"] == "lead_wrote_since"
+    assert await outbound.sent() == []
+    send = await outbound.send(command.send_id(0))
+    assert send["reason"] == "lead_wrote_since"
 
 
 def test_quiet_hours_wrap_past_midnight_and_follow_daylight_saving() -> None:
@@ -785,38 +763,32 @@ def test_quiet_hours_wrap_past_midnight_and_follow_daylight_saving() -> None:
 
 
 async def test_gupshup_unavailable_is_retried_and_replies_keep_their_order(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     store: Store,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
     # Two 503s (within the retry budget): nothing is dead-lettered, every bubble goes once
     # when Gupshup is back, and the later reply waits for the earlier one.
-    await inject_fault(http, sandbox, mode="503", count=2)
+    await outbound.fault(mode="503", count=2)
     first = conversation.command("First bubble", "Second bubble", command_id="rpl_a")
     later = conversation.command("Later reply", command_id="rpl_b")
     for reply in (first, later):  # stored first, as the brain does: order follows the store
         await ReplyRepository(store).create(reply, [], "rules")
-    await broker.publish(first, message_id=first.command_id)
-    await broker.publish(later, message_id=later.command_id)
-    sent = await wait_for_sandbox_count(http, sandbox, 3)
+    await outbound.publish(first)
+    await outbound.publish(later)
+    sent = await outbound.wait_sent(3)
     assert [m["text"] for m in sent] == ["First bubble", "Second bubble", "Later reply"]
     assert outbound.outcome_count("dead") == 0
 
 
 @pytest.mark.parametrize("settings", [{"gupshup_outage_max_seconds": 0.5}], indirect=True)
 async def test_a_reply_gupshup_never_took_is_dead_lettered_after_the_outage_limit(
-    outbound: RunningService,
-    broker: Broker,
+    outbound: OutboundUnderTest,
     conversation: Conversation,
-    sandbox: RunningSandbox,
-    http: aiohttp.ClientSession,
 ) -> None:
-    await inject_fault(http, sandbox, mode="503")  # until cleared
+    await outbound.fault(mode="503")  # until cleared
     command = conversation.command("Never sent")
-    await broker.publish(command, message_id=command.command_id)
-    dead = await broker.fetch(broker.topology.dead_letter_queue("outbound"), timeout=15)
+    await outbound.publish(command)
+    dead = await outbound.dead_letter(timeout=15)
     assert dead is not None and "not reached" in str(dead.headers["x-dead-reason"])
-    assert await sandbox_messages(http, sandbox) == []
+    assert await outbound.sent() == []

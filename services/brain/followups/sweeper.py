@@ -44,11 +44,11 @@ from shared.repositories.templates import TemplateRepository, first_name_of
 from shared.repositories.threads import Thread, ThreadRepository
 from shared.settings import Settings
 from shared.store import Store
+from shared.whatsapp import window_open
 
 log = get_logger(__name__)
 
 # WhatsApp's customer service window (outbound decides again when it sends).
-SESSION_WINDOW = timedelta(hours=24)
 # A follow-up skipped for one of these still leaves the later steps of its sequence.
 STEP_ONLY_REASONS = ("window_closed",)
 
@@ -186,9 +186,8 @@ class Sweeper:
             template_id = agent.reminder_template_id
             params = [first_name_of(name), when_label(start, agent.timezone)]
         fallback = await self._templates.filled(agent.org_id, agent.id, template_id, params)
-        last_inbound = thread.last_inbound_at
-        window_open = last_inbound is not None and now - last_inbound <= SESSION_WINDOW
-        if not window_open and not fallback:
+        window_is_open = window_open(thread.last_inbound_at, now)
+        if not window_is_open and not fallback:
             await self._skip(schedule, "window_closed", now)  # free text may not go, no template
             return 0
         command = send_command(
@@ -209,7 +208,7 @@ class Sweeper:
             step=schedule.step,
             thread_id=schedule.thread_id,
             command_id=stored.command_id,
-            template=not window_open,
+            template=not window_is_open,
         )
         return 1
 
