@@ -26,6 +26,7 @@ from bench.stats import Samples, parse_metrics
 from cli.local_stack import SERVICES, StackProcesses, stack_env
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
+from shared.onboarding import CALLBACK_PATH
 from shared.quiet_hours import QuietHours
 from shared.repositories.agents import Agent, AgentRepository, Persona
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
@@ -146,7 +147,7 @@ class BenchStack:
 
     def webhook_url(self, agent: BenchAgent) -> str:
         """The agent's callback URL (what Gupshup posts to)."""
-        return f"{self.ingress_url}/v1/webhooks/gupshup/{agent.callback_key}"
+        return f"{self.ingress_url}{CALLBACK_PATH}{agent.callback_key}"
 
     async def onboard(
         self, count: int = 1, *, rate: float = 20.0, throughput: int | None = None

@@ -27,6 +27,7 @@ import aiohttp
 
 from shared.crypto import KeyRing
 from shared.logs import get_logger
+from shared.onboarding import callback_url
 from shared.phones import wa_id
 from shared.repositories.agents import AgentRepository, Persona
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
@@ -244,7 +245,7 @@ async def ensure_demo(settings: Settings, sandbox_url: str) -> dict[str, Any]:
         DEMO_FILE.chmod(0o600)
     finally:
         await store.close()
-    url = f"{str(settings.public_base_url).rstrip('/')}/v1/webhooks/gupshup/{callback_key}"
+    url = callback_url(settings, callback_key)
     async with (
         aiohttp.ClientSession() as http,
         http.post(
