@@ -125,6 +125,24 @@ class TemplateRepository:
             raise TemplateExists(f"template {name!r} ({language}) exists already") from None
         return template
 
+    async def record_submission(
+        self, claim: Template, *, status: str, provider_id: str, reason: str | None
+    ) -> Template:
+        """Record the provider's answer to a claimed template's application; the template as
+        now stored."""
+        await self.set_status(
+            claim.org_id,
+            claim.agent_id,
+            claim.name,
+            claim.language,
+            status=status,
+            provider_id=provider_id,
+            reason=reason,
+        )
+        stored = await self.get(claim.org_id, claim.id)
+        assert stored is not None  # claimed above, and only a failed submission drops it
+        return stored
+
     async def drop_claim(self, template: Template) -> None:
         """Give a name back when the submission failed."""
         await with_retry(

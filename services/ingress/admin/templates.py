@@ -100,17 +100,9 @@ async def create_template(call: api.Call, body: TemplateCreate) -> web.StreamRes
     except PartnerError as exc:
         await templates.drop_claim(template)
         raise api.ApiError(422, "rejected_by_gupshup", str(exc)) from None
-    await templates.set_status(
-        call.org_id,
-        agent.id,
-        body.name,
-        body.language,
-        status=submitted.status,
-        provider_id=submitted.id,
-        reason=submitted.reason,
+    stored = await templates.record_submission(
+        template, status=submitted.status, provider_id=submitted.id, reason=submitted.reason
     )
-    stored = await templates.get(call.org_id, template.id)
-    assert stored is not None
     await call.audited("template.create", template.id, after=stored.public())
     return api.json_response(stored.public(), status=201)
 
