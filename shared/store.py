@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
 from tenacity import (
@@ -59,6 +60,25 @@ async def with_retry(operation: Callable[[], Awaitable[T]], attempts: int = 8) -
         with attempt:
             return await operation()
     raise AssertionError("unreachable")
+
+
+async def insert_if_absent(
+    collection: AsyncCollection[Document], document: Document, same: Document
+) -> Document | None:
+    """Insert `document`, or, when a unique index says it is there already, return the stored
+    document `same` selects (None when this call inserted it).
+
+    The duplicate key is re-raised when `same` finds nothing: the unique index that refused
+    the write is not the one `same` reads by.
+    """
+    try:
+        await with_retry(lambda: collection.insert_one(document))
+    except DuplicateKeyError:
+        existing = await with_retry(lambda: collection.find_one(same))
+        if existing is None:
+            raise
+        return existing
+    return None
 
 
 async def converge(
