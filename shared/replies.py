@@ -8,7 +8,7 @@ Storing first means a crash between the two is repaired by publishing what is st
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal, NamedTuple, Protocol
+from typing import Literal, Protocol
 
 from shared.broker import Broker
 from shared.errors import Defer
@@ -37,13 +37,6 @@ class ThreadAddress(Protocol):
 
     @property
     def lead_id(self) -> str: ...
-
-
-class _StoredThreadAddress(NamedTuple):
-    org_id: str
-    agent_id: str
-    thread_id: str
-    lead_id: str
 
 
 def send_command(
@@ -77,8 +70,7 @@ def send_command(
 
 def human_command(thread: Thread, destination: str, bubbles: list[Bubble]) -> SendCommand:
     """A new send command for messages a person writes into a thread (not the bot)."""
-    address = _StoredThreadAddress(thread.org_id, thread.agent_id, thread.id, thread.lead_id)
-    return send_command(new_id("rpl"), address, destination, bubbles, utcnow())
+    return send_command(new_id("rpl"), thread, destination, bubbles, utcnow())
 
 
 def outbound_message(command: SendCommand, send_id: str, bubble: Bubble, author: str) -> Document:

@@ -10,7 +10,7 @@ from typing import Literal
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id, new_id
-from shared.models import Bubble, utcnow
+from shared.models import Bubble, TemplateEvent, utcnow
 from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, with_retry
 
@@ -150,6 +150,22 @@ class TemplateRepository:
                 {"_id": template.id, "org_id": template.org_id, "provider_id": None}
             )
         )
+
+    async def record_event(self, event: TemplateEvent) -> bool:
+        """Record a status Gupshup reported for a template; False when the event names none."""
+        if not event.name or not event.language:
+            return False
+        await self.set_status(
+            event.org_id,
+            event.agent_id,
+            event.name,
+            event.language,
+            status=event.status,
+            provider_id=event.template_id,
+            reason=event.reason,
+            at=event.at,
+        )
+        return True
 
     async def set_status(
         self,

@@ -46,6 +46,11 @@ class Thread(BaseModel):
     handoff_note: str | None = None
 
     @property
+    def thread_id(self) -> str:
+        """The thread's id (what commands and messages call it)."""
+        return self.id
+
+    @property
     def source_name(self) -> str:
         """How the lead came to this agent: ad, campaign, import or organic."""
         return str(self.source.get("source", "organic"))
