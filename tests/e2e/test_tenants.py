@@ -165,54 +165,35 @@ async def test_templates_are_applied_for_approved_and_used_outside_the_window(
     lead, first = await greeted_lead(stack, agent)
     base = f"/v1/agents/{agent.agent.id}/templates"
 
-    created = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {
-            "name": "viewing_follow_up",
-            "language": "en",
-            "category": "UTILITY",
-            "body": "Hi {{1}}, are you still interested in viewing {{2}}?",
-            "examples": ["Rachel", "The Tampines unit"],
-        },
-        expect=201,
+    async def submit(expect: int, **template: Any) -> Any:
+        """Submit a template for the agent; the answer, whose status must be `expect`."""
+        return await stack.admin("POST", base, agent.org_key, template, expect=expect)
+
+    created = await submit(
+        201,
+        name="viewing_follow_up",
+        language="en",
+        category="UTILITY",
+        body="Hi {{1}}, are you still interested in viewing {{2}}?",
+        examples=["Rachel", "The Tampines unit"],
     )
     assert created["status"] == "PENDING" and created["parameters"] == 2
-    duplicate = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {
-            "name": "viewing_follow_up",
-            "language": "en",
-            "category": "UTILITY",
-            "body": "Hi {{1}}",
-            "examples": ["x"],
-        },
-        expect=409,
+    duplicate = await submit(
+        409,
+        name="viewing_follow_up",
+        language="en",
+        category="UTILITY",
+        body="Hi {{1}}",
+        examples=["x"],
     )
     assert duplicate["error"]["code"] == "template_exists"
-    bad = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {"name": "short", "category": "UTILITY", "body": "Hi {{1}} {{3}}", "examples": ["a", "b"]},
-        expect=422,
+    bad = await submit(
+        422, name="short", category="UTILITY", body="Hi {{1}} {{3}}", examples=["a", "b"]
     )
     assert "placeholders" in json.dumps(bad)
 
-    rejected = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {
-            "name": "big_discount",
-            "category": "MARKETING",
-            "body": "Huge discount today!",
-            "examples": [],
-        },
-        expect=201,
+    rejected = await submit(
+        201, name="big_discount", category="MARKETING", body="Huge discount today!", examples=[]
     )
     await stack.control(
         "POST",
