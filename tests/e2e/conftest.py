@@ -25,6 +25,7 @@ from shared.repositories.organizations import Organization, OrganizationReposito
 from shared.settings import Settings
 from shared.store import Store
 from tests.conftest import TEST_KEY_RING, free_port, make_settings, quiet_hours_away_from_now
+from tests.fakes.anthropic_api import FakeAnthropic
 
 NEW_KEY = "test-2:" + "WllYV1ZVVFNSUVBPTk1MS0pJSEdGRURDQkE5ODc2NTQ="  # 32 bytes
 
@@ -295,3 +296,15 @@ async def running_stack(
         await broker.close()
         await store.client.drop_database(settings.mongodb_db)
         await store.close()
+
+
+@pytest.fixture(scope="module")
+async def fake_anthropic() -> AsyncIterator[FakeAnthropic]:
+    """A fake Messages API for one module's own stack, with a key no other module knows."""
+    async with FakeAnthropic(api_key=f"sk-ant-e2e-{uuid.uuid4().hex}") as running:
+        yield running
+
+
+def anthropic_env(fake: FakeAnthropic) -> dict[str, str]:
+    """The environment that points a stack's brain at `fake` (`running_stack`'s `env`)."""
+    return {"ANTHROPIC_API_KEY": fake.api_key, "ANTHROPIC_BASE_URL": fake.base_url}

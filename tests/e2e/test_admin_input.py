@@ -68,6 +68,44 @@ async def own_call(stack: Stack, setting: Setting, op: Operation) -> tuple[str, 
     return fill_path(op.path, ids), fill_body(body, body_ids)
 
 
+async def own_calls(
+    stack: Stack, setting: Setting, ops: list[Operation], problems: list[str]
+) -> AsyncIterator[tuple[Operation, str, Any]]:
+    """Each of `ops` with C's path and sample body; one that lacks either is a problem."""
+    for op in ops:
+        try:
+            path, body = await own_call(stack, setting, op)
+        except (MissingSample, MissingId) as exc:
+            problems.append(str(exc))
+            continue
+        yield op, path, body
+
+
+async def shown_agent(stack: Stack, setting: Setting) -> Any:
+    """C's agent as the admin API shows it."""
+    return await stack.admin("GET", f"/v1/agents/{setting.c.ids['agent_id']}", setting.c.key)
+
+
+async def shown_agents(stack: Stack, setting: Setting) -> Any:
+    """C's page of agents as the admin API shows it."""
+    return await stack.admin("GET", "/v1/agents", setting.c.key)
+
+
+async def agent_names(stack: Stack, setting: Setting) -> set[str]:
+    """The names of C's agents."""
+    return {a["name"] for a in (await shown_agents(stack, setting))["items"]}
+
+
+def agent_body(name: str, app: str, api_key: str, number: str | None = None) -> dict[str, Any]:
+    """A body that creates an agent, on a fresh number unless `number` is given."""
+    return {
+        "name": name,
+        "number": number or fresh_sg_mobile(),
+        "gupshup_app": app,
+        "gupshup_api_key": api_key,
+    }
+
+
 def names_field(answer: Any, field: str) -> bool:
     """True when a 422 answer's `fields` names `field` (also as `parent.field`)."""
     fields = error_of(answer).get("fields") or {}
@@ -99,12 +137,7 @@ def key_for(stack: Stack, setting: Setting, op: Operation) -> str:
 
 async def test_unknown_fields_are_refused_naming_them(stack: Stack, setting: Setting) -> None:
     problems: list[str] = []
-    for op in json_body_ops(setting):
-        try:
-            path, body = await own_call(stack, setting, op)
-        except (MissingSample, MissingId) as exc:
-            problems.append(str(exc))
-            continue
+    async for op, path, body in own_calls(stack, setting, json_body_ops(setting), problems):
         status, answer = await request(
             stack, op.method, path, key_for(stack, setting, op), {**body, "colour": "teal"}
         )
@@ -124,12 +157,7 @@ async def test_unknown_fields_are_refused_naming_them(stack: Stack, setting: Set
             stack, "PATCH", f"/v1/agents/{agent}", setting.c.key, {field: value}
         )
         expect_invalid(problems, f"PATCH agent with {field}", status, answer, field)
-    create = {
-        "name": "Nested Unknown",
-        "number": fresh_sg_mobile(),
-        "gupshup_app": "NestedUnknown",
-        "gupshup_api_key": "gs-nested",
-    }
+    create = agent_body("Nested Unknown", "NestedUnknown", "gs-nested")
     for extra, field in (
         ({"status": "suspended"}, "status"),
         ({"persona": {"bot_name": "Kai", "mood": "cheery"}}, "mood"),
@@ -144,12 +172,7 @@ async def test_unknown_fields_are_refused_naming_them(stack: Stack, setting: Set
 async def test_wrong_types_are_refused_naming_the_field(stack: Stack, setting: Setting) -> None:
     c = setting.c
     agent = c.ids["agent_id"]
-    create = {
-        "name": "Typed Agent",
-        "number": fresh_sg_mobile(),
-        "gupshup_app": "TypedAgent",
-        "gupshup_api_key": "gs-typed",
-    }
+    create = agent_body("Typed Agent", "TypedAgent", "gs-typed")
     cases: list[tuple[str, str, dict[str, Any], str]] = [
         ("POST", "/v1/agents", create | {"name": 123}, "name"),
         ("POST", "/v1/agents", create | {"number": 91234567}, "number"),
@@ -171,8 +194,7 @@ async def test_wrong_types_are_refused_naming_the_field(stack: Stack, setting: S
     for method, path, body, field in cases:
         status, answer = await request(stack, method, path, c.key, body)
         expect_invalid(problems, f"{method} {path} {body}", status, answer, field)
-    agents = await stack.admin("GET", "/v1/agents", c.key)
-    if any(a["name"] == "Typed Agent" for a in agents["items"]):
+    if "Typed Agent" in await agent_names(stack, setting):
         problems.append("an agent was created from a refused body")
     assert not problems, failed(problems)
 
@@ -183,13 +205,13 @@ async def test_numbers_are_not_coerced_from_strings_or_booleans(
     # `Body` promises "values are not coerced loosely": true is not a rate, nor is "20".
     c = setting.c
     agent = c.ids["agent_id"]
-    before = await stack.admin("GET", f"/v1/agents/{agent}", c.key)
+    before = await shown_agent(stack, setting)
     problems: list[str] = []
     for value in (True, "20"):
         body = {"rate_per_second": value}
         status, answer = await request(stack, "PATCH", f"/v1/agents/{agent}", c.key, body)
         expect_invalid(problems, f"PATCH agent {body}", status, answer, "rate_per_second")
-    after = await stack.admin("GET", f"/v1/agents/{agent}", c.key)
+    after = await shown_agent(stack, setting)
     if after["rate_per_second"] != before["rate_per_second"]:
         problems.append(
             f"the agent's rate changed from {before['rate_per_second']} to "
@@ -212,13 +234,8 @@ async def too_large_chunks(size: int) -> AsyncIterator[bytes]:
 
 async def test_body_over_one_mebibyte_is_413_json_error(stack: Stack, setting: Setting) -> None:
     problems: list[str] = []
-    agents_before = await stack.admin("GET", "/v1/agents", setting.c.key)
-    for op in with_body_ops(setting):
-        try:
-            path, _ = await own_call(stack, setting, op)
-        except (MissingSample, MissingId) as exc:
-            problems.append(str(exc))
-            continue
+    agents_before = await shown_agents(stack, setting)
+    async for op, path, _ in own_calls(stack, setting, with_body_ops(setting), problems):
         key = key_for(stack, setting, op)
         padded = json.dumps({"name": "x" * ONE_MIB}).encode()
         for how, data in (
@@ -232,7 +249,7 @@ async def test_body_over_one_mebibyte_is_413_json_error(stack: Stack, setting: S
     near = json.dumps({"padding": "x" * (ONE_MIB - 100)}).encode()
     status, answer = await request(stack, "POST", "/v1/api-keys", setting.c.key, data=near)
     expect_invalid(problems, "POST /v1/api-keys just under 1 MiB", status, answer, "padding")
-    if await stack.admin("GET", "/v1/agents", setting.c.key) != agents_before:
+    if await shown_agents(stack, setting) != agents_before:
         problems.append("an agent was created from an oversized body")
     assert not problems, failed(problems)
 
@@ -242,12 +259,7 @@ async def test_invalid_json_is_a_422_json_error_with_a_stable_code(
 ) -> None:
     problems: list[str] = []
     bad_bodies = [b"{not json", b'{"name": "x",}', b"\xff\xfe\x00", b"[1, 2]", b"null", b'"x"']
-    for op in json_body_ops(setting):
-        try:
-            path, _ = await own_call(stack, setting, op)
-        except (MissingSample, MissingId) as exc:
-            problems.append(str(exc))
-            continue
+    async for op, path, _ in own_calls(stack, setting, json_body_ops(setting), problems):
         for raw in bad_bodies:
             status, answer = await request(
                 stack, op.method, path, key_for(stack, setting, op), data=raw
@@ -276,16 +288,11 @@ async def test_duplicate_number_is_409_number_taken_in_any_written_form(
 ) -> None:
     c, d = setting.c, setting.d
     problems: list[str] = []
-    agents_before = await stack.admin("GET", "/v1/agents", c.key)
+    agents_before = await shown_agents(stack, setting)
     own_number = c.onboarded.agent.number
     for whose, number in (("C's own agent", own_number), ("D's agent", d.agent.number)):
         for form in written_forms(number):
-            body = {
-                "name": "Copycat",
-                "number": form,
-                "gupshup_app": f"Copy{uuid.uuid4().hex[:8]}",
-                "gupshup_api_key": "gs-copy",
-            }
+            body = agent_body("Copycat", f"Copy{uuid.uuid4().hex[:8]}", "gs-copy", form)
             status, answer = await request(stack, "POST", "/v1/agents", c.key, body)
             if status != 409 or error_of(answer).get("code") != "number_taken":
                 problems.append(
@@ -293,7 +300,7 @@ async def test_duplicate_number_is_409_number_taken_in_any_written_form(
                 )
             elif leaked := [s for s in (d.org.id, d.agent.id, d.app) if s in json.dumps(answer)]:
                 problems.append(f"the 409 for {form!r} shows organization D's {leaked}")
-    if await stack.admin("GET", "/v1/agents", c.key) != agents_before:
+    if await shown_agents(stack, setting) != agents_before:
         problems.append("an agent with a taken number was created")
 
     # Changing an agent's number to a taken one is refused too; its own number in another
@@ -319,12 +326,7 @@ async def test_duplicate_number_is_409_number_taken_in_any_written_form(
             "POST",
             "/v1/agents",
             key,
-            {
-                "name": "Racer",
-                "number": form,
-                "gupshup_app": f"Race{uuid.uuid4().hex[:8]}",
-                "gupshup_api_key": "gs-race",
-            },
+            agent_body("Racer", f"Race{uuid.uuid4().hex[:8]}", "gs-race", form),
         )
         for key, form in ((c.key, number), (d.org_key, f"+65 {number}"))
     ]
@@ -359,8 +361,7 @@ async def test_invalid_phone_is_422_naming_the_number_field(stack: Stack, settin
             stack, "PATCH", f"/v1/agents/{agent}", c.key, {field: "+65 1234"}
         )
         expect_invalid(problems, f"PATCH agent {field} '+65 1234'", status, answer, field)
-    agents = await stack.admin("GET", "/v1/agents", c.key)
-    if any(a["name"] == "Bad Number" for a in agents["items"]):
+    if "Bad Number" in await agent_names(stack, setting):
         problems.append("an agent with an invalid number was created")
     assert not problems, failed(problems)
 
@@ -370,19 +371,14 @@ INVALID_ZONES = ["Mars/Olympus_Mons", "Asia/Singapur", "asia/singapore", "+08:00
 
 async def test_invalid_time_zone_is_422_naming_timezone(stack: Stack, setting: Setting) -> None:
     c = setting.c
-    agent = c.ids["agent_id"]
     org_before = await stack.admin("GET", "/v1/organization", c.key)
-    agent_before = await stack.admin("GET", f"/v1/agents/{agent}", c.key)
+    agent_before = await shown_agent(stack, setting)
     problems: list[str] = []
     zoned = [op for op in json_body_ops(setting) if "timezone" in op.body_fields]
     if not {"update_organization", "update_agent"} <= {op.operation_id for op in zoned}:
         problems.append(f"the organization's or agent's PATCH takes no timezone: {zoned}")
-    for op in zoned:  # every body with a time zone in it, the PATCHes included
-        try:
-            path, body = await own_call(stack, setting, op)
-        except (MissingSample, MissingId) as exc:
-            problems.append(str(exc))
-            continue
+    # Every body with a time zone in it, the PATCHes included.
+    async for op, path, body in own_calls(stack, setting, zoned, problems):
         for zone in INVALID_ZONES:
             status, answer = await request(
                 stack, op.method, path, key_for(stack, setting, op), body | {"timezone": zone}
@@ -390,7 +386,7 @@ async def test_invalid_time_zone_is_422_naming_timezone(stack: Stack, setting: S
             expect_invalid(problems, f"{op.name} timezone {zone!r}", status, answer, "timezone")
     if await stack.admin("GET", "/v1/organization", c.key) != org_before:
         problems.append("a refused PATCH changed the organization's time zone")
-    if await stack.admin("GET", f"/v1/agents/{agent}", c.key) != agent_before:
+    if await shown_agent(stack, setting) != agent_before:
         problems.append("a refused PATCH changed the agent's time zone")
     assert not problems, failed(problems)
 
@@ -420,7 +416,7 @@ async def test_persona_with_unknown_tone_or_long_bot_name_is_422(
 ) -> None:
     c = setting.c
     agent = c.ids["agent_id"]
-    before = await stack.admin("GET", f"/v1/agents/{agent}", c.key)
+    before = await shown_agent(stack, setting)
     problems: list[str] = []
     cases = [
         ({"tone": "sarcastic"}, "tone"),
@@ -432,16 +428,10 @@ async def test_persona_with_unknown_tone_or_long_bot_name_is_422(
     for persona, field in cases:
         status, answer = await request(stack, "PUT", f"/v1/agents/{agent}/persona", c.key, persona)
         expect_invalid(problems, f"PUT persona {persona}", status, answer, field)
-        body = {
-            "name": "Persona Agent",
-            "number": fresh_sg_mobile(),
-            "gupshup_app": "PersonaAgent",
-            "gupshup_api_key": "gs-persona",
-            "persona": persona,
-        }
+        body = agent_body("Persona Agent", "PersonaAgent", "gs-persona") | {"persona": persona}
         status, answer = await request(stack, "POST", "/v1/agents", c.key, body)
         expect_invalid(problems, f"POST /v1/agents persona {persona}", status, answer, field)
-    if await stack.admin("GET", f"/v1/agents/{agent}", c.key) != before:
+    if await shown_agent(stack, setting) != before:
         problems.append("a refused persona changed the agent")
     # The longest name allowed is 40 characters.
     status, answer = await request(
@@ -476,12 +466,7 @@ async def test_credentials_are_write_only(stack: Stack, setting: Setting) -> Non
         "POST",
         "/v1/agents",
         c.key,
-        {
-            "name": "Secret Keeper",
-            "number": fresh_sg_mobile(),
-            "gupshup_app": f"Secret{uuid.uuid4().hex[:8]}",
-            "gupshup_api_key": secrets["first"],
-        },
+        agent_body("Secret Keeper", f"Secret{uuid.uuid4().hex[:8]}", secrets["first"]),
         expect=201,
     )
     agent = created["agent_id"]

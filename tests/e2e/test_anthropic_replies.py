@@ -14,11 +14,10 @@ from typing import Any
 import pytest
 
 from services.brain.engines.anthropic_engine import COMPOSE_TOOL, UNDERSTAND_TOOL
-from tests.e2e.conftest import Stack, running_stack
+from tests.e2e.conftest import Stack, anthropic_env, running_stack
 from tests.e2e.test_pipeline import new_lead, settled_reply
 from tests.fakes.anthropic_api import FakeAnthropic, RecordedRequest
 
-API_KEY = "test-key"
 MODEL = "claude-e2e-test-model"
 UNDERSTOOD: dict[str, Any] = {
     "facts": {"property_type": "condo", "bedrooms": 3, "area": "Pasir Ris"},
@@ -38,28 +37,18 @@ MODEL_REPLIES = [
 
 
 @pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=API_KEY) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 async def anthropic_stack(
-    fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
+    fake_anthropic: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
-    env = {
-        "ANTHROPIC_API_KEY": API_KEY,
-        "ANTHROPIC_BASE_URL": fake.base_url,
-        "ANTHROPIC_MODEL": MODEL,
-    }
+    env = {**anthropic_env(fake_anthropic), "ANTHROPIC_MODEL": MODEL}
     async with running_stack(tmp_path_factory.mktemp("anthropic-stack-logs"), env) as stack:
         yield stack
 
 
 async def test_lead_gets_the_models_replies_in_two_calls_each(
-    anthropic_stack: Stack, fake: FakeAnthropic
+    anthropic_stack: Stack, fake_anthropic: FakeAnthropic
 ) -> None:
-    stack = anthropic_stack
+    stack, fake = anthropic_stack, fake_anthropic
 
     def compose(request: RecordedRequest) -> dict[str, Any]:
         turn = len(fake.requests_for(COMPOSE_TOOL)) - 1
@@ -89,7 +78,7 @@ async def test_lead_gets_the_models_replies_in_two_calls_each(
     for request in fake.requests:
         assert request.body["model"] == MODEL
         credentials = {request.headers.get("x-api-key"), request.headers.get("authorization")}
-        assert credentials & {API_KEY, f"Bearer {API_KEY}"}, request.headers
+        assert credentials & {fake.api_key, f"Bearer {fake.api_key}"}, request.headers
         assert "You are Mia, the WhatsApp assistant of Jason Tan" in request.system_text
     for request in fake.requests[2:]:
         # The second reply's prompts hold the first exchange as history, the model's own

@@ -29,6 +29,35 @@ def realtybot(
     )
 
 
+def add_agent(
+    settings: Settings,
+    org_id: str,
+    *,
+    name: str,
+    number: str,
+    app: str,
+    api_key: str,
+    options: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run `realtybot agent add` for one agent of `org_id`, with any further `options`."""
+    return realtybot(
+        settings,
+        "agent",
+        "add",
+        "--org",
+        org_id,
+        "--name",
+        name,
+        "--number",
+        number,
+        "--gupshup-app",
+        app,
+        "--gupshup-api-key",
+        api_key,
+        *options,
+    )
+
+
 def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     """The one JSON object a successful command prints."""
     assert result.returncode == 0, result.stderr
@@ -43,24 +72,14 @@ async def test_operator_onboards_an_organization_and_agent_with_the_cli(stack: S
     assert org["org_id"].startswith("org_") and org["api_key"]
 
     agent = ok_json(
-        realtybot(
+        add_agent(
             stack.settings,
-            "agent",
-            "add",
-            "--org",
             org["org_id"],
-            "--name",
-            "May Lee",
-            "--number",
-            "9123 4567",
-            "--gupshup-app",
-            "CliHomesSG",
-            "--gupshup-api-key",
-            "super-secret-gupshup-key",
-            "--bot-name",
-            "Kai",
-            "--rate",
-            "10",
+            name="May Lee",
+            number="9123 4567",
+            app="CliHomesSG",
+            api_key="super-secret-gupshup-key",
+            options=("--bot-name", "Kai", "--rate", "10"),
         )
     )
     assert agent["number"] == "+6591234567"
@@ -91,20 +110,8 @@ async def test_cli_failures_are_readable_and_nonzero(stack: Stack) -> None:
     assert duplicate.returncode != 0 and "exists" in duplicate.stderr
     assert duplicate.stdout == ""
 
-    bad_number = realtybot(
-        stack.settings,
-        "agent",
-        "add",
-        "--org",
-        org["org_id"],
-        "--name",
-        "X",
-        "--number",
-        "12",
-        "--gupshup-app",
-        "A",
-        "--gupshup-api-key",
-        "k",
+    bad_number = add_agent(
+        stack.settings, org["org_id"], name="X", number="12", app="A", api_key="k"
     )
     assert bad_number.returncode != 0 and "not a valid phone number" in bad_number.stderr
 
@@ -115,20 +122,13 @@ async def test_cli_failures_are_readable_and_nonzero(stack: Stack) -> None:
 async def test_admin_api_is_scoped_to_the_api_keys_organization(stack: Stack) -> None:
     org = ok_json(realtybot(stack.settings, "org", "create", "--name", "Admin Homes"))
     ours = ok_json(
-        realtybot(
+        add_agent(
             stack.settings,
-            "agent",
-            "add",
-            "--org",
             org["org_id"],
-            "--name",
-            "Ann Ng",
-            "--number",
-            "+65 9222 3333",
-            "--gupshup-app",
-            "AdminHomesSG",
-            "--gupshup-api-key",
-            "admin-secret-key",
+            name="Ann Ng",
+            number="+65 9222 3333",
+            app="AdminHomesSG",
+            api_key="admin-secret-key",
         )
     )
     theirs = await stack.onboard()  # an agent of another organization
@@ -198,20 +198,13 @@ async def test_an_agent_works_in_its_organizations_time_zone_unless_told_otherwi
         )
     )
     by_cli = ok_json(
-        realtybot(
+        add_agent(
             stack.settings,
-            "agent",
-            "add",
-            "--org",
             org["org_id"],
-            "--name",
-            "Tom Hale",
-            "--number",
-            "07911 123456",
-            "--gupshup-app",
-            "LondonLetsTom",
-            "--gupshup-api-key",
-            "london-key-1",
+            name="Tom Hale",
+            number="07911 123456",
+            app="LondonLetsTom",
+            api_key="london-key-1",
         )
     )
     admin = f"http://127.0.0.1:{stack.settings.admin_port}"
@@ -236,21 +229,13 @@ async def test_an_agent_works_in_its_organizations_time_zone_unless_told_otherwi
     assert await zone_of(by_cli["agent_id"]) == "Europe/London"
     assert await zone_of(zones["Ada Moss"]) == "Europe/London"
     assert await zone_of(zones["Raj Iyer"]) == "Asia/Kolkata"
-    bad = realtybot(
+    bad = add_agent(
         stack.settings,
-        "agent",
-        "add",
-        "--org",
         org["org_id"],
-        "--name",
-        "X",
-        "--number",
-        "07911 123459",
-        "--gupshup-app",
-        "LondonLetsX",
-        "--gupshup-api-key",
-        "x",
-        "--timezone",
-        "Mars/Olympus",
+        name="X",
+        number="07911 123459",
+        app="LondonLetsX",
+        api_key="x",
+        options=("--timezone", "Mars/Olympus"),
     )
     assert bad.returncode != 0 and "unknown time zone" in bad.stderr

@@ -32,13 +32,13 @@ from shared.crypto import DecryptionFailed, KeyRing
 from shared.repositories.agents import AgentRepository
 from shared.repositories.organizations import OrganizationRepository
 from tests.conftest import quiet_hours_away_from_now
-from tests.e2e.conftest import OnboardedAgent, Stack, running_stack
+from tests.e2e.conftest import OnboardedAgent, Stack, anthropic_env, running_stack
+from tests.e2e.test_anthropic_replies import UNDERSTOOD
 from tests.e2e.test_conversations import Lead, appointments, slot_lines
 from tests.e2e.test_pipeline import eventually, new_lead, settled_reply
 from tests.fakes.anthropic_api import ApiError, FakeAnthropic, RecordedRequest
 
 RUN = uuid.uuid4().hex[:12]
-ANTHROPIC_KEY = f"sk-ant-audit-{RUN}-anthropic"
 PARTNER_EMAIL = "partner-audit@example.com"
 PARTNER_PASSWORD = f"partner-pw-{RUN}"
 GUPSHUP_API_KEY = f"gs-audit-{RUN}-apikey"
@@ -47,13 +47,6 @@ APP_SECRET = f"meta-audit-{RUN}-appsecret"
 KEY_BYTES = hashlib.sha256(f"audit key {RUN}".encode()).digest()
 KEY_B64 = base64.b64encode(KEY_BYTES).decode()
 CREDENTIALS_KEYS = f"audit-{RUN[:6]}:{KEY_B64}"
-UNDERSTOOD: dict[str, Any] = {
-    "facts": {"property_type": "condo", "bedrooms": 3, "area": "Pasir Ris"},
-    "requests": [],
-    "sentiment": "positive",
-    "resistant": False,
-    "urgency": "normal",
-}
 MODEL_BUBBLES = ["Hello Rachel, Pasir Ris has lovely parks.", "What budget do you have in mind?"]
 
 
@@ -127,20 +120,13 @@ async def post_webhook(
 
 
 @pytest.fixture(scope="module")
-async def fake() -> AsyncIterator[FakeAnthropic]:
-    async with FakeAnthropic(api_key=ANTHROPIC_KEY) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 async def audit_stack(
-    fake: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
+    fake_anthropic: FakeAnthropic, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Stack]:
     env = {
         "LOG_LEVEL": "DEBUG",
         "CREDENTIALS_KEYS": CREDENTIALS_KEYS,
-        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
-        "ANTHROPIC_BASE_URL": fake.base_url,
+        **anthropic_env(fake_anthropic),
         "GUPSHUP_PARTNER_EMAIL": PARTNER_EMAIL,
         "GUPSHUP_PARTNER_PASSWORD": PARTNER_PASSWORD,
     }
@@ -187,10 +173,10 @@ async def test_stored_credentials_do_not_decrypt_for_another_agent_or_field(
 
 
 async def test_no_secret_or_full_lead_phone_leaks_anywhere(
-    audit_stack: Stack, fake: FakeAnthropic
+    audit_stack: Stack, fake_anthropic: FakeAnthropic
 ) -> None:
     # Last in this module: it stops the stack's processes to read their logs whole.
-    stack = audit_stack
+    stack, fake = audit_stack, fake_anthropic
     seen = Seen()
     model = {"answers": True}
 
@@ -469,7 +455,7 @@ async def test_no_secret_or_full_lead_phone_leaks_anywhere(
         "platform key": stack.platform_key,
         "CREDENTIALS_KEYS key (base64)": KEY_B64,
         "CREDENTIALS_KEYS key (hex)": KEY_BYTES.hex(),
-        "Anthropic API key": ANTHROPIC_KEY,
+        "Anthropic API key": fake.api_key,
     }
     places: dict[str, str] = {f"log of {n}": t for n, t in logs.items()}
     places |= {f"/metrics of {n}": t for n, t in metrics.items()}

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from cli.local_stack import stack_env
 from shared.crypto import KeyRing
@@ -36,11 +37,25 @@ async def quiet_for(
     assert len(await stack.sent_to(agent, lead)) == count
 
 
-async def test_suspension_takes_effect_at_once_on_every_service(stack: Stack) -> None:
-    agent = await stack.onboard()
+async def greeted_lead(stack: Stack, agent: OnboardedAgent) -> tuple[str, list[dict[str, Any]]]:
+    """A new lead who says hello to the agent, and what the lead was sent once it settled."""
     lead = new_lead()
     await stack.lead_says(agent, lead, "Hello")
-    first = await settled_reply(stack, agent, lead)  # every service has the agent cached now
+    return lead, await settled_reply(stack, agent, lead)
+
+
+async def answered_again(
+    stack: Stack, agent: OnboardedAgent, lead: str, before: list[dict[str, Any]], text: str
+) -> None:
+    """The lead says `text` and is sent more than the `before` messages in answer."""
+    await stack.lead_says(agent, lead, text)
+    after = await settled_reply(stack, agent, lead, expected_at_least=len(before) + 1)
+    assert len(after) > len(before)
+
+
+async def test_suspension_takes_effect_at_once_on_every_service(stack: Stack) -> None:
+    agent = await stack.onboard()
+    lead, first = await greeted_lead(stack, agent)  # every service has the agent cached now
     path = f"/v1/agents/{agent.agent.id}"
 
     suspended = await stack.admin("PATCH", path, agent.org_key, {"status": "suspended"})
@@ -50,9 +65,7 @@ async def test_suspension_takes_effect_at_once_on_every_service(stack: Stack) ->
     await quiet_for(stack, agent, lead, len(first))  # far shorter than the cache lifetime
 
     await stack.admin("PATCH", path, agent.org_key, {"status": "active"})
-    await stack.lead_says(agent, lead, "I'd like to buy for my family, budget 1.5m")
-    after = await settled_reply(stack, agent, lead, expected_at_least=len(first) + 1)
-    assert len(after) > len(first)
+    await answered_again(stack, agent, lead, first, "I'd like to buy for my family, budget 1.5m")
 
 
 async def test_rotated_callback_key_retires_the_old_url(stack: Stack) -> None:
@@ -77,9 +90,7 @@ async def test_rotated_callback_key_retires_the_old_url(stack: Stack) -> None:
 
 async def test_new_gupshup_key_is_used_without_restart(stack: Stack) -> None:
     agent = await stack.onboard()
-    lead = new_lead()
-    await stack.lead_says(agent, lead, "Hello")
-    first = await settled_reply(stack, agent, lead)
+    lead, first = await greeted_lead(stack, agent)
 
     new_key = f"gs-{uuid.uuid4().hex}"
     changed = await stack.admin(
@@ -100,9 +111,7 @@ async def test_new_gupshup_key_is_used_without_restart(stack: Stack) -> None:
             "callback_url": agent.callback_url,
         },
     )
-    await stack.lead_says(agent, lead, "Looking to rent in Bishan")
-    after = await settled_reply(stack, agent, lead, expected_at_least=len(first) + 1)
-    assert len(after) > len(first)
+    await answered_again(stack, agent, lead, first, "Looking to rent in Bishan")
     shown = await stack.admin("GET", f"/v1/agents/{agent.agent.id}", agent.org_key)
     assert new_key not in json.dumps(shown) and shown["credentials_set"] == ["gupshup_api_key"]
 
@@ -111,9 +120,7 @@ async def test_handoff_silences_the_bot_and_the_agent_answers_through_the_api(
     stack: Stack,
 ) -> None:
     agent = await stack.onboard()
-    lead = new_lead()
-    await stack.lead_says(agent, lead, "Hello")
-    first = await settled_reply(stack, agent, lead)
+    lead, first = await greeted_lead(stack, agent)
     threads = await stack.admin("GET", f"/v1/threads?agent_id={agent.agent.id}", agent.org_key)
     thread_id = threads["items"][0]["thread_id"]
 
@@ -155,59 +162,38 @@ async def test_templates_are_applied_for_approved_and_used_outside_the_window(
     stack: Stack,
 ) -> None:
     agent = await stack.onboard()
-    lead = new_lead()
-    await stack.lead_says(agent, lead, "Hello")
-    first = await settled_reply(stack, agent, lead)
+    lead, first = await greeted_lead(stack, agent)
     base = f"/v1/agents/{agent.agent.id}/templates"
 
-    created = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {
-            "name": "viewing_follow_up",
-            "language": "en",
-            "category": "UTILITY",
-            "body": "Hi {{1}}, are you still interested in viewing {{2}}?",
-            "examples": ["Rachel", "The Tampines unit"],
-        },
-        expect=201,
+    async def submit(expect: int, **template: Any) -> Any:
+        """Submit a template for the agent; the answer, whose status must be `expect`."""
+        return await stack.admin("POST", base, agent.org_key, template, expect=expect)
+
+    created = await submit(
+        201,
+        name="viewing_follow_up",
+        language="en",
+        category="UTILITY",
+        body="Hi {{1}}, are you still interested in viewing {{2}}?",
+        examples=["Rachel", "The Tampines unit"],
     )
     assert created["status"] == "PENDING" and created["parameters"] == 2
-    duplicate = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {
-            "name": "viewing_follow_up",
-            "language": "en",
-            "category": "UTILITY",
-            "body": "Hi {{1}}",
-            "examples": ["x"],
-        },
-        expect=409,
+    duplicate = await submit(
+        409,
+        name="viewing_follow_up",
+        language="en",
+        category="UTILITY",
+        body="Hi {{1}}",
+        examples=["x"],
     )
     assert duplicate["error"]["code"] == "template_exists"
-    bad = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {"name": "short", "category": "UTILITY", "body": "Hi {{1}} {{3}}", "examples": ["a", "b"]},
-        expect=422,
+    bad = await submit(
+        422, name="short", category="UTILITY", body="Hi {{1}} {{3}}", examples=["a", "b"]
     )
     assert "placeholders" in json.dumps(bad)
 
-    rejected = await stack.admin(
-        "POST",
-        base,
-        agent.org_key,
-        {
-            "name": "big_discount",
-            "category": "MARKETING",
-            "body": "Huge discount today!",
-            "examples": [],
-        },
-        expect=201,
+    rejected = await submit(
+        201, name="big_discount", category="MARKETING", body="Huge discount today!", examples=[]
     )
     await stack.control(
         "POST",
@@ -312,9 +298,7 @@ async def test_keys_rotate_reencrypts_credentials_while_services_run(stack: Stac
         },
     )
     onboarded = OnboardedAgent(None, agent, app, api_key, callback_url, org["api_key"])  # type: ignore[arg-type]
-    lead = new_lead()
-    await stack.lead_says(onboarded, lead, "Hello")
-    first = await settled_reply(stack, onboarded, lead)
+    lead, first = await greeted_lead(stack, onboarded)
 
     result = subprocess.run(  # the operator's command, with the ring the services also hold
         [sys.executable, "-m", "cli", "keys", "rotate"],
@@ -330,6 +314,4 @@ async def test_keys_rotate_reencrypts_credentials_while_services_run(stack: Stac
 
     stored = await stack.store.db["agents"].find_one({"_id": agent.id})
     assert stored is not None and stored["credentials"]["gupshup_api_key"]["kid"] == "test-2"
-    await stack.lead_says(onboarded, lead, "Buying in Bedok, 900k")
-    after = await settled_reply(stack, onboarded, lead, expected_at_least=len(first) + 1)
-    assert len(after) > len(first)
+    await answered_again(stack, onboarded, lead, first, "Buying in Bedok, 900k")

@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -125,23 +125,48 @@ async def test_body_over_the_size_limit_is_413(
     assert await router_depth(broker) == 0
 
 
-async def test_payload_of_another_app_is_403_and_not_published(
-    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
-) -> None:
-    body = gupshup_fixture("v2_text.json")
+def of_another_app(body: dict[str, Any]) -> None:
+    """A v2 payload that names an app other than the agent's."""
     body["app"] = "SomeoneElsesApp"
-    response = await client.post(webhook_url(tenant.callback_key), json=body)
-    assert response.status == 403
-    assert await router_depth(broker) == 0
 
 
-async def test_v3_payload_of_another_gupshup_app_id_is_403(
-    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
-) -> None:
-    body = gupshup_fixture("v3_text.json")
+def of_another_gupshup_app_id(body: dict[str, Any]) -> None:
+    """A v3 payload that names a Gupshup app id other than the agent's."""
     body["gs_app_id"] = "11111111-2222-4333-8444-555555555555"
+
+
+def naming_two_different_numbers(body: dict[str, Any]) -> None:
+    """A v3 payload with a second entry for another phone number id."""
+    other = json.loads(json.dumps(body["entry"][0]))
+    other["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
+    body["entry"].append(other)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "tamper", "status"),
+    [
+        ("v2_text.json", of_another_app, 403),
+        ("v3_text.json", of_another_gupshup_app_id, 403),
+        ("v3_text.json", naming_two_different_numbers, 400),
+    ],
+    ids=[
+        "payload-of-another-app-is-403",
+        "v3-payload-of-another-gupshup-app-id-is-403",
+        "v3-payload-naming-two-different-numbers-is-400",
+    ],
+)
+async def test_payload_not_for_the_agent_is_refused_and_not_published(
+    client: TestClient[Any, Any],
+    broker: Broker,
+    tenant: Tenant,
+    fixture: str,
+    tamper: Callable[[dict[str, Any]], None],
+    status: int,
+) -> None:
+    body = gupshup_fixture(fixture)
+    tamper(body)
     response = await client.post(webhook_url(tenant.callback_key), json=body)
-    assert response.status == 403
+    assert response.status == status
     assert await router_depth(broker) == 0
 
 
@@ -218,15 +243,3 @@ async def test_signed_webhooks_must_match_the_agents_app_secret(
     unsigned = await client.post(url, data=raw, headers=headers)  # Gupshup's own callbacks
     assert unsigned.status == 200
     assert await router_depth(broker) == 2
-
-
-async def test_v3_payload_naming_two_different_numbers_is_400_and_not_published(
-    client: TestClient[Any, Any], broker: Broker, tenant: Tenant
-) -> None:
-    body = gupshup_fixture("v3_text.json")
-    other = json.loads(json.dumps(body["entry"][0]))
-    other["changes"][0]["value"]["metadata"]["phone_number_id"] = "999"
-    body["entry"].append(other)
-    response = await client.post(webhook_url(tenant.callback_key), json=body)
-    assert response.status == 400
-    assert await router_depth(broker) == 0

@@ -105,6 +105,26 @@ def inbound(**fields: Any) -> tuple[type[BaseModel], dict[str, Any]]:
     return InboundMessage, {"lead_wa_id": LEAD, "lead_name": LEAD_NAME, **fields}
 
 
+def delivery(status: str, **fields: Any) -> tuple[type[BaseModel], dict[str, Any]]:
+    """A delivery status event with `status` and the other fields that matter."""
+    return DeliveryStatus, {"status": status, **fields}
+
+
+# The same buttons tapped in v2 and v3 callbacks read the same.
+BOOK_IT_BUTTON = {
+    "type": "button_reply",
+    "text": "Yes, book it",
+    "choice": ReplyChoice(id="confirm_booking", title="Yes, book it"),
+}
+NOT_INTERESTED_BUTTON = {
+    "type": "button_reply",
+    "text": "Not interested",
+    "choice": ReplyChoice(title="Not interested", postback="FOLLOWUP_STOP"),
+}
+V2_IDS = {"gupshup_message_id": V2_GSID, "whatsapp_message_id": V2_WAMID}
+V3_IDS = {"gupshup_message_id": V3_GSID, "whatsapp_message_id": V3_WAMID}
+
+
 # What each fixture must turn into: the event classes in order, and the fields that matter.
 EXPECTED: dict[str, list[tuple[type[BaseModel], dict[str, Any]]]] = {
     "v2_text.json": [
@@ -152,71 +172,29 @@ EXPECTED: dict[str, list[tuple[type[BaseModel], dict[str, Any]]]] = {
     ],
     "v2_button_reply.json": [
         inbound(
-            type="button_reply",
-            text="Yes, book it",
-            choice=ReplyChoice(id="confirm_booking", title="Yes, book it"),
+            **BOOK_IT_BUTTON,
         )
     ],
     "v2_template_quick_reply.json": [
         inbound(
-            type="button_reply",
-            text="Not interested",
-            choice=ReplyChoice(title="Not interested", postback="FOLLOWUP_STOP"),
+            **NOT_INTERESTED_BUTTON,
             context_gupshup_message_id="2f3e4d5c-6b7a-4c8d-9e0f-1a2b3c4d5e6f",
         )
     ],
-    "v2_event_enqueued.json": [
-        (
-            DeliveryStatus,
-            {
-                "status": "enqueued",
-                "gupshup_message_id": V2_GSID,
-                "whatsapp_message_id": V2_WAMID,
-                "destination": LEAD,
-                "at": at(1764050007),
-            },
-        )
-    ],
+    "v2_event_enqueued.json": [delivery("enqueued", destination=LEAD, at=at(1764050007), **V2_IDS)],
     "v2_event_sent.json": [
-        (
-            DeliveryStatus,
-            {
-                "status": "sent",
-                "gupshup_message_id": V2_GSID,
-                "whatsapp_message_id": V2_WAMID,
-                "pricing_category": "service",
-                "pricing_type": "free_customer_service",
-            },
-        )
+        delivery("sent", pricing_category="service", pricing_type="free_customer_service", **V2_IDS)
     ],
-    "v2_event_delivered.json": [
-        (
-            DeliveryStatus,
-            {"status": "delivered", "gupshup_message_id": V2_GSID, "whatsapp_message_id": V2_WAMID},
-        )
-    ],
-    "v2_event_read.json": [
-        (
-            DeliveryStatus,
-            {"status": "read", "gupshup_message_id": V2_GSID, "whatsapp_message_id": V2_WAMID},
-        )
-    ],
-    "v2_event_deleted.json": [
-        (
-            DeliveryStatus,
-            {"status": "deleted", "gupshup_message_id": V2_GSID, "whatsapp_message_id": V2_WAMID},
-        )
-    ],
+    "v2_event_delivered.json": [delivery("delivered", **V2_IDS)],
+    "v2_event_read.json": [delivery("read", **V2_IDS)],
+    "v2_event_deleted.json": [delivery("deleted", **V2_IDS)],
     "v2_event_failed.json": [
-        (
-            DeliveryStatus,
-            {
-                "status": "failed",
-                "gupshup_message_id": "6e2d3c4b-5f6a-4b7c-9d8e-0f1a2b3c4d5e",
-                "whatsapp_message_id": None,
-                "error_code": 1005,
-                "error_reason": "Message sent outside the 24 hour session window",
-            },
+        delivery(
+            "failed",
+            gupshup_message_id="6e2d3c4b-5f6a-4b7c-9d8e-0f1a2b3c4d5e",
+            whatsapp_message_id=None,
+            error_code=1005,
+            error_reason="Message sent outside the 24 hour session window",
         )
     ],
     "v2_user_opted_in.json": [(UserEvent, {"type": "opted-in", "lead_wa_id": LEAD})],
@@ -285,65 +263,36 @@ EXPECTED: dict[str, list[tuple[type[BaseModel], dict[str, Any]]]] = {
     ],
     "v3_interactive_button.json": [
         inbound(
-            type="button_reply",
-            text="Yes, book it",
-            choice=ReplyChoice(id="confirm_booking", title="Yes, book it"),
+            **BOOK_IT_BUTTON,
             context_message_id="wamid.HBgKNjU5MTExMDAwMRUCABEYEjZEN0U4RjlBMEIxQzJEM0U0AA==",
         )
     ],
     "v3_template_button.json": [
         inbound(
-            type="button_reply",
-            text="Not interested",
-            choice=ReplyChoice(title="Not interested", postback="FOLLOWUP_STOP"),
+            **NOT_INTERESTED_BUTTON,
         )
     ],
     "v3_status_enqueued.json": [
-        (
-            DeliveryStatus,
-            {
-                "status": "enqueued",
-                "gupshup_message_id": V3_GSID,
-                "whatsapp_message_id": None,
-                "destination": LEAD,
-                "at": at(1764050011),
-            },
+        delivery(
+            "enqueued",
+            gupshup_message_id=V3_GSID,
+            whatsapp_message_id=None,
+            destination=LEAD,
+            at=at(1764050011),
         )
     ],
     "v3_status_sent.json": [
-        (
-            DeliveryStatus,
-            {
-                "status": "sent",
-                "gupshup_message_id": V3_GSID,
-                "whatsapp_message_id": V3_WAMID,
-                "pricing_category": "service",
-                "pricing_type": "free_customer_service",
-            },
-        )
+        delivery("sent", pricing_category="service", pricing_type="free_customer_service", **V3_IDS)
     ],
-    "v3_status_delivered.json": [
-        (
-            DeliveryStatus,
-            {"status": "delivered", "gupshup_message_id": V3_GSID, "whatsapp_message_id": V3_WAMID},
-        )
-    ],
-    "v3_status_read.json": [
-        (
-            DeliveryStatus,
-            {"status": "read", "whatsapp_message_id": V3_WAMID, "at": at(1764050030)},
-        )
-    ],
+    "v3_status_delivered.json": [delivery("delivered", **V3_IDS)],
+    "v3_status_read.json": [delivery("read", whatsapp_message_id=V3_WAMID, at=at(1764050030))],
     "v3_status_failed.json": [
-        (
-            DeliveryStatus,
-            {
-                "status": "failed",
-                "gupshup_message_id": "7f3e4d5c-6b7a-4c8d-9e0f-2a3b4c5d6e7f",
-                "whatsapp_message_id": "wamid.HBgKNjU5ODg4Nzc3NxUCABEYEkU2RjdBOEI5QzBEMUUyRjMA",
-                "error_code": 131047,
-                "error_reason": "Re-engagement message",
-            },
+        delivery(
+            "failed",
+            gupshup_message_id="7f3e4d5c-6b7a-4c8d-9e0f-2a3b4c5d6e7f",
+            whatsapp_message_id="wamid.HBgKNjU5ODg4Nzc3NxUCABEYEkU2RjdBOEI5QzBEMUUyRjMA",
+            error_code=131047,
+            error_reason="Re-engagement message",
         )
     ],
 }
@@ -386,6 +335,15 @@ def test_v2_media_keeps_url_type_filename_and_url_expiry() -> None:
     assert message.media.url_expires_at == at(1764654800)
 
 
+def v3_text_turned_into(message_type: str, **content: Any) -> Any:
+    """The v3 text fixture with its message turned into one of `message_type` with `content`."""
+    body = load("v3_text.json")
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["text"]
+    message.update(type=message_type, **content)
+    return body
+
+
 def test_v3_document_is_a_file_with_mime_type_caption_and_filename() -> None:
     document = {
         "id": "1234",
@@ -393,22 +351,15 @@ def test_v3_document_is_a_file_with_mime_type_caption_and_filename() -> None:
         "filename": "ipa.pdf",
         "caption": "IPA",
     }
-    body = load("v3_text.json")
-    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
-    del message["text"]
-    message.update(type="document", document=document)
-    (event,) = parse(body)
+    (event,) = parse(v3_text_turned_into("document", document=document))
     assert event.type == "file"
     assert event.text == "IPA"
     assert (event.media.content_type, event.media.filename) == ("application/pdf", "ipa.pdf")
 
 
 def test_v3_location_with_numeric_coordinates_is_read() -> None:
-    body = load("v3_text.json")
-    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
-    del message["text"]
-    message.update(type="location", location={"latitude": 1.35, "longitude": 103.94, "name": "X"})
-    (event,) = parse(body)
+    location = {"latitude": 1.35, "longitude": 103.94, "name": "X"}
+    (event,) = parse(v3_text_turned_into("location", location=location))
     assert event.location == Location(latitude=1.35, longitude=103.94, name="X")
 
 
