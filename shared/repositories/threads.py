@@ -61,15 +61,6 @@ class ThreadRepository:
     def __init__(self, store: Store) -> None:
         self._threads = store.db["threads"]
 
-    async def get_or_create(
-        self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
-    ) -> Thread:
-        """The agent's thread with this lead, created on first contact."""
-        thread, _created = await self.resolve(
-            org_id=org_id, agent_id=agent_id, lead_id=lead_id, at=at, source=source
-        )
-        return thread
-
     async def resolve(
         self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
     ) -> tuple[Thread, bool]:

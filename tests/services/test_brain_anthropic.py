@@ -180,11 +180,11 @@ async def seed_conversation(
     now = utcnow()
     start = now - timedelta(hours=2)
     source = {"source": "organic"}
-    lead = await LeadRepository(store).get_or_create(
+    lead, _ = await LeadRepository(store).resolve(
         phone, name=lead_name, org_id=agent.org_id, agent_id=agent.id, at=start, source=source
     )
-    thread = await threads.get_or_create(
-        org_id=agent.org_id, agent_id=agent.id, lead_id=lead["_id"], at=start, source=source
+    thread, _ = await threads.resolve(
+        org_id=agent.org_id, agent_id=agent.id, lead_id=lead.id, at=start, source=source
     )
     tag = uuid.uuid4().hex[:8]
 
@@ -202,10 +202,10 @@ async def seed_conversation(
             received_at=at,
         )
         stored, _created = await messages.store_inbound(
-            message, thread_id=thread.id, lead_id=lead["_id"], phone=phone
+            message, thread_id=thread.id, lead_id=lead.id, phone=phone
         )
         await threads.touch_inbound(agent.org_id, thread.id, at)
-        return str(stored["_id"])
+        return str(stored.id)
 
     for n, (direction, text) in enumerate(history):
         at = start + timedelta(minutes=n)
@@ -220,7 +220,7 @@ async def seed_conversation(
                 "org_id": agent.org_id,
                 "agent_id": agent.id,
                 "thread_id": thread.id,
-                "lead_id": lead["_id"],
+                "lead_id": lead.id,
                 "direction": "out",
                 "provider_message_id": send_id,
                 "send_id": send_id,
@@ -241,7 +241,7 @@ async def seed_conversation(
         org_id=agent.org_id,
         agent_id=agent.id,
         thread_id=thread.id,
-        lead_id=lead["_id"],
+        lead_id=lead.id,
     )
     return Conversation(work, [text for _, text in history], new)
 

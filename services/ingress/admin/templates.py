@@ -183,7 +183,7 @@ async def send_template(call: Call, body: TemplateSend) -> web.StreamResponse:
         template_id=template.id,
         params=body.params,
     )
-    command = human_command(thread, lead["phone"], [bubble])
+    command = human_command(thread, lead.phone, [bubble])
     outbox = call.app[OUTBOX]
     await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
     await call.audited(
