@@ -80,10 +80,10 @@ class ReplyOutbox:
         reply is published after a crash, so the two never part.
         """
         await self.claim_answers(command.org_id, command.command_id, answers)
-        command = await self._replies.create(command, answers, author, thread_state)
-        stored_state = await self._replies.thread_state_of(command.org_id, command.command_id)
-        if stored_state:
-            await self._threads.update_state(command.org_id, command.thread_id, stored_state)
+        stored = await self._replies.create(command, answers, author, thread_state)
+        command = stored.command
+        if stored.thread_state:
+            await self._threads.update_state(command.org_id, command.thread_id, stored.thread_state)
         for index, bubble in enumerate(command.bubbles):
             send_id = command.send_id(index)
             await self._messages.store_outbound(outbound_message(command, send_id, bubble, author))
@@ -117,6 +117,5 @@ class ReplyOutbox:
         not answered a second time.
         """
         for stored in await self._replies.unpublished(org_id, thread_id):
-            command = SendCommand.model_validate(stored["command"])
-            await self.record(command, stored.get("answers") or [], stored["engine"])
-            await self.publish(command)
+            await self.record(stored.command, stored.answers, stored.engine)
+            await self.publish(stored.command)

@@ -8,11 +8,27 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.models import SendCommand, utcnow
 from shared.store import Document, Store, with_retry
+
+
+class StoredReply(BaseModel):
+    """A reply as stored: its send command, the messages it answers, who composed it and
+    what it changes on its thread."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    id: str = Field(alias="_id")
+    command: SendCommand
+    answers: list[str] = Field(default_factory=list)
+    engine: str  # the engine that composed it, or "human:<user>" for the agent
+    thread_state: dict[str, Any] = Field(default_factory=dict)  # stage, profile ...
+    published: bool = False
 
 
 class AnsweredElsewhere(Exception):
@@ -82,7 +98,7 @@ class ReplyRepository:
         answers: list[str],
         engine: str,
         thread_state: Document | None = None,
-    ) -> SendCommand:
+    ) -> StoredReply:
         """Store a reply; if it exists already, return the stored one instead.
 
         `thread_state` is what the reply changes on its thread (stage, profile ...): kept with
@@ -109,15 +125,21 @@ class ReplyRepository:
             )
             if existing is None:
                 raise
-            return SendCommand.model_validate(existing["command"])
-        return command
+            return StoredReply.model_validate(existing)
+        return StoredReply(
+            id=command.command_id,
+            command=command,
+            answers=answers,
+            engine=engine,
+            thread_state=thread_state or {},
+        )
 
-    async def unpublished(self, org_id: str, thread_id: str) -> list[Document]:
+    async def unpublished(self, org_id: str, thread_id: str) -> list[StoredReply]:
         """Replies of a thread stored but not confirmed by the broker, oldest first."""
         cursor = self._replies.find(
             {"org_id": org_id, "thread_id": thread_id, "published": False}
         ).sort("created_at", 1)
-        return [doc async for doc in cursor]
+        return [StoredReply.model_validate(doc) async for doc in cursor]
 
     async def exists(self, org_id: str, reply_id: str) -> bool:
         """Whether a reply with this id is stored."""
@@ -125,13 +147,6 @@ class ReplyRepository:
             lambda: self._replies.find_one({"_id": reply_id, "org_id": org_id}, {"_id": 1})
         )
         return doc is not None
-
-    async def thread_state_of(self, org_id: str, reply_id: str) -> Document:
-        """What a stored reply changes on its thread."""
-        doc = await with_retry(
-            lambda: self._replies.find_one({"_id": reply_id, "org_id": org_id}, {"thread_state": 1})
-        )
-        return (doc or {}).get("thread_state") or {}
 
     async def earlier_unfinished(
         self, org_id: str, thread_id: str, before: datetime, since: datetime, reply_id: str
