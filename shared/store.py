@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
 
 from pymongo import ASCENDING, AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError, OperationFailure
 from tenacity import (
@@ -286,3 +287,18 @@ class Store:
     async def close(self) -> None:
         """Close the client's connections."""
         await self.client.close()
+
+
+async def insert_or_find(
+    collection: AsyncCollection[Document], doc: Document, stored: Document
+) -> tuple[Document, bool]:
+    """Insert `doc`, or find the one a unique index says is there already (the `stored`
+    query): the document kept, and whether this call inserted it."""
+    try:
+        await with_retry(lambda: collection.insert_one(doc))
+    except DuplicateKeyError:  # another run inserted it first: theirs is the one
+        found = await with_retry(lambda: collection.find_one(stored))
+        if found is None:
+            raise
+        return found, False
+    return doc, True

@@ -11,11 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo.errors import DuplicateKeyError
 
 from shared.ids import new_id
 from shared.metrics import LEADS
-from shared.store import Document, Store, with_retry
+from shared.store import Document, Store, insert_or_find, with_retry
 
 
 class LeadName(BaseModel):
@@ -106,14 +105,10 @@ class LeadRepository:
                 "first_touch": {"org_id": org_id, "agent_id": agent_id, "at": at, **source},
                 "created_at": at,
             }
-            try:
-                await with_retry(lambda: self._leads.insert_one(lead))
+            existing, created = await insert_or_find(self._leads, lead, {"phone": phone})
+            if created:
                 LEADS.labels("created").inc()
                 return LeadRecord.model_validate(lead), True
-            except DuplicateKeyError:  # another replica created it first: use theirs
-                existing = await with_retry(lambda: self._leads.find_one({"phone": phone}))
-                if existing is None:
-                    raise
         record = LeadRecord.model_validate(existing)
         if name and not any(n.name == name and n.org_id == org_id for n in record.names):
             entry = {"name": name, "org_id": org_id, "at": at}

@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
 from shared.models import InboundMessage, Location, Media, ReplyChoice
-from shared.store import Document, Store, with_retry
+from shared.store import Document, Store, insert_or_find, with_retry
 
 PartT = TypeVar("PartT", bound=BaseModel)
 
@@ -105,21 +105,12 @@ class MessageRepository:
             "answered_by": None,
             "dispatched": False,
         }
-        try:
-            await with_retry(lambda: self._messages.insert_one(doc))
-        except DuplicateKeyError:
-            existing = await with_retry(
-                lambda: self._messages.find_one(
-                    {
-                        "agent_id": message.agent_id,
-                        "provider_message_id": message.provider_message_id,
-                    }
-                )
-            )
-            if existing is None:
-                raise
-            return ThreadMessage.model_validate(existing), False
-        return ThreadMessage.model_validate(doc), True
+        stored, created = await insert_or_find(
+            self._messages,
+            doc,
+            {"agent_id": message.agent_id, "provider_message_id": message.provider_message_id},
+        )
+        return ThreadMessage.model_validate(stored), created
 
     async def claim_fingerprint(self, message: InboundMessage, thread_id: str) -> bool:
         """False when this is Gupshup relaying an already seen message under another id.

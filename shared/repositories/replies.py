@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.models import SendCommand, utcnow
-from shared.store import Document, Store, with_retry
+from shared.store import Document, Store, insert_or_find, with_retry
 
 
 class StoredReply(BaseModel):
@@ -115,24 +115,10 @@ class ReplyRepository:
             "published": False,
             "created_at": command.created_at,
         }
-        try:
-            await with_retry(lambda: self._replies.insert_one(doc))
-        except DuplicateKeyError:
-            existing = await with_retry(
-                lambda: self._replies.find_one(
-                    {"_id": command.command_id, "org_id": command.org_id}
-                )
-            )
-            if existing is None:
-                raise
-            return StoredReply.model_validate(existing)
-        return StoredReply(
-            id=command.command_id,
-            command=command,
-            answers=answers,
-            engine=engine,
-            thread_state=thread_state or {},
+        stored, _created = await insert_or_find(
+            self._replies, doc, {"_id": command.command_id, "org_id": command.org_id}
         )
+        return StoredReply.model_validate(stored)
 
     async def unpublished(self, org_id: str, thread_id: str) -> list[StoredReply]:
         """Replies of a thread stored but not confirmed by the broker, oldest first."""

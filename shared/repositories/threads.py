@@ -10,10 +10,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
-from shared.store import Document, Store, with_retry
+from shared.store import Document, Store, insert_or_find, with_retry
 
 
 def thread_id_for(agent_id: str, lead_id: str) -> str:
@@ -84,16 +83,10 @@ class ThreadRepository:
             "last_inbound_at": None,
             "last_outbound_at": None,
         }
-        try:
-            await with_retry(lambda: self._threads.insert_one(thread))
-        except DuplicateKeyError:
-            found = await with_retry(
-                lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
-            )
-            if found is None:
-                raise
-            return Thread.model_validate(found), False
-        return Thread.model_validate(thread), True
+        stored, created = await insert_or_find(
+            self._threads, thread, {"_id": thread_id, "org_id": org_id}
+        )
+        return Thread.model_validate(stored), created
 
     async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Thread | None:
         """The agent's thread with this lead, if there is one."""
