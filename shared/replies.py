@@ -12,7 +12,7 @@ from shared.broker import Broker
 from shared.errors import Defer
 from shared.ids import new_id
 from shared.models import Bubble, SendCommand, utcnow
-from shared.repositories.messages import MessageRepository, message_id
+from shared.repositories.messages import MessageRepository
 from shared.repositories.replies import AnsweredElsewhere, ReplyRepository
 from shared.repositories.threads import Thread, ThreadRepository
 from shared.store import Document, Store
@@ -32,26 +32,6 @@ def human_command(thread: Thread, destination: str, bubbles: list[Bubble]) -> Se
         bubbles=bubbles,
         created_at=utcnow(),
     )
-
-
-def outbound_message(command: SendCommand, send_id: str, bubble: Bubble, author: str) -> Document:
-    """One of our messages as the thread's history keeps it (Gupshup's id replaces ours later)."""
-    return {
-        "_id": message_id(command.agent_id, send_id),
-        "org_id": command.org_id,
-        "agent_id": command.agent_id,
-        "thread_id": command.thread_id,
-        "lead_id": command.lead_id,
-        "direction": "out",
-        "provider_message_id": send_id,
-        "send_id": send_id,
-        "author": author,
-        "type": bubble.type,
-        "text": bubble.text,
-        "sent_at": command.created_at,
-        "received_at": command.created_at,
-        "answered": True,
-    }
 
 
 class ReplyOutbox:
@@ -86,7 +66,7 @@ class ReplyOutbox:
             await self._threads.update_state(command.org_id, command.thread_id, stored.thread_state)
         for index, bubble in enumerate(command.bubbles):
             send_id = command.send_id(index)
-            await self._messages.store_outbound(outbound_message(command, send_id, bubble, author))
+            await self._messages.store_outbound(command, send_id, bubble, author)
         if answers:
             await self._messages.mark_answered(command.org_id, answers, command.command_id)
         return command

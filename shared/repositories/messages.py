@@ -11,7 +11,7 @@ from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
-from shared.models import InboundMessage, Location, Media, ReplyChoice
+from shared.models import Bubble, InboundMessage, Location, Media, ReplyChoice, SendCommand
 from shared.store import Document, Store, insert_or_find, with_retry
 
 PartT = TypeVar("PartT", bound=BaseModel)
@@ -181,8 +181,27 @@ class MessageRepository:
             )
         )
 
-    async def store_outbound(self, doc: Document) -> None:
-        """Store one of our messages (idempotent: a re-run finds it already there)."""
+    async def store_outbound(
+        self, command: SendCommand, send_id: str, bubble: Bubble, author: str
+    ) -> None:
+        """Store one bubble of a send command as the thread's history keeps it (idempotent: a
+        re-run finds it already there); Gupshup's id replaces our send id once it is known."""
+        doc: Document = {
+            "_id": message_id(command.agent_id, send_id),
+            "org_id": command.org_id,
+            "agent_id": command.agent_id,
+            "thread_id": command.thread_id,
+            "lead_id": command.lead_id,
+            "direction": "out",
+            "provider_message_id": send_id,
+            "send_id": send_id,
+            "author": author,
+            "type": bubble.type,
+            "text": bubble.text,
+            "sent_at": command.created_at,
+            "received_at": command.created_at,
+            "answered": True,
+        }
         with contextlib.suppress(DuplicateKeyError):
             await with_retry(lambda: self._messages.insert_one(doc))
 

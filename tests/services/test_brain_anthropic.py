@@ -27,10 +27,10 @@ from services.brain.reply.handler import Brain
 from services.brain.reply.model import Context, Decision, Draft, Recall, Understanding
 from shared.broker import Broker, Subscription, Subscriptions
 from shared.crypto import KeyRing
-from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
+from shared.models import Bubble, InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import Agent, AgentDirectory, AgentRepository, Persona
 from shared.repositories.leads import LeadRepository
-from shared.repositories.messages import MessageRepository, message_id
+from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
 from shared.service import Runtime
 from shared.settings import Settings
@@ -214,24 +214,18 @@ async def seed_conversation(
             await messages.mark_answered(agent.org_id, [stored_id], f"rpl-earlier-{tag}")
             continue
         send_id = f"snd-{tag}-{n}"
-        await messages.store_outbound(
-            {
-                "_id": message_id(agent.id, send_id),
-                "org_id": agent.org_id,
-                "agent_id": agent.id,
-                "thread_id": thread.id,
-                "lead_id": lead.id,
-                "direction": "out",
-                "provider_message_id": send_id,
-                "send_id": send_id,
-                "author": "anthropic",
-                "type": "text",
-                "text": text,
-                "sent_at": at,
-                "received_at": at,
-                "answered": True,
-            }
+        earlier = SendCommand(
+            event_id=f"rpl-{tag}-{n}",
+            command_id=f"rpl-{tag}-{n}",
+            org_id=agent.org_id,
+            agent_id=agent.id,
+            thread_id=thread.id,
+            lead_id=lead.id,
+            destination=phone,
+            bubbles=[Bubble(text=text)],
+            created_at=at,
         )
+        await messages.store_outbound(earlier, send_id, Bubble(text=text), "anthropic")
     for n, text in enumerate(new):  # a second apart, the last one just now
         await inbound(len(history) + n, text, now - timedelta(seconds=len(new) - n))
     if history:
