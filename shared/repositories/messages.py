@@ -1,4 +1,8 @@
-"""Messages of threads, inbound and outbound; stored once per (agent, provider id)."""
+"""Messages of threads, inbound and outbound; stored once per (agent, provider id).
+
+The stored shape of a message, either way, is written here only, and every read answers a
+typed `ThreadMessage`.
+"""
 
 from __future__ import annotations
 
@@ -74,7 +78,7 @@ def _part(payload: dict[str, Any] | None, key: str, model: type[PartT]) -> PartT
 
 
 class MessageRepository:
-    """Store inbound messages idempotently and read a thread's unanswered ones."""
+    """Store a thread's messages idempotently and read its history and unanswered ones."""
 
     def __init__(self, store: Store) -> None:
         self._messages = store.db["messages"]

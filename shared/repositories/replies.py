@@ -2,6 +2,7 @@
 
 A reply's id derives from the messages it answers, so a re-run finds the stored reply
 instead of composing a second one; `published` turns true once the broker confirmed it.
+A stored reply is read as a typed `StoredReply`.
 """
 
 from __future__ import annotations
