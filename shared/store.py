@@ -302,3 +302,12 @@ async def insert_or_find(
             raise
         return found, False
     return doc, True
+
+
+async def set_fields(
+    collection: AsyncCollection[Document], org_id: str, doc_id: str, fields: Document
+) -> None:
+    """Set fields of one document of an organization (nothing when it is another's)."""
+    await with_retry(
+        lambda: collection.update_one({"_id": doc_id, "org_id": org_id}, {"$set": fields})
+    )

@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
 from shared.models import Bubble, InboundMessage, Location, Media, ReplyChoice, SendCommand
-from shared.store import Document, Store, insert_or_find, with_retry
+from shared.store import Document, Store, insert_or_find, set_fields, with_retry
 
 PartT = TypeVar("PartT", bound=BaseModel)
 
@@ -145,19 +145,11 @@ class MessageRepository:
 
     async def set_consent_intent(self, org_id: str, message_id: str, intent: str) -> None:
         """Mark a message as the lead's opt-out or opt-in."""
-        await with_retry(
-            lambda: self._messages.update_one(
-                {"_id": message_id, "org_id": org_id}, {"$set": {"consent_intent": intent}}
-            )
-        )
+        await set_fields(self._messages, org_id, message_id, {"consent_intent": intent})
 
     async def mark_dispatched(self, org_id: str, message_id: str) -> None:
         """The thread's work item for this message was confirmed by the broker."""
-        await with_retry(
-            lambda: self._messages.update_one(
-                {"_id": message_id, "org_id": org_id}, {"$set": {"dispatched": True}}
-            )
-        )
+        await set_fields(self._messages, org_id, message_id, {"dispatched": True})
 
     async def unanswered(self, org_id: str, thread_id: str) -> list[ThreadMessage]:
         """A thread's inbound messages not yet answered, in the order the lead sent them."""
@@ -213,11 +205,11 @@ class MessageRepository:
         self, org_id: str, message_id: str, provider_message_id: str, at: datetime
     ) -> None:
         """Replace our own send id with Gupshup's once Gupshup accepted the message."""
-        await with_retry(
-            lambda: self._messages.update_one(
-                {"_id": message_id, "org_id": org_id},
-                {"$set": {"provider_message_id": provider_message_id, "submitted_at": at}},
-            )
+        await set_fields(
+            self._messages,
+            org_id,
+            message_id,
+            {"provider_message_id": provider_message_id, "submitted_at": at},
         )
 
     async def lead_wrote_since(self, org_id: str, thread_id: str, since: datetime) -> bool:

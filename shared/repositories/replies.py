@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.models import SendCommand, utcnow
-from shared.store import Document, Store, insert_or_find, with_retry
+from shared.store import Document, Store, insert_or_find, set_fields, with_retry
 
 
 class StoredReply(BaseModel):
@@ -162,16 +162,8 @@ class ReplyRepository:
 
     async def mark_outbound_done(self, org_id: str, reply_id: str) -> None:
         """Outbound finished with the reply (sent, skipped or given up): later ones may go."""
-        await with_retry(
-            lambda: self._replies.update_one(
-                {"_id": reply_id, "org_id": org_id}, {"$set": {"outbound_done": True}}
-            )
-        )
+        await set_fields(self._replies, org_id, reply_id, {"outbound_done": True})
 
     async def mark_published(self, org_id: str, reply_id: str) -> None:
         """The broker confirmed the reply's send command."""
-        await with_retry(
-            lambda: self._replies.update_one(
-                {"_id": reply_id, "org_id": org_id}, {"$set": {"published": True}}
-            )
-        )
+        await set_fields(self._replies, org_id, reply_id, {"published": True})

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.ids import derived_id
-from shared.store import Document, Store, insert_or_find, with_retry
+from shared.store import Document, Store, insert_or_find, set_fields, with_retry
 
 
 def thread_id_for(agent_id: str, lead_id: str) -> str:
@@ -150,6 +150,4 @@ class ThreadRepository:
 
     async def update_state(self, org_id: str, thread_id: str, fields: Document) -> None:
         """Set conversation state fields (stage, profile ...) of a thread."""
-        await with_retry(
-            lambda: self._threads.update_one({"_id": thread_id, "org_id": org_id}, {"$set": fields})
-        )
+        await set_fields(self._threads, org_id, thread_id, fields)
