@@ -23,11 +23,12 @@ import aio_pika
 import aiohttp
 
 from bench.stats import Samples, parse_metrics
-from cli.local_stack import SERVICES, StackProcesses, stack_env
+from cli.local_stack import SERVICES, StackProcesses, create_demo_agent, stack_env
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
+from shared.onboarding import CALLBACK_PATH
 from shared.quiet_hours import QuietHours
-from shared.repositories.agents import Agent, AgentRepository, Persona
+from shared.repositories.agents import Agent, AgentRepository
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
 from shared.settings import Settings
 from shared.store import Store
@@ -109,14 +110,8 @@ async def create_agents(
         app = f"Bench{uuid.uuid4().hex[:10]}"
         number = f"+659{uuid.uuid4().int % 10_000_000:07d}"
         api_key = f"gs-{uuid.uuid4().hex}"
-        agent, callback_key = await agents.create(
-            org_id=org.id,
-            name="Jason Tan",
-            number=number,
-            gupshup_app=app,
-            gupshup_api_key=api_key,
-            persona=Persona(bot_name="Ava"),
-            rate_per_second=rate,
+        agent, callback_key = await create_demo_agent(
+            agents, org.id, number, app, api_key, rate_per_second=rate
         )
         made.append(BenchAgent(org.id, agent, app, callback_key, number.lstrip("+"), api_key))
     return made
@@ -146,7 +141,7 @@ class BenchStack:
 
     def webhook_url(self, agent: BenchAgent) -> str:
         """The agent's callback URL (what Gupshup posts to)."""
-        return f"{self.ingress_url}/v1/webhooks/gupshup/{agent.callback_key}"
+        return f"{self.ingress_url}{CALLBACK_PATH}{agent.callback_key}"
 
     async def onboard(
         self, count: int = 1, *, rate: float = 20.0, throughput: int | None = None

@@ -27,8 +27,9 @@ import aiohttp
 
 from shared.crypto import KeyRing
 from shared.logs import get_logger
+from shared.onboarding import callback_url
 from shared.phones import wa_id
-from shared.repositories.agents import AgentRepository, Persona
+from shared.repositories.agents import Agent, AgentRepository, Persona
 from shared.repositories.organizations import OrganizationRepository, OrganizationSettings
 from shared.settings import CHECKOUT_ROOT, Settings
 from shared.store import Store
@@ -212,6 +213,28 @@ def stack_env(settings: Settings, overrides: Mapping[str, str] | None = None) ->
     return env
 
 
+async def create_demo_agent(
+    agents: AgentRepository,
+    org_id: str,
+    number: str,
+    app: str,
+    api_key: str,
+    *,
+    rate_per_second: float = 20.0,
+) -> tuple[Agent, str]:
+    """An agent as the demo and the benchmarks have it (Jason Tan, his bot Ava), and its
+    callback key."""
+    return await agents.create(
+        org_id=org_id,
+        name="Jason Tan",
+        number=number,
+        gupshup_app=app,
+        gupshup_api_key=api_key,
+        persona=Persona(bot_name="Ava"),
+        rate_per_second=rate_per_second,
+    )
+
+
 async def ensure_demo(settings: Settings, sandbox_url: str) -> dict[str, Any]:
     """The demo organization and agent (reused across runs) registered with the sandbox."""
     store = Store(settings)
@@ -226,13 +249,8 @@ async def ensure_demo(settings: Settings, sandbox_url: str) -> dict[str, Any]:
             saved = {"api_key": api_key}
         agent = await agents.find_by_number(DEMO_NUMBER)
         if agent is None:
-            agent, callback_key = await agents.create(
-                org_id=org.id,
-                name="Jason Tan",
-                number=DEMO_NUMBER,
-                gupshup_app=DEMO_APP,
-                gupshup_api_key=DEMO_API_KEY,
-                persona=Persona(bot_name="Ava"),
+            agent, callback_key = await create_demo_agent(
+                agents, org.id, DEMO_NUMBER, DEMO_APP, DEMO_API_KEY
             )
         elif saved.get("agent_id") == agent.id and saved.get("callback_key"):
             callback_key = saved["callback_key"]
@@ -244,7 +262,7 @@ async def ensure_demo(settings: Settings, sandbox_url: str) -> dict[str, Any]:
         DEMO_FILE.chmod(0o600)
     finally:
         await store.close()
-    url = f"{str(settings.public_base_url).rstrip('/')}/v1/webhooks/gupshup/{callback_key}"
+    url = callback_url(settings, callback_key)
     async with (
         aiohttp.ClientSession() as http,
         http.post(

@@ -1,4 +1,5 @@
-"""Replies, bot or human: stored with their messages before they are published.
+"""Replies, bot or human: built as send commands, stored with their messages before they are
+published.
 
 Storing first means a crash between the two is repaired by publishing what is stored
 (`publish_pending`), never by composing a second reply.
@@ -6,7 +7,8 @@ Storing first means a crash between the two is repaired by publishing what is st
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Literal, Protocol
 
 from shared.broker import Broker
 from shared.errors import Defer
@@ -17,21 +19,58 @@ from shared.repositories.replies import AnsweredElsewhere, ReplyRepository
 from shared.repositories.threads import Thread, ThreadRepository
 from shared.store import Document, Store
 
+# The purposes `SendCommand.purpose` accepts.
+Purpose = Literal["reply", "opt_out_confirmation", "follow_up", "reminder", "agent_notification"]
 
-def human_command(thread: Thread, destination: str, bubbles: list[Bubble]) -> SendCommand:
-    """A new send command for messages a person writes into a thread (not the bot)."""
-    command_id = new_id("rpl")
+
+class ThreadAddress(Protocol):
+    """Whose thread a command belongs to: a work item, a reply's context, a schedule."""
+
+    @property
+    def org_id(self) -> str: ...
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def thread_id(self) -> str: ...
+
+    @property
+    def lead_id(self) -> str: ...
+
+
+def send_command(
+    command_id: str,
+    thread: ThreadAddress,
+    destination: str,
+    bubbles: list[Bubble],
+    created_at: datetime,
+    purpose: Purpose = "reply",
+    fallback: list[Bubble] | None = None,
+) -> SendCommand:
+    """A command to send `bubbles` to `destination` for the thread, identified by `command_id`.
+
+    The command's id is also its event id: the brain derives it from what the command
+    answers, so a re-run after a crash builds the same command and outbound sends it once.
+    """
     return SendCommand(
         event_id=command_id,
         command_id=command_id,
         org_id=thread.org_id,
         agent_id=thread.agent_id,
-        thread_id=thread.id,
+        thread_id=thread.thread_id,
         lead_id=thread.lead_id,
         destination=destination,
         bubbles=bubbles,
-        created_at=utcnow(),
+        created_at=created_at,
+        purpose=purpose,
+        fallback=fallback or [],
     )
+
+
+def human_command(thread: Thread, destination: str, bubbles: list[Bubble]) -> SendCommand:
+    """A new send command for messages a person writes into a thread (not the bot)."""
+    return send_command(new_id("rpl"), thread, destination, bubbles, utcnow())
 
 
 class ReplyOutbox:

@@ -62,6 +62,25 @@ async def with_retry(operation: Callable[[], Awaitable[T]], attempts: int = 8) -
     raise AssertionError("unreachable")
 
 
+async def insert_if_absent(
+    collection: AsyncCollection[Document], document: Document, same: Document
+) -> Document | None:
+    """Insert `document`, or, when a unique index says it is there already, return the stored
+    document `same` selects (None when this call inserted it).
+
+    The duplicate key is re-raised when `same` finds nothing: the unique index that refused
+    the write is not the one `same` reads by.
+    """
+    try:
+        await with_retry(lambda: collection.insert_one(document))
+    except DuplicateKeyError:
+        existing = await with_retry(lambda: collection.find_one(same))
+        if existing is None:
+            raise
+        return existing
+    return None
+
+
 async def converge(
     truth: Callable[[], Awaitable[T]],
     current: Callable[[], Awaitable[T]],
@@ -287,21 +306,6 @@ class Store:
     async def close(self) -> None:
         """Close the client's connections."""
         await self.client.close()
-
-
-async def insert_or_find(
-    collection: AsyncCollection[Document], doc: Document, stored: Document
-) -> tuple[Document, bool]:
-    """Insert `doc`, or find the one a unique index says is there already (the `stored`
-    query): the document kept, and whether this call inserted it."""
-    try:
-        await with_retry(lambda: collection.insert_one(doc))
-    except DuplicateKeyError:  # another run inserted it first: theirs is the one
-        found = await with_retry(lambda: collection.find_one(stored))
-        if found is None:
-            raise
-        return found, False
-    return doc, True
 
 
 async def set_fields(

@@ -10,6 +10,6 @@ Grouped by what it does, each group importing only downwards (no cycles):
   `prompts`).
 - `followups/`: planning follow-ups and reminders after a reply (`scheduler`), sending them
   when due (`sweeper`) and what they say (`texts`).
-- `outgoing.py` builds the send commands both reply and follow-ups publish; `metrics.py`
-  holds the brain's own metrics.
+- `repositories.py` opens the repositories both workers use; the send commands they publish
+  are built by `shared.replies.send_command`; `metrics.py` holds the brain's own metrics.
 """

@@ -45,6 +45,12 @@ def first_touch_source(message: InboundMessage) -> dict[str, Any]:
     return {"source": "organic"}
 
 
+def _ignored(message: InboundMessage, thread_id: str, outcome: str, why: str) -> None:
+    """Count a message already stored (as `outcome`) and log `why` it is ignored."""
+    INBOUND_STORED.labels(outcome).inc()
+    log.info(why, thread_id=thread_id, provider_message_id=message.provider_message_id)
+
+
 class Dedup:
     """Handle routed messages and user events."""
 
@@ -96,23 +102,18 @@ class Dedup:
         if thread_created and not lead_created:
             LEADS.labels("merged").inc()  # a known person, new to this agent
         if not await self._messages.claim_fingerprint(message, thread.id):
-            INBOUND_STORED.labels("relay_duplicate").inc()
-            log.info(
+            _ignored(
+                message,
+                thread.id,
+                "relay_duplicate",
                 "same message relayed under another id: ignored",
-                thread_id=thread.id,
-                provider_message_id=message.provider_message_id,
             )
             return
         stored, created = await self._messages.store_inbound(
             message, thread_id=thread.id, lead_id=lead.id, phone=phone
         )
         if not created and stored.dispatched:
-            INBOUND_STORED.labels("duplicate").inc()
-            log.info(
-                "duplicate message ignored",
-                thread_id=thread.id,
-                provider_message_id=message.provider_message_id,
-            )
+            _ignored(message, thread.id, "duplicate", "duplicate message ignored")
             return
         intent = classify_consent(message.text) if message.type == "text" and message.text else None
         if intent is not None:

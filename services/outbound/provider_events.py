@@ -25,19 +25,8 @@ class ProviderEvents:
 
     async def template_status(self, event: TemplateEvent) -> None:
         """Keep the agent's template status current (Meta approved, rejected, paused it)."""
-        if not event.name or not event.language:
+        if not await self.templates.record_event(event):
             log.warning("template event without name or language", template_id=event.template_id)
-            return
-        await self.templates.set_status(
-            event.org_id,
-            event.agent_id,
-            event.name,
-            event.language,
-            status=event.status,
-            provider_id=event.template_id,
-            reason=event.reason,
-            at=event.at,
-        )
 
     async def billing(self, event: BillingEvent) -> None:
         """Keep Gupshup's per-message pricing (append-only, once per event)."""

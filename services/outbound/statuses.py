@@ -17,8 +17,8 @@ from shared.errors import Defer, TransientError
 from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import DELIVERY_STATUSES, THROTTLED
-from shared.models import DeliveryStatus, SendCommand, utcnow
-from shared.replies import ReplyOutbox
+from shared.models import DeliveryStatus, utcnow
+from shared.replies import ReplyOutbox, send_command
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.messages import MessageRepository, message_id
 from shared.repositories.sends import SendClaim, SendRepository
@@ -117,17 +117,7 @@ class DeliveryStatuses:
         if thread is None:
             return
         command_id = derived_id("fbk", send.command_id)
-        command = SendCommand(
-            event_id=command_id,
-            command_id=command_id,
-            org_id=send.org_id,
-            agent_id=send.agent_id,
-            thread_id=send.thread_id,
-            lead_id=thread.lead_id,
-            destination=send.destination,
-            bubbles=list(send.fallback),
-            created_at=utcnow(),
-        )
+        command = send_command(command_id, thread, send.destination, list(send.fallback), utcnow())
         stored = await self._outbox.record(command, [], "fallback")
         await self._outbox.publish(stored)
         log.info("window closed at Gupshup: fallback template queued", command_id=command_id)

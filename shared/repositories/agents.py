@@ -14,6 +14,7 @@ from shared.ids import new_id
 from shared.logs import get_logger
 from shared.models import AgentChanged, utcnow
 from shared.quiet_hours import QuietHours
+from shared.repositories.record import StoredRecord
 from shared.settings import Settings
 from shared.store import Store, is_duplicate, with_retry
 
@@ -51,12 +52,9 @@ DEFAULT_HOURS = tuple(
 )
 
 
-class Agent(BaseModel):
+class Agent(StoredRecord):
     """An agent as the services see it (credentials stay sealed until used)."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: str = Field(alias="_id")
     org_id: str
     name: str
     number: str  # E.164

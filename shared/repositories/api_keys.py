@@ -5,22 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from shared.crypto import hash_token, new_token
 from shared.ids import new_id
 from shared.models import utcnow
+from shared.repositories.record import StoredRecord
 from shared.store import Store, with_retry
 
 Scope = Literal["org", "platform"]
 
 
-class ApiKey(BaseModel):
+class ApiKey(StoredRecord):
     """A key as stored (its hash only); `org_id` is None for platform-operator keys."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: str = Field(alias="_id")
     scope: Scope
     org_id: str | None
     name: str

@@ -20,11 +20,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from shared.crypto import new_token
 from shared.metrics import APPOINTMENTS
 from shared.models import utcnow
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, is_duplicate, with_retry
 
 AppointmentStatus = Literal["booked", "rescheduled", "cancelled", "done"]
@@ -47,12 +46,9 @@ class AppointmentClosed(Exception):
     """The appointment is cancelled or done: it cannot be moved (or cancelled once done)."""
 
 
-class Appointment(BaseModel):
+class Appointment(StoredRecord):
     """A stored appointment; times are timezone-aware UTC."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    id: str = Field(alias="_id")
     org_id: str
     agent_id: str
     lead_id: str

@@ -25,7 +25,7 @@ from shared.ids import derived_id, new_id
 from shared.logs import get_logger
 from shared.phones import InvalidPhoneNumber, normalize_phone
 from shared.repositories.threads import ThreadRepository, thread_id_for
-from shared.store import Document, Store, with_retry
+from shared.store import Document, Store, insert_if_absent, with_retry
 
 log = get_logger(__name__)
 
@@ -299,14 +299,8 @@ class LeadDataRepository:
             },
             "created_at": at,
         }
-        try:
-            await with_retry(lambda: self._leads.insert_one(lead))
-        except DuplicateKeyError:
-            existing = await with_retry(lambda: self._leads.find_one({"phone": phone}))
-            if existing is None:
-                raise
-            return existing, False
-        return lead, True
+        existing = await insert_if_absent(self._leads, lead, {"phone": phone})
+        return (lead, True) if existing is None else (existing, False)
 
     async def _record_import(self, org_id: str, lead_id: str, row: ImportRow, at: datetime) -> None:
         """The organization's record that it imported the lead (the first import wins).

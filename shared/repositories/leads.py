@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shared.ids import new_id
 from shared.metrics import LEADS
-from shared.store import Document, Store, insert_or_find, with_retry
+from shared.store import Document, Store, insert_if_absent, with_retry
 
 
 class LeadName(BaseModel):
@@ -105,8 +105,8 @@ class LeadRepository:
                 "first_touch": {"org_id": org_id, "agent_id": agent_id, "at": at, **source},
                 "created_at": at,
             }
-            existing, created = await insert_or_find(self._leads, lead, {"phone": phone})
-            if created:
+            existing = await insert_if_absent(self._leads, lead, {"phone": phone})
+            if existing is None:
                 LEADS.labels("created").inc()
                 return LeadRecord.model_validate(lead), True
         record = LeadRecord.model_validate(existing)

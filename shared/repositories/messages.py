@@ -16,7 +16,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
 from shared.models import Bubble, InboundMessage, Location, Media, ReplyChoice, SendCommand
-from shared.store import Document, Store, insert_or_find, set_fields, with_retry
+from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
 
 PartT = TypeVar("PartT", bound=BaseModel)
 
@@ -109,12 +109,12 @@ class MessageRepository:
             "answered_by": None,
             "dispatched": False,
         }
-        stored, created = await insert_or_find(
+        existing = await insert_if_absent(
             self._messages,
             doc,
             {"agent_id": message.agent_id, "provider_message_id": message.provider_message_id},
         )
-        return ThreadMessage.model_validate(stored), created
+        return ThreadMessage.model_validate(doc if existing is None else existing), existing is None
 
     async def claim_fingerprint(self, message: InboundMessage, thread_id: str) -> bool:
         """False when this is Gupshup relaying an already seen message under another id.

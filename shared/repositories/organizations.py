@@ -13,6 +13,7 @@ from shared.ids import new_id
 from shared.models import utcnow
 from shared.quiet_hours import QuietHours
 from shared.repositories.api_keys import ApiKeyRepository
+from shared.repositories.record import StoredRecord
 from shared.store import Store, with_retry
 
 
@@ -49,12 +50,9 @@ class OrganizationSettings(BaseModel):
     quiet_hours: QuietHours = Field(default_factory=QuietHours)
 
 
-class Organization(BaseModel):
+class Organization(StoredRecord):
     """An agency."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: str = Field(alias="_id")
     name: str
     slug: str
     settings: OrganizationSettings

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.models import SendCommand, utcnow
-from shared.store import Document, Store, insert_or_find, set_fields, with_retry
+from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
 
 
 class StoredReply(BaseModel):
@@ -116,10 +116,10 @@ class ReplyRepository:
             "published": False,
             "created_at": command.created_at,
         }
-        stored, _created = await insert_or_find(
+        existing = await insert_if_absent(
             self._replies, doc, {"_id": command.command_id, "org_id": command.org_id}
         )
-        return StoredReply.model_validate(stored)
+        return StoredReply.model_validate(doc if existing is None else existing)
 
     async def unpublished(self, org_id: str, thread_id: str) -> list[StoredReply]:
         """Replies of a thread stored but not confirmed by the broker, oldest first."""

@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 from pymongo import ASCENDING
 
 from shared.ids import derived_id
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, is_duplicate, with_retry
 
 ScheduleKind = Literal["follow_up", "reminder"]
@@ -43,12 +43,9 @@ def store_time(moment: datetime) -> datetime:
     return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
-class ScheduledMessage(BaseModel):
+class ScheduledMessage(StoredRecord):
     """A follow-up or reminder planned for a thread."""
 
-    model_config = ConfigDict(populate_by_name=True, extra="ignore")
-
-    id: str = Field(alias="_id")
     org_id: str
     agent_id: str
     thread_id: str

@@ -7,11 +7,11 @@ import re
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id, new_id
-from shared.models import Bubble, utcnow
+from shared.models import Bubble, TemplateEvent, utcnow
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, with_retry
 
 Category = Literal["MARKETING", "UTILITY", "AUTHENTICATION"]
@@ -40,12 +40,9 @@ def render(body: str, params: list[str]) -> str:
     return PLACEHOLDER.sub(lambda m: params[int(m.group(1)) - 1], body)
 
 
-class Template(BaseModel):
+class Template(StoredRecord):
     """A template of an agent."""
 
-    model_config = ConfigDict(populate_by_name=True)
-
-    id: str = Field(alias="_id")
     org_id: str
     agent_id: str
     name: str
@@ -128,6 +125,24 @@ class TemplateRepository:
             raise TemplateExists(f"template {name!r} ({language}) exists already") from None
         return template
 
+    async def record_submission(
+        self, claim: Template, *, status: str, provider_id: str, reason: str | None
+    ) -> Template:
+        """Record the provider's answer to a claimed template's application; the template as
+        now stored."""
+        await self.set_status(
+            claim.org_id,
+            claim.agent_id,
+            claim.name,
+            claim.language,
+            status=status,
+            provider_id=provider_id,
+            reason=reason,
+        )
+        stored = await self.get(claim.org_id, claim.id)
+        assert stored is not None  # claimed above, and only a failed submission drops it
+        return stored
+
     async def drop_claim(self, template: Template) -> None:
         """Give a name back when the submission failed."""
         await with_retry(
@@ -135,6 +150,22 @@ class TemplateRepository:
                 {"_id": template.id, "org_id": template.org_id, "provider_id": None}
             )
         )
+
+    async def record_event(self, event: TemplateEvent) -> bool:
+        """Record a status Gupshup reported for a template; False when the event names none."""
+        if not event.name or not event.language:
+            return False
+        await self.set_status(
+            event.org_id,
+            event.agent_id,
+            event.name,
+            event.language,
+            status=event.status,
+            provider_id=event.template_id,
+            reason=event.reason,
+            at=event.at,
+        )
+        return True
 
     async def set_status(
         self,

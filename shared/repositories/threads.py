@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.ids import derived_id
-from shared.store import Document, Store, insert_or_find, set_fields, with_retry
+from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
 
 
 def thread_id_for(agent_id: str, lead_id: str) -> str:
@@ -43,6 +43,11 @@ class Thread(BaseModel):
     summary: str | None = None
     handed_off_at: datetime | None = None  # when a person took the thread over
     handoff_note: str | None = None
+
+    @property
+    def thread_id(self) -> str:
+        """The thread's id (what commands and messages call it)."""
+        return self.id
 
     @property
     def source_name(self) -> str:
@@ -83,10 +88,10 @@ class ThreadRepository:
             "last_inbound_at": None,
             "last_outbound_at": None,
         }
-        stored, created = await insert_or_find(
+        existing = await insert_if_absent(
             self._threads, thread, {"_id": thread_id, "org_id": org_id}
         )
-        return Thread.model_validate(stored), created
+        return Thread.model_validate(thread if existing is None else existing), existing is None
 
     async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Thread | None:
         """The agent's thread with this lead, if there is one."""

@@ -22,26 +22,23 @@ from datetime import datetime, timedelta
 from services.brain.followups.scheduler import Clock, Scheduler
 from services.brain.followups.texts import follow_up_text, reminder_text
 from services.brain.metrics import SCHEDULED, SKIPPED, SWEEPS
-from services.brain.outgoing import send_command
 from services.brain.reply.model import Profile
+from services.brain.repositories import ThreadData
 from shared.broker import Broker
 from shared.ids import derived_id
 from shared.local_time import when_label
 from shared.logs import get_logger
 from shared.models import Bubble, utcnow
 from shared.quiet_hours import QuietHours
-from shared.replies import ReplyOutbox
+from shared.replies import ReplyOutbox, send_command
 from shared.repositories.agents import Agent, AgentDirectory
-from shared.repositories.appointments import AppointmentRepository
-from shared.repositories.consents import ConsentRepository
-from shared.repositories.leads import LeadRecord, LeadRepository
+from shared.repositories.leads import LeadRecord
 from shared.repositories.leases import ThreadLeases
-from shared.repositories.messages import MessageRepository
 from shared.repositories.organizations import OrganizationRepository
 from shared.repositories.replies import ReplyRepository
 from shared.repositories.schedules import ScheduledMessage, ScheduleRepository
-from shared.repositories.templates import TemplateRepository, first_name_of
-from shared.repositories.threads import Thread, ThreadRepository
+from shared.repositories.templates import first_name_of
+from shared.repositories.threads import Thread
 from shared.settings import Settings
 from shared.store import Store
 from shared.whatsapp import window_open
@@ -72,15 +69,10 @@ class Sweeper:
         self._scheduler = Scheduler(store, settings, now)
         self._schedules = ScheduleRepository(store)
         self._leases = ThreadLeases(store, settings.lease_seconds)
+        self._data = ThreadData.open(store)
         self._outbox = ReplyOutbox(store, broker)
         self._replies = ReplyRepository(store)
-        self._threads = ThreadRepository(store)
-        self._consents = ConsentRepository(store)
-        self._appointments = AppointmentRepository(store)
-        self._templates = TemplateRepository(store)
         self._orgs = OrganizationRepository(store)
-        self._leads = LeadRepository(store)
-        self._messages = MessageRepository(store)
         self._owner = owner or f"{socket.gethostname()}:{os.getpid()}:sweeper"
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -159,8 +151,8 @@ class Sweeper:
             await self._sent(schedule, command_id, now)
             return 0
         agent = await self._agents.by_id(schedule.agent_id)
-        thread = await self._threads.get(schedule.org_id, schedule.thread_id)
-        lead = await self._leads.get(schedule.lead_id)
+        thread = await self._data.threads.get(schedule.org_id, schedule.thread_id)
+        lead = await self._data.leads.get(schedule.lead_id)
         reason = await self._reason_not_to_send(schedule, agent, thread, lead, now)
         if reason is not None:
             await self._skip(schedule, reason, now)
@@ -185,7 +177,7 @@ class Sweeper:
             text = reminder_text(agent, name, start, now)
             template_id = agent.reminder_template_id
             params = [first_name_of(name), when_label(start, agent.timezone)]
-        fallback = await self._templates.filled(agent.org_id, agent.id, template_id, params)
+        fallback = await self._data.templates.filled(agent.org_id, agent.id, template_id, params)
         window_is_open = window_open(thread.last_inbound_at, now)
         if not window_is_open and not fallback:
             await self._skip(schedule, "window_closed", now)  # free text may not go, no template
@@ -229,16 +221,22 @@ class Sweeper:
             return "thread_gone"
         if thread.state != "bot":
             return f"thread_{thread.state}"  # the agent has it (human) or it is closed
-        if await self._consents.opted_out(schedule.org_id, schedule.lead_id):
+        if await self._data.consents.opted_out(schedule.org_id, schedule.lead_id):
             return "opted_out"
         if schedule.kind == "follow_up":
             since = schedule.created_at  # when the follow-up was planned
-            if await self._messages.lead_wrote_since(schedule.org_id, schedule.thread_id, since):
+            if await self._data.messages.lead_wrote_since(
+                schedule.org_id, schedule.thread_id, since
+            ):
                 return "lead_wrote_since"
-            if await self._appointments.active_for_thread(schedule.org_id, schedule.thread_id, now):
+            if await self._data.appointments.active_for_thread(
+                schedule.org_id, schedule.thread_id, now
+            ):
                 return "booked"
             return None
-        appointment = await self._appointments.get(schedule.org_id, schedule.appointment_id or "")
+        appointment = await self._data.appointments.get(
+            schedule.org_id, schedule.appointment_id or ""
+        )
         if appointment is None or not appointment.active:
             return "appointment_cancelled"
         if appointment.start != schedule.appointment_start:

@@ -18,7 +18,6 @@ from typing import Literal
 from services.brain.engines.offline import OfflineEngine, summarize
 from services.brain.followups.scheduler import Scheduler
 from services.brain.metrics import REPLIES
-from services.brain.outgoing import send_command
 from services.brain.reply.model import (
     Context,
     Decision,
@@ -31,26 +30,24 @@ from services.brain.reply.model import (
 )
 from services.brain.reply.pipeline import Engine, Pipeline
 from services.brain.reply.recall import Recaller
+from services.brain.repositories import ThreadData
 from shared.broker import Broker
 from shared.colleagues import ColleagueThreads
 from shared.errors import Defer, TransientError
 from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.models import Bubble, Choice, ThreadWork, utcnow
-from shared.replies import ReplyOutbox
+from shared.replies import ReplyOutbox, send_command
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.appointments import (
     Appointment,
     AppointmentClosed,
-    AppointmentRepository,
     UnknownAppointment,
 )
-from shared.repositories.consents import ConsentRepository
-from shared.repositories.leads import LeadRecord, LeadRepository
+from shared.repositories.leads import LeadRecord
 from shared.repositories.leases import ThreadLeases
-from shared.repositories.messages import MessageRepository, ThreadMessage
-from shared.repositories.templates import TemplateRepository
-from shared.repositories.threads import Thread, ThreadRepository
+from shared.repositories.messages import ThreadMessage
+from shared.repositories.threads import Thread
 from shared.settings import Settings
 from shared.store import Document, Store
 
@@ -89,16 +86,11 @@ class Brain:
         self._broker = broker
         self._agents = agents
         self._leases = ThreadLeases(store, settings.lease_seconds)
-        self._threads = ThreadRepository(store)
-        self._messages = MessageRepository(store)
+        self._data = ThreadData.open(store)
         stale = timedelta(seconds=settings.answer_claim_stale_seconds)
         self._outbox = ReplyOutbox(store, broker, stale_claims=stale)
         self._colleagues = ColleagueThreads(store)
-        self._consents = ConsentRepository(store)
-        self._templates = TemplateRepository(store)
-        self._appointments = AppointmentRepository(store)
         self._recaller = Recaller(store)
-        self._leads = LeadRepository(store)
         self._owner = f"{socket.gethostname()}:{os.getpid()}"
         self.pipeline = Pipeline(engine or OfflineEngine())
 
@@ -115,7 +107,7 @@ class Brain:
             await self._leases.release(lease)
 
     async def _answer(self, work: ThreadWork) -> None:
-        unanswered = await self._messages.unanswered(work.org_id, work.thread_id)
+        unanswered = await self._data.messages.unanswered(work.org_id, work.thread_id)
         if not unanswered:
             return
         quiet = self._settings.burst_quiet_seconds
@@ -126,9 +118,9 @@ class Brain:
             raise Defer("waiting for the burst to settle", delay_ms=int(remaining * 1000) + 1)
         agent, thread, lead, opted_out = await asyncio.gather(
             self._agents.by_id(work.agent_id),
-            self._threads.get(work.org_id, work.thread_id),
-            self._leads.get(work.lead_id),
-            self._consents.opted_out(work.org_id, work.lead_id),
+            self._data.threads.get(work.org_id, work.thread_id),
+            self._data.leads.get(work.lead_id),
+            self._data.consents.opted_out(work.org_id, work.lead_id),
         )
         if agent is None or thread is None:
             raise TransientError(f"thread {work.thread_id} or its agent is not readable yet")
@@ -136,7 +128,9 @@ class Brain:
             raise TransientError(f"lead {work.lead_id} is not readable yet")
         if thread.state == "human":
             # The agent has the thread: what the lead writes now is theirs to answer.
-            await self._messages.mark_answered(work.org_id, [m.id for m in unanswered], "human")
+            await self._data.messages.mark_answered(
+                work.org_id, [m.id for m in unanswered], "human"
+            )
             log.info("not answering: the agent has the thread", thread_id=work.thread_id)
             return
         if not agent.active or thread.state != "bot":
@@ -174,7 +168,7 @@ class Brain:
             lead.phone,
             self._bubbles(bubbles, decision),
             utcnow(),
-            fallback=await self._templates.fallback_for(
+            fallback=await self._data.templates.fallback_for(
                 agent.org_id, agent.id, agent.fallback_template_id, recall.profile.name
             ),
         )
@@ -210,7 +204,7 @@ class Brain:
         """
         slot = decision.slot
         if decision.action == "confirm_booking" and slot is not None:
-            booked = await self._appointments.book(
+            booked = await self._data.appointments.book(
                 context.org_id,
                 context.agent_id,
                 context.lead_id,
@@ -224,7 +218,7 @@ class Brain:
             return decision.model_copy(update={"link": self._link(booked)}), recall
         elif decision.action == "reschedule" and slot is not None and recall.appointment:
             try:
-                moved = await self._appointments.reschedule(
+                moved = await self._data.appointments.reschedule(
                     context.org_id, recall.appointment.appointment_id, slot.start, slot.end
                 )
             except (AppointmentClosed, UnknownAppointment):
@@ -240,7 +234,7 @@ class Brain:
                 return self._taken(recall, slot), recall
             return decision.model_copy(update={"link": self._link(moved)}), recall
         elif decision.action == "cancel" and recall.appointment is not None:
-            await self._appointments.cancel(context.org_id, recall.appointment.appointment_id)
+            await self._data.appointments.cancel(context.org_id, recall.appointment.appointment_id)
         return decision, recall
 
     @staticmethod
@@ -284,7 +278,7 @@ class Brain:
             [Bubble(text=text)],
             utcnow(),
             purpose="agent_notification",
-            fallback=await self._templates.fallback_for(
+            fallback=await self._data.templates.fallback_for(
                 agent.org_id, agent.id, agent.handoff_template_id, context.profile.name
             ),
         )
@@ -329,7 +323,7 @@ class Brain:
         answers = [m.id for m in unanswered]
         asked = any(m.consent_intent == "opt_out" for m in unanswered)
         if not asked or thread.opt_out_confirmed:
-            await self._messages.mark_answered(thread.org_id, answers, "opted_out")
+            await self._data.messages.mark_answered(thread.org_id, answers, "opted_out")
             return
         text = OPT_OUT_CONFIRMATION.format(bot=agent.persona.bot_name, agent=agent.name)
         command = send_command(
@@ -358,7 +352,7 @@ class Brain:
         stage = thread.stage
         answered_ids = {m.id for m in unanswered}
         recent, colleague_threads = await asyncio.gather(
-            self._messages.page(
+            self._data.messages.page(
                 thread.org_id, thread.id, before=None, limit=HISTORY_MESSAGES + len(unanswered)
             ),
             self._colleagues.of(thread),

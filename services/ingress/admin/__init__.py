@@ -4,6 +4,8 @@ One module per resource, each endpoint a module-level function declared in that 
 `routes`; the application is their routes in the order below, plus `GET /v1/openapi.json`
 built from the same declarations. Endpoints take their dependencies from the application
 (`dependencies`); authentication, validation, pages, not-found and audit are in `framework`.
+Resource modules import those two as namespaces (`framework as api`, `dependencies as deps`),
+so an endpoint reads `call.app[deps.AGENTS]` and `api.found(...)`.
 """
 
 from __future__ import annotations

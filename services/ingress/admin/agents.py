@@ -8,25 +8,8 @@ from typing import Literal
 from aiohttp import web
 from pydantic import Field, field_validator, model_validator
 
-from services.ingress.admin.dependencies import (
-    AGENTS,
-    AUDIT,
-    BROKER,
-    ORGS,
-    PARTNER,
-    SETTINGS,
-    TEMPLATES,
-)
-from services.ingress.admin.framework import (
-    ApiError,
-    Body,
-    Call,
-    RouteTable,
-    found,
-    invalid_body,
-    json_response,
-    not_found,
-)
+from services.ingress.admin import dependencies as deps
+from services.ingress.admin import framework as api
 from services.ingress.admin.organizations import TimeZone
 from shared.onboarding import (
     InvalidAgentNumber,
@@ -46,7 +29,7 @@ AppName = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
 Secret = Field(min_length=1, max_length=1000)
 
 
-class AgentCreate(Body):
+class AgentCreate(api.Body):
     """A new agent of the caller's organization."""
 
     name: str = Field(min_length=1, max_length=100)
@@ -68,7 +51,7 @@ class AgentCreate(Body):
 EXTRA_CREDENTIALS = {"partner_app_token", "app_secret"}
 
 
-class AgentUpdate(Body):
+class AgentUpdate(api.Body):
     """Changes to an agent; absent fields stay as they are."""
 
     name: str | None = Field(default=None, min_length=1, max_length=100)
@@ -101,7 +84,7 @@ TEMPLATE_PARAMETERS = {
 }
 
 
-class CredentialsUpdate(Body):
+class CredentialsUpdate(api.Body):
     """New credentials; they can be written, never read back."""
 
     gupshup_api_key: str | None = Field(default=None, min_length=1, max_length=1000)
@@ -119,7 +102,7 @@ Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 CLOCK = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 
 
-class WorkingPeriod(Body):
+class WorkingPeriod(api.Body):
     """One period of a day in which the agent takes consultations."""
 
     day: Day
@@ -140,7 +123,7 @@ class WorkingPeriod(Body):
         return self
 
 
-class Availability(Body):
+class Availability(api.Body):
     """When the agent works, in the agent's time zone, and how long an appointment lasts."""
 
     timezone: TimeZone
@@ -158,40 +141,44 @@ def availability_of(agent: Agent) -> dict[str, object]:
     }
 
 
-def conflict(exc: AgentConflict) -> ApiError:
+def conflict(exc: AgentConflict) -> api.ApiError:
     """409 with a code saying what is taken."""
     code = "number_taken" if isinstance(exc, AgentNumberTaken) else "app_taken"
-    return ApiError(409, code, str(exc))
+    return api.ApiError(409, code, str(exc))
 
 
-async def foreign_agents(call: Call, agent_ids: set[str]) -> list[str]:
+async def foreign_agents(call: api.Call, agent_ids: set[str]) -> list[str]:
     """The ids among `agent_ids` that name no agent of the caller's organization."""
-    agents = call.app[AGENTS]
+    agents = call.app[deps.AGENTS]
     return [a for a in agent_ids if await agents.get_in_org(call.org_id, a) is None]
 
 
-async def agent_of(call: Call) -> Agent:
+async def agent_of(call: api.Call) -> Agent:
     """The agent named by the path, if it belongs to the caller's organization."""
-    return found(await call.app[AGENTS].get_in_org(call.org_id, call.param("agent_id")), "agent")
+    return api.found(
+        await call.app[deps.AGENTS].get_in_org(call.org_id, call.param("agent_id")), "agent"
+    )
 
 
-async def _organization_settings(call: Call) -> OrganizationSettings:
-    org: Organization | None = await call.app[ORGS].get(call.org_id)
-    return org.settings if org else OrganizationSettings(region=call.app[SETTINGS].default_region)
+async def _organization_settings(call: api.Call) -> OrganizationSettings:
+    org: Organization | None = await call.app[deps.ORGS].get(call.org_id)
+    return (
+        org.settings if org else OrganizationSettings(region=call.app[deps.SETTINGS].default_region)
+    )
 
 
 def _phone(value: str, field: str, region: str) -> str:
     try:
         return agent_phone(value, field, region)
     except InvalidAgentNumber as exc:
-        raise invalid_body(exc.field, str(exc)) from None
+        raise api.invalid_body(exc.field, str(exc)) from None
 
 
-routes = RouteTable()
+routes = api.RouteTable()
 
 
 @routes.add("POST", "/v1/agents", status=201)
-async def create_agent(call: Call, body: AgentCreate) -> web.StreamResponse:
+async def create_agent(call: api.Call, body: AgentCreate) -> web.StreamResponse:
     """Onboard an agent; answers its callback URL."""
     org = await _organization_settings(call)
     # The body's other fields are NewAgent's, by the same names.
@@ -206,17 +193,17 @@ async def create_agent(call: Call, body: AgentCreate) -> web.StreamResponse:
         onboarded = await add_agent(
             new,
             region=org.region,
-            agents=call.app[AGENTS],
-            audit=call.app[AUDIT],
-            partner=call.app[PARTNER],
-            settings=call.app[SETTINGS],
+            agents=call.app[deps.AGENTS],
+            audit=call.app[deps.AUDIT],
+            partner=call.app[deps.PARTNER],
+            settings=call.app[deps.SETTINGS],
             actor=call.actor,
         )
     except InvalidAgentNumber as exc:
-        raise invalid_body(exc.field, str(exc)) from None
+        raise api.invalid_body(exc.field, str(exc)) from None
     except AgentConflict as exc:
         raise conflict(exc) from None
-    return json_response(
+    return api.json_response(
         {
             **onboarded.agent.public(),
             "callback_url": onboarded.callback_url,
@@ -227,20 +214,20 @@ async def create_agent(call: Call, body: AgentCreate) -> web.StreamResponse:
 
 
 @routes.add("GET", "/v1/agents")
-async def list_agents(call: Call) -> web.StreamResponse:
+async def list_agents(call: api.Call) -> web.StreamResponse:
     """The organization's agents."""
-    agents = await call.app[AGENTS].list_in_org(call.org_id)
-    return json_response({"items": [a.public() for a in agents]})
+    agents = await call.app[deps.AGENTS].list_in_org(call.org_id)
+    return api.json_response({"items": [a.public() for a in agents]})
 
 
 @routes.add("GET", "/v1/agents/{agent_id}")
-async def get_agent(call: Call) -> web.StreamResponse:
+async def get_agent(call: api.Call) -> web.StreamResponse:
     """One agent."""
-    return json_response((await agent_of(call)).public())
+    return api.json_response((await agent_of(call)).public())
 
 
 @routes.add("PATCH", "/v1/agents/{agent_id}")
-async def update_agent(call: Call, body: AgentUpdate) -> web.StreamResponse:
+async def update_agent(call: api.Call, body: AgentUpdate) -> web.StreamResponse:
     """Change an agent, suspend or reactivate it."""
     fields: dict[str, object] = body.model_dump(exclude_none=True)
     region = (await _organization_settings(call)).region
@@ -254,82 +241,82 @@ async def update_agent(call: Call, body: AgentUpdate) -> web.StreamResponse:
 
 
 @routes.add("PUT", "/v1/agents/{agent_id}/persona")
-async def set_persona(call: Call, persona: Persona) -> web.StreamResponse:
+async def set_persona(call: api.Call, persona: Persona) -> web.StreamResponse:
     """Set how the bot speaks for the agent."""
     return await _change(call, "agent.persona", {"persona": persona.model_dump()})
 
 
-async def _usable_template(call: Call, field: str, template_id: str) -> str | None:
+async def _usable_template(call: api.Call, field: str, template_id: str) -> str | None:
     """A template of this agent taking no more parameters than the setting fills, or None."""
     if not template_id:
         return None
-    template = await call.app[TEMPLATES].get(call.org_id, template_id)
+    template = await call.app[deps.TEMPLATES].get(call.org_id, template_id)
     if template is None or template.agent_id != call.param("agent_id"):
-        raise not_found("template")
+        raise api.not_found("template")
     most = TEMPLATE_PARAMETERS[field]
     if template.parameters > most:
         allowed = "one parameter" if most == 1 else f"{most} parameters"
-        raise invalid_body(field, f"the template may take at most {allowed}")
+        raise api.invalid_body(field, f"the template may take at most {allowed}")
     return template.id
 
 
-async def _change(call: Call, action: str, fields: dict[str, object]) -> web.StreamResponse:
+async def _change(call: api.Call, action: str, fields: dict[str, object]) -> web.StreamResponse:
     try:
-        changed = await call.app[AGENTS].update(call.org_id, call.param("agent_id"), fields)
+        changed = await call.app[deps.AGENTS].update(call.org_id, call.param("agent_id"), fields)
     except AgentConflict as exc:
         raise conflict(exc) from None
-    before, after = found(changed, "agent")
+    before, after = api.found(changed, "agent")
     await call.audited(action, after.id, before=before.public(), after=after.public())
-    await announce_agent_change(call.app[BROKER], call.org_id, after.id)
-    return json_response(after.public())
+    await announce_agent_change(call.app[deps.BROKER], call.org_id, after.id)
+    return api.json_response(after.public())
 
 
 @routes.add("PUT", "/v1/agents/{agent_id}/credentials")
-async def set_credentials(call: Call, body: CredentialsUpdate) -> web.StreamResponse:
+async def set_credentials(call: api.Call, body: CredentialsUpdate) -> web.StreamResponse:
     """Store the agent's credentials (encrypted; never returned)."""
     agent_id = call.param("agent_id")
     secrets = body.model_dump(exclude_none=True)
-    if not await call.app[AGENTS].set_credentials(call.org_id, agent_id, secrets):
-        raise not_found("agent")
+    if not await call.app[deps.AGENTS].set_credentials(call.org_id, agent_id, secrets):
+        raise api.not_found("agent")
     await call.audited(
         "agent.credentials", agent_id, after={"credentials_changed": sorted(secrets)}
     )
-    await announce_agent_change(call.app[BROKER], call.org_id, agent_id)
-    return json_response({"agent_id": agent_id, "credentials_changed": sorted(secrets)})
+    await announce_agent_change(call.app[deps.BROKER], call.org_id, agent_id)
+    return api.json_response({"agent_id": agent_id, "credentials_changed": sorted(secrets)})
 
 
 @routes.add("POST", "/v1/agents/{agent_id}/callback-key")
-async def rotate_callback_key(call: Call) -> web.StreamResponse:
+async def rotate_callback_key(call: api.Call) -> web.StreamResponse:
     """Issue a new callback URL; the old one stops working."""
     agent = await agent_of(call)
-    callback_key = await call.app[AGENTS].rotate_callback_key(call.org_id, agent.id)
+    callback_key = await call.app[deps.AGENTS].rotate_callback_key(call.org_id, agent.id)
     await call.audited(
         "agent.callback_key",
         agent.id,
         before={"callback_key": "retired"},
         after={"callback_key": "issued"},
     )
-    await announce_agent_change(call.app[BROKER], call.org_id, agent.id)
-    url = callback_url(call.app[SETTINGS], callback_key)
-    return json_response(
+    await announce_agent_change(call.app[deps.BROKER], call.org_id, agent.id)
+    url = callback_url(call.app[deps.SETTINGS], callback_key)
+    return api.json_response(
         {
             "agent_id": agent.id,
             "callback_url": url,
             "callback_subscription": await subscribe_callbacks(
-                call.app[PARTNER], agent.gupshup_app_id, url
+                call.app[deps.PARTNER], agent.gupshup_app_id, url
             ),
         }
     )
 
 
 @routes.add("GET", "/v1/agents/{agent_id}/availability")
-async def get_availability(call: Call) -> web.StreamResponse:
+async def get_availability(call: api.Call) -> web.StreamResponse:
     """When the agent takes consultations."""
-    return json_response(availability_of(await agent_of(call)))
+    return api.json_response(availability_of(await agent_of(call)))
 
 
 @routes.add("PUT", "/v1/agents/{agent_id}/availability")
-async def set_availability(call: Call, body: Availability) -> web.StreamResponse:
+async def set_availability(call: api.Call, body: Availability) -> web.StreamResponse:
     """Set working hours, time zone and appointment length (slot_minutes, 15 to 240)."""
     fields: Document = {
         "timezone": body.timezone,
@@ -337,8 +324,8 @@ async def set_availability(call: Call, body: Availability) -> web.StreamResponse
     }
     if body.slot_minutes is not None:
         fields["slot_minutes"] = body.slot_minutes
-    changed = await call.app[AGENTS].update(call.org_id, call.param("agent_id"), fields)
-    before, after = found(changed, "agent")
+    changed = await call.app[deps.AGENTS].update(call.org_id, call.param("agent_id"), fields)
+    before, after = api.found(changed, "agent")
     await call.audited(
         "agent.availability",
         after.id,
@@ -349,5 +336,5 @@ async def set_availability(call: Call, body: Availability) -> web.StreamResponse
             "slot_minutes": after.slot_minutes,
         },
     )
-    await announce_agent_change(call.app[BROKER], call.org_id, after.id)
-    return json_response(availability_of(after))
+    await announce_agent_change(call.app[deps.BROKER], call.org_id, after.id)
+    return api.json_response(availability_of(after))

@@ -9,14 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from services.ingress.admin import dependencies as deps
+from services.ingress.admin import framework as api
 from services.ingress.admin.agents import foreign_agents
-from services.ingress.admin.dependencies import (
-    LEAD_DATA,
-    ORGS,
-    SETTINGS,
-    THREADS,
-)
-from services.ingress.admin.framework import Call, RouteTable, found, json_response, rows_rejected
 from services.ingress.admin.threads import lead_view, public_thread
 from shared.metrics import LEADS
 from shared.models import utcnow
@@ -30,28 +25,28 @@ from shared.repositories.lead_data import (
 MAX_REPORTED_AGENT_ERRORS = 50
 
 
-routes = RouteTable()
+routes = api.RouteTable()
 
 
 @routes.add("GET", "/v1/leads")
-async def list_leads(call: Call) -> web.StreamResponse:
+async def list_leads(call: api.Call) -> web.StreamResponse:
     """Leads of the organization (through its threads), paginated."""
     limit = call.query_int("limit", 50, 1, 200)
-    ids = await call.app[THREADS].lead_ids(
+    ids = await call.app[deps.THREADS].lead_ids(
         call.org_id, after=call.request.query.get("after"), limit=limit
     )
     items = [view for lead_id in ids if (view := await lead_view(call, lead_id))]
-    return json_response({"items": items, "next": ids[-1] if len(ids) == limit else None})
+    return api.json_response({"items": items, "next": ids[-1] if len(ids) == limit else None})
 
 
 @routes.add("GET", "/v1/leads/{lead_id}")
-async def get_lead(call: Call) -> web.StreamResponse:
+async def get_lead(call: api.Call) -> web.StreamResponse:
     """One lead and its threads with this organization."""
     lead_id = call.param("lead_id")
-    own = await call.app[THREADS].page(call.org_id, after=None, limit=200, lead_id=lead_id)
+    own = await call.app[deps.THREADS].page(call.org_id, after=None, limit=200, lead_id=lead_id)
     # A lead is visible only through the organization's own threads.
-    view = found(await lead_view(call, lead_id) if own else None, "lead")
-    return json_response({**view, "threads": [public_thread(t) for t in own]})
+    view = api.found(await lead_view(call, lead_id) if own else None, "lead")
+    return api.json_response({**view, "threads": [public_thread(t) for t in own]})
 
 
 # The summary names the parser's own columns and limit.
@@ -62,12 +57,12 @@ IMPORT_SUMMARY = (
 
 
 @routes.add("POST", "/v1/leads/import", summary=IMPORT_SUMMARY, content_type="text/csv")
-async def import_leads(call: Call) -> web.StreamResponse:
+async def import_leads(call: api.Call) -> web.StreamResponse:
     """Import leads from CSV, deduplicated by phone; a report per row."""
     try:
         rows = parse_import_csv(await call.csv_text())
     except ImportRejected as exc:
-        raise rows_rejected("lead", exc.errors) from None
+        raise api.rows_rejected("lead", exc.errors) from None
     # An agent id names the organization's own configuration: a wrong one is a mistake
     # in the file, not in one lead's data, and it is answered like an unknown id.
     unknown = await foreign_agents(call, {row.agent_id for row in rows if row.agent_id})
@@ -78,10 +73,12 @@ async def import_leads(call: Call) -> web.StreamResponse:
             if row.agent_id in unknown
         }
         shown = dict(list(errors.items())[:MAX_REPORTED_AGENT_ERRORS])
-        raise rows_rejected("lead", shown)
-    org = await call.app[ORGS].get(call.org_id)
-    region = org.settings.region if org else call.app[SETTINGS].default_region
-    results = await call.app[LEAD_DATA].import_rows(call.org_id, rows, region=region, at=utcnow())
+        raise api.rows_rejected("lead", shown)
+    org = await call.app[deps.ORGS].get(call.org_id)
+    region = org.settings.region if org else call.app[deps.SETTINGS].default_region
+    results = await call.app[deps.LEAD_DATA].import_rows(
+        call.org_id, rows, region=region, at=utcnow()
+    )
     for result in results:  # what happened to the global registry, for operators
         if result.registry in ("created", "merged"):
             LEADS.labels(result.registry).inc()
@@ -90,27 +87,27 @@ async def import_leads(call: Call) -> web.StreamResponse:
         for outcome in ("created", "merged", "unchanged", "invalid")
     }
     await call.audited("lead.import", call.org_id, after={"rows": len(results), **counts})
-    return json_response({"rows": [result.public() for result in results], **counts})
+    return api.json_response({"rows": [result.public() for result in results], **counts})
 
 
 @routes.add("GET", "/v1/leads/{lead_id}/export")
-async def export_lead(call: Call) -> web.StreamResponse:
+async def export_lead(call: api.Call) -> web.StreamResponse:
     """Everything this organization holds about a lead (a data access request)."""
     lead_id = call.param("lead_id")
-    exported = found(await call.app[LEAD_DATA].export(call.org_id, lead_id), "lead")
+    exported = api.found(await call.app[deps.LEAD_DATA].export(call.org_id, lead_id), "lead")
     threads = exported["threads"]
     messages = sum(len(t["messages"]) for t in threads)
     await call.audited(
         "lead.export", lead_id, after={"threads": len(threads), "messages": messages}
     )
-    return json_response(exported)
+    return api.json_response(exported)
 
 
 @routes.add("DELETE", "/v1/leads/{lead_id}")
-async def erase_lead(call: Call) -> web.StreamResponse:
+async def erase_lead(call: api.Call) -> web.StreamResponse:
     """Erase what this organization holds about a lead (other organizations' data stays)."""
     lead_id = call.param("lead_id")
-    counts = found(await call.app[LEAD_DATA].erase(call.org_id, lead_id), "lead")
+    counts = api.found(await call.app[deps.LEAD_DATA].erase(call.org_id, lead_id), "lead")
     # Counts and the id only: the audit log must not keep what was erased.
     await call.audited("lead.erase", lead_id, after={"erased": counts})
-    return json_response({"lead_id": lead_id, "erased": counts})
+    return api.json_response({"lead_id": lead_id, "erased": counts})

@@ -9,8 +9,8 @@ import phonenumbers
 from aiohttp import web
 from pydantic import AfterValidator, Field
 
-from services.ingress.admin.dependencies import API_KEYS, AUDIT, ORGS
-from services.ingress.admin.framework import ApiError, Body, Call, RouteTable, found, json_response
+from services.ingress.admin import dependencies as deps
+from services.ingress.admin import framework as api
 from shared.quiet_hours import QuietHours
 from shared.repositories.organizations import (
     MessagePrices,
@@ -40,7 +40,7 @@ Region = Annotated[str, AfterValidator(_region)]
 TimeZone = Annotated[str, AfterValidator(_zone)]
 
 
-class OrganizationCreate(Body):
+class OrganizationCreate(api.Body):
     """A new organization (platform-operator key)."""
 
     name: str = Field(min_length=2, max_length=100)
@@ -51,7 +51,7 @@ class OrganizationCreate(Body):
 Visibility = Literal["none", "metadata", "summary"]
 
 
-class OrganizationUpdate(Body):
+class OrganizationUpdate(api.Body):
     """Changes to the caller's organization."""
 
     cross_agent_visibility: Visibility | None = None
@@ -62,7 +62,7 @@ class OrganizationUpdate(Body):
     message_prices: MessagePrices | None = None
 
 
-class KeyCreate(Body):
+class KeyCreate(api.Body):
     """A new API key of the caller's organization."""
 
     name: str = Field(min_length=1, max_length=100)
@@ -80,37 +80,37 @@ def public_org(org: Organization) -> dict[str, object]:
     }
 
 
-routes = RouteTable()
+routes = api.RouteTable()
 
 
 @routes.add("POST", "/v1/organizations", scope="platform", status=201)
-async def create_organization(call: Call, body: OrganizationCreate) -> web.StreamResponse:
+async def create_organization(call: api.Call, body: OrganizationCreate) -> web.StreamResponse:
     """Create an organization and its first API key."""
     try:
-        org, api_key = await call.app[ORGS].create(
+        org, api_key = await call.app[deps.ORGS].create(
             body.name, OrganizationSettings(region=body.region, timezone=body.timezone)
         )
     except OrganizationExists as exc:
-        raise ApiError(409, "conflict", str(exc)) from None
-    await call.app[AUDIT].record(
+        raise api.ApiError(409, "conflict", str(exc)) from None
+    await call.app[deps.AUDIT].record(
         org_id=org.id,
         actor=call.actor,
         action="organization.create",
         target=org.id,
         after=public_org(org),
     )
-    return json_response({**public_org(org), "api_key": api_key}, status=201)
+    return api.json_response({**public_org(org), "api_key": api_key}, status=201)
 
 
 @routes.add("GET", "/v1/organization")
-async def get_organization(call: Call) -> web.StreamResponse:
+async def get_organization(call: api.Call) -> web.StreamResponse:
     """The caller's organization."""
-    org = found(await call.app[ORGS].get(call.org_id), "organization")
-    return json_response(public_org(org))
+    org = api.found(await call.app[deps.ORGS].get(call.org_id), "organization")
+    return api.json_response(public_org(org))
 
 
 @routes.add("PATCH", "/v1/organization")
-async def update_organization(call: Call, body: OrganizationUpdate) -> web.StreamResponse:
+async def update_organization(call: api.Call, body: OrganizationUpdate) -> web.StreamResponse:
     """Change the caller's organization."""
     fields: dict[str, object] = {}
     if body.name is not None:
@@ -125,42 +125,44 @@ async def update_organization(call: Call, body: OrganizationUpdate) -> web.Strea
         fields["settings.quiet_hours"] = body.quiet_hours.model_dump()
     if body.message_prices is not None:
         fields["settings.message_prices"] = body.message_prices.model_dump()
-    before, after = found(await call.app[ORGS].update(call.org_id, fields), "organization")
+    before, after = api.found(await call.app[deps.ORGS].update(call.org_id, fields), "organization")
     await call.audited(
         "organization.update",
         call.org_id,
         before=public_org(before),
         after=public_org(after),
     )
-    return json_response(public_org(after))
+    return api.json_response(public_org(after))
 
 
 @routes.add("GET", "/v1/api-keys")
-async def list_keys(call: Call) -> web.StreamResponse:
+async def list_keys(call: api.Call) -> web.StreamResponse:
     """The organization's API keys (never the keys themselves)."""
-    return json_response(
-        {"items": [k.public() for k in await call.app[API_KEYS].list_in_org(call.org_id)]}
+    return api.json_response(
+        {"items": [k.public() for k in await call.app[deps.API_KEYS].list_in_org(call.org_id)]}
     )
 
 
 @routes.add("POST", "/v1/api-keys", status=201)
-async def create_key(call: Call, body: KeyCreate) -> web.StreamResponse:
+async def create_key(call: api.Call, body: KeyCreate) -> web.StreamResponse:
     """Issue another API key."""
-    key, plain = await call.app[API_KEYS].issue("org", call.org_id, body.name)
+    key, plain = await call.app[deps.API_KEYS].issue("org", call.org_id, body.name)
     await call.audited("api_key.create", key.id, after=key.public())
-    return json_response({**key.public(), "api_key": plain}, status=201)
+    return api.json_response({**key.public(), "api_key": plain}, status=201)
 
 
 @routes.add("DELETE", "/v1/api-keys/{key_id}", status=200)
-async def revoke_key(call: Call) -> web.StreamResponse:
+async def revoke_key(call: api.Call) -> web.StreamResponse:
     """Revoke an API key."""
-    key = found(await call.app[API_KEYS].revoke(call.org_id, call.param("key_id")), "API key")
+    key = api.found(
+        await call.app[deps.API_KEYS].revoke(call.org_id, call.param("key_id")), "API key"
+    )
     await call.audited("api_key.revoke", key.id, after=key.public())
-    return json_response(key.public())
+    return api.json_response(key.public())
 
 
 @routes.add("GET", "/v1/audit-log")
-async def audit_log(call: Call) -> web.StreamResponse:
+async def audit_log(call: api.Call) -> web.StreamResponse:
     """The organization's latest writes, newest first."""
     limit = call.query_int("limit", 100, 1, 500)
-    return json_response({"items": await call.app[AUDIT].list_in_org(call.org_id, limit)})
+    return api.json_response({"items": await call.app[deps.AUDIT].list_in_org(call.org_id, limit)})

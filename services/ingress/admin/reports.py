@@ -7,19 +7,19 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from services.ingress.admin.dependencies import CONVERSIONS, COSTS, ORGS
-from services.ingress.admin.framework import Call, RouteTable, found, invalid_query, json_response
+from services.ingress.admin import dependencies as deps
+from services.ingress.admin import framework as api
 from shared.models import utcnow
 from shared.repositories.costs import GRANULARITIES
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366  # a year, leap day included
 
-routes = RouteTable()
+routes = api.RouteTable()
 
 
 @routes.add("GET", "/v1/reports/attribution")
-async def attribution_report(call: Call) -> web.StreamResponse:
+async def attribution_report(call: api.Call) -> web.StreamResponse:
     """Leads, conversions and conversion rate per agent and source; from/to (ISO dates) bound when
     the threads started."""
     query = call.request.query
@@ -31,34 +31,34 @@ async def attribution_report(call: Call) -> web.StreamResponse:
             datetime.fromisoformat(query["from"]) if "from" in query else end - timedelta(days=30)
         )
     except ValueError:
-        raise invalid_query("from/to", "must be ISO-8601 dates or times") from None
+        raise api.invalid_query("from/to", "must be ISO-8601 dates or times") from None
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
-    rows = await call.app[CONVERSIONS].report(call.org_id, start, end)
-    return json_response({"from": start.isoformat(), "to": end.isoformat(), "rows": rows})
+    rows = await call.app[deps.CONVERSIONS].report(call.org_id, start, end)
+    return api.json_response({"from": start.isoformat(), "to": end.isoformat(), "rows": rows})
 
 
 @routes.add("GET", "/v1/reports/costs")
-async def cost_report(call: Call) -> web.StreamResponse:
+async def cost_report(call: api.Call) -> web.StreamResponse:
     """Billable and free WhatsApp messages per period, agent and pricing category (estimated costs
     once prices are set); from/to (dates, both included, in the organization's time zone;
     default the last 30 days), period=day|month (default day)."""
-    org = found(await call.app[ORGS].get(call.org_id), "organization")
+    org = api.found(await call.app[deps.ORGS].get(call.org_id), "organization")
     raw_period = call.request.query.get("period", "day")
     period = next((g for g in GRANULARITIES if g == raw_period), None)
     if period is None:
-        raise invalid_query("period", "must be day or month")
+        raise api.invalid_query("period", "must be day or month")
     # Days are the organization's: a message sent at 23:30 in Singapore is that day's.
     zone = ZoneInfo(org.settings.timezone)
     last = call.query_date("to", utcnow().astimezone(zone).date())
     first = call.query_date("from", last - timedelta(days=DEFAULT_DAYS - 1))
     if first > last:
-        raise invalid_query("from", "must not be after to")
+        raise api.invalid_query("from", "must not be after to")
     if (last - first).days >= MAX_DAYS:
-        raise invalid_query("to", f"at most {MAX_DAYS} days from 'from' (both included)")
-    report = await call.app[COSTS].report(
+        raise api.invalid_query("to", f"at most {MAX_DAYS} days from 'from' (both included)")
+    report = await call.app[deps.COSTS].report(
         call.org_id, first, last, period, zone, org.settings.message_prices
     )
-    return json_response(
+    return api.json_response(
         {
             "from": first.isoformat(),
             "to": last.isoformat(),

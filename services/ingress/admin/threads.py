@@ -8,25 +8,8 @@ from typing import Any
 from aiohttp import web
 from pydantic import Field
 
-from services.ingress.admin.dependencies import (
-    COLLEAGUES,
-    CONSENTS,
-    CONVERSIONS,
-    LEADS,
-    MESSAGES,
-    OUTBOX,
-    SENDS,
-    THREADS,
-)
-from services.ingress.admin.framework import (
-    Body,
-    Call,
-    RouteTable,
-    found,
-    invalid_query,
-    json_response,
-    page_response,
-)
+from services.ingress.admin import dependencies as deps
+from services.ingress.admin import framework as api
 from shared.models import Bubble, utcnow
 from shared.replies import human_command
 from shared.repositories.conversions import ConversionKind
@@ -49,19 +32,19 @@ THREAD_FIELDS = (
 MESSAGE_FIELDS = ("direction", "type", "text", "author", "payload", "sent_at", "answered")
 
 
-class ConversionBody(Body):
+class ConversionBody(api.Body):
     """An outcome of the thread: an appointment booked, the deal won or lost."""
 
     kind: ConversionKind
 
 
-class HumanReply(Body):
+class HumanReply(api.Body):
     """What the agent writes to the lead, sent from the agent's number."""
 
     text: str = Field(min_length=1, max_length=4096)
 
 
-class HandoffRequest(Body):
+class HandoffRequest(api.Body):
     """Why the thread is taken over (optional)."""
 
     note: str | None = Field(default=None, max_length=500)
@@ -77,55 +60,60 @@ def public_message(message: ThreadMessage) -> dict[str, Any]:
     return {"message_id": message.id, **{f: getattr(message, f) for f in MESSAGE_FIELDS}}
 
 
-async def lead_view(call: Call, lead_id: str) -> dict[str, Any] | None:
+async def lead_view(call: api.Call, lead_id: str) -> dict[str, Any] | None:
     """What the caller's organization sees of a lead, or None."""
-    view = await call.app[LEADS].view_for_org(call.org_id, lead_id)
+    view = await call.app[deps.LEADS].view_for_org(call.org_id, lead_id)
     if view is None:
         return None
-    return {**view.as_json(), "opted_out": await call.app[CONSENTS].opted_out(call.org_id, lead_id)}
+    return {
+        **view.as_json(),
+        "opted_out": await call.app[deps.CONSENTS].opted_out(call.org_id, lead_id),
+    }
 
 
-async def thread_of(call: Call) -> Thread:
+async def thread_of(call: api.Call) -> Thread:
     """The thread named by the path, if it belongs to the caller's organization."""
-    return found(await call.app[THREADS].get(call.org_id, call.param("thread_id")), "thread")
+    return api.found(
+        await call.app[deps.THREADS].get(call.org_id, call.param("thread_id")), "thread"
+    )
 
 
-routes = RouteTable()
+routes = api.RouteTable()
 
 
 @routes.add("GET", "/v1/threads")
-async def list_threads(call: Call) -> web.StreamResponse:
+async def list_threads(call: api.Call) -> web.StreamResponse:
     """Threads of the organization, paginated."""
     limit = call.query_int("limit", 50, 1, 200)
     query = call.request.query
-    page = await call.app[THREADS].page(
+    page = await call.app[deps.THREADS].page(
         call.org_id,
         after=query.get("after"),
         limit=limit,
         agent_id=query.get("agent_id"),
         state=query.get("state"),
     )
-    return page_response(page, limit, public_thread, lambda thread: thread.id)
+    return api.page_response(page, limit, public_thread, lambda thread: thread.id)
 
 
 @routes.add("GET", "/v1/threads/{thread_id}")
-async def get_thread(call: Call) -> web.StreamResponse:
+async def get_thread(call: api.Call) -> web.StreamResponse:
     """One thread with its lead and the lead's threads with colleagues (metadata)."""
     thread = await thread_of(call)
-    return json_response(
+    return api.json_response(
         {
             **public_thread(thread),
             "lead": await lead_view(call, thread.lead_id),
-            "other_threads": await call.app[COLLEAGUES].of(thread),
+            "other_threads": await call.app[deps.COLLEAGUES].of(thread),
         }
     )
 
 
 @routes.add("POST", "/v1/threads/{thread_id}/conversion", status=201)
-async def record_conversion(call: Call, body: ConversionBody) -> web.StreamResponse:
+async def record_conversion(call: api.Call, body: ConversionBody) -> web.StreamResponse:
     """Record an outcome: appointment booked, deal won or lost."""
     thread = await thread_of(call)
-    new = await call.app[CONVERSIONS].record(thread, body.kind, utcnow(), call.actor)
+    new = await call.app[deps.CONVERSIONS].record(thread, body.kind, utcnow(), call.actor)
     if new:
         await call.audited(
             f"conversion.{body.kind}",
@@ -133,11 +121,13 @@ async def record_conversion(call: Call, body: ConversionBody) -> web.StreamRespo
             before={"stage": thread.stage},
             after={"conversion": body.kind},
         )
-    return json_response({"thread_id": thread.id, "kind": body.kind, "recorded": new}, status=201)
+    return api.json_response(
+        {"thread_id": thread.id, "kind": body.kind, "recorded": new}, status=201
+    )
 
 
 @routes.add("GET", "/v1/threads/{thread_id}/messages")
-async def list_messages(call: Call) -> web.StreamResponse:
+async def list_messages(call: api.Call) -> web.StreamResponse:
     """A thread's messages, newest first (before=<ISO time> pages back)."""
     thread = await thread_of(call)
     limit = call.query_int("limit", 50, 1, 200)
@@ -145,12 +135,12 @@ async def list_messages(call: Call) -> web.StreamResponse:
     try:
         before = datetime.fromisoformat(before_raw) if before_raw else None
     except ValueError:
-        raise invalid_query("before", "must be an ISO-8601 time") from None
-    page = await call.app[MESSAGES].page(call.org_id, thread.id, before=before, limit=limit)
-    delivery = await call.app[SENDS].delivery_of(
+        raise api.invalid_query("before", "must be an ISO-8601 time") from None
+    page = await call.app[deps.MESSAGES].page(call.org_id, thread.id, before=before, limit=limit)
+    delivery = await call.app[deps.SENDS].delivery_of(
         call.org_id, [m.send_id for m in page if m.send_id]
     )
-    return page_response(
+    return api.page_response(
         page,
         limit,
         lambda m: {**public_message(m), "delivery": delivery.get(m.send_id or "")},
@@ -159,16 +149,16 @@ async def list_messages(call: Call) -> web.StreamResponse:
 
 
 @routes.add("POST", "/v1/threads/{thread_id}/handoff")
-async def handoff(call: Call, body: HandoffRequest) -> web.StreamResponse:
+async def handoff(call: api.Call, body: HandoffRequest) -> web.StreamResponse:
     """A human takes the thread over: the bot stops answering it."""
     return await _set_state(call, "human", {"handed_off_at": utcnow(), "handoff_note": body.note})
 
 
 @routes.add("POST", "/v1/threads/{thread_id}/handback")
-async def handback(call: Call) -> web.StreamResponse:
+async def handback(call: api.Call) -> web.StreamResponse:
     """Give the thread back to the bot."""
     thread = await thread_of(call)
-    messages = call.app[MESSAGES]
+    messages = call.app[deps.MESSAGES]
     # What the lead wrote meanwhile was the human's to answer: the bot starts afresh.
     pending = [m.id for m in await messages.unanswered(call.org_id, thread.id)]
     if pending:
@@ -176,9 +166,9 @@ async def handback(call: Call) -> web.StreamResponse:
     return await _set_state(call, "bot", {"handed_off_at": None})
 
 
-async def _set_state(call: Call, state: str, extra: Document) -> web.StreamResponse:
+async def _set_state(call: api.Call, state: str, extra: Document) -> web.StreamResponse:
     before = await thread_of(call)
-    await call.app[THREADS].update_state(call.org_id, before.id, {"state": state, **extra})
+    await call.app[deps.THREADS].update_state(call.org_id, before.id, {"state": state, **extra})
     after = await thread_of(call)
     await call.audited(
         f"thread.{state}",
@@ -186,20 +176,20 @@ async def _set_state(call: Call, state: str, extra: Document) -> web.StreamRespo
         before={"state": before.state},
         after={"state": state},
     )
-    return json_response(public_thread(after))
+    return api.json_response(public_thread(after))
 
 
 @routes.add("POST", "/v1/threads/{thread_id}/messages", status=202)
-async def reply(call: Call, body: HumanReply) -> web.StreamResponse:
+async def reply(call: api.Call, body: HumanReply) -> web.StreamResponse:
     """The agent writes to the lead; it leaves through outbound under all its rules."""
     thread = await thread_of(call)
-    lead = found(await call.app[LEADS].view_for_org(call.org_id, thread.lead_id), "lead")
-    unanswered = await call.app[MESSAGES].unanswered(call.org_id, thread.id)
+    lead = api.found(await call.app[deps.LEADS].view_for_org(call.org_id, thread.lead_id), "lead")
+    unanswered = await call.app[deps.MESSAGES].unanswered(call.org_id, thread.id)
     command = human_command(thread, lead.phone, [Bubble(text=body.text)])
     command_id = command.command_id
     author = f"human:{call.key.id if call.key else 'unknown'}"
-    outbox = call.app[OUTBOX]
+    outbox = call.app[deps.OUTBOX]
     command = await outbox.record(command, [m.id for m in unanswered], author)
     await outbox.publish(command)
     await call.audited("thread.reply", thread.id, after={"command_id": command_id})
-    return json_response({"command_id": command_id, "thread_id": thread.id}, status=202)
+    return api.json_response({"command_id": command_id, "thread_id": thread.id}, status=202)
