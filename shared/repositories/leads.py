@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from shared.ids import new_id
 from shared.metrics import LEADS
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, insert_if_absent, with_retry
 
 
@@ -27,13 +28,12 @@ class LeadName(BaseModel):
     at: datetime | None = None
 
 
-class LeadRecord(BaseModel):
+class LeadRecord(StoredRecord):
     """A lead as stored: their number, the names each organization saw (oldest first) and
     how they first came to the platform."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True)
 
-    id: str = Field(alias="_id")
     phone: str
     names: tuple[LeadName, ...] = ()
     first_touch: dict[str, Any] | None = None  # org_id, agent_id, at, source ...

@@ -10,12 +10,13 @@ import contextlib
 from datetime import datetime
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
 from shared.models import Bubble, InboundMessage, Location, Media, ReplyChoice, SendCommand
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
 
 PartT = TypeVar("PartT", bound=BaseModel)
@@ -38,12 +39,11 @@ def content_key(message: InboundMessage) -> str:
     return "\x1f".join(parts)
 
 
-class ThreadMessage(BaseModel):
+class ThreadMessage(StoredRecord):
     """A stored message of a thread: the lead's (`in`), or the bot's or the agent's (`out`)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True)
 
-    id: str = Field(alias="_id")
     direction: Literal["in", "out"]
     type: str = "text"
     text: str | None = None

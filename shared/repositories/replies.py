@@ -11,20 +11,20 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.models import SendCommand, utcnow
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
 
 
-class StoredReply(BaseModel):
+class StoredReply(StoredRecord):
     """A reply as stored: its send command, the messages it answers, who composed it and
     what it changes on its thread."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True)
 
-    id: str = Field(alias="_id")
     command: SendCommand
     answers: list[str] = Field(default_factory=list)
     engine: str  # the engine that composed it, or "human:<user>" for the agent

@@ -9,9 +9,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from shared.ids import derived_id
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
 
 
@@ -20,13 +21,12 @@ def thread_id_for(agent_id: str, lead_id: str) -> str:
     return derived_id("thr", agent_id, lead_id)
 
 
-class Thread(BaseModel):
+class Thread(StoredRecord):
     """One agent's conversation with one lead, as stored (fields a reply has not set yet are
     at their defaults)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True)
 
-    id: str = Field(alias="_id")
     org_id: str
     agent_id: str
     lead_id: str
