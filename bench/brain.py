@@ -459,12 +459,12 @@ async def _seed(store: Store, agent: BenchAgent, i: int) -> ThreadWork:
     at = utcnow() - timedelta(seconds=5)
     phone = f"+658{uuid.uuid4().int % 10_000_000:07d}"
     source = {"source": "organic"}
-    lead = await LeadRepository(store).get_or_create(
+    lead, _ = await LeadRepository(store).resolve(
         phone, name="Bench Lead", org_id=agent.org_id, agent_id=agent.agent.id, at=at, source=source
     )
     threads = ThreadRepository(store)
-    thread = await threads.get_or_create(
-        org_id=agent.org_id, agent_id=agent.agent.id, lead_id=lead["_id"], at=at, source=source
+    thread, _ = await threads.resolve(
+        org_id=agent.org_id, agent_id=agent.agent.id, lead_id=lead.id, at=at, source=source
     )
     message = InboundMessage(
         event_id=f"evt-{i}",
@@ -479,15 +479,15 @@ async def _seed(store: Store, agent: BenchAgent, i: int) -> ThreadWork:
         received_at=at,
     )
     stored, _ = await MessageRepository(store).store_inbound(
-        message, thread_id=thread.id, lead_id=lead["_id"], phone=phone
+        message, thread_id=thread.id, lead_id=lead.id, phone=phone
     )
     await threads.touch_inbound(agent.org_id, thread.id, at)
     return ThreadWork(
-        event_id=f"wrk-{stored['_id']}",
+        event_id=f"wrk-{stored.id}",
         org_id=agent.org_id,
         agent_id=agent.agent.id,
         thread_id=thread.id,
-        lead_id=lead["_id"],
+        lead_id=lead.id,
     )
 
 

@@ -45,7 +45,7 @@ async def backlog(stack: BenchStack, agent: BenchAgent, count: int) -> list[Send
         async with gate:
             phone = f"+658{uuid.uuid4().int % 10_000_000:07d}"
             source = {"source": "organic"}
-            lead = await leads.get_or_create(
+            lead, _ = await leads.resolve(
                 phone,
                 name=None,
                 org_id=agent.org_id,
@@ -53,10 +53,10 @@ async def backlog(stack: BenchStack, agent: BenchAgent, count: int) -> list[Send
                 at=now,
                 source=source,
             )
-            thread = await threads.get_or_create(
+            thread, _ = await threads.resolve(
                 org_id=agent.org_id,
                 agent_id=agent.agent.id,
-                lead_id=lead["_id"],
+                lead_id=lead.id,
                 at=now,
                 source=source,
             )
@@ -68,7 +68,7 @@ async def backlog(stack: BenchStack, agent: BenchAgent, count: int) -> list[Send
             org_id=agent.org_id,
             agent_id=agent.agent.id,
             thread_id=thread.id,
-            lead_id=lead["_id"],
+            lead_id=lead.id,
             destination=phone,
             bubbles=[Bubble(text="Thanks, noted! Jason will be in touch.")],
             created_at=now,

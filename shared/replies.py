@@ -14,7 +14,7 @@ from shared.broker import Broker
 from shared.errors import Defer
 from shared.ids import new_id
 from shared.models import Bubble, SendCommand, utcnow
-from shared.repositories.messages import MessageRepository, message_id
+from shared.repositories.messages import MessageRepository
 from shared.repositories.replies import AnsweredElsewhere, ReplyRepository
 from shared.repositories.threads import Thread, ThreadRepository
 from shared.store import Document, Store
@@ -73,26 +73,6 @@ def human_command(thread: Thread, destination: str, bubbles: list[Bubble]) -> Se
     return send_command(new_id("rpl"), thread, destination, bubbles, utcnow())
 
 
-def outbound_message(command: SendCommand, send_id: str, bubble: Bubble, author: str) -> Document:
-    """One of our messages as the thread's history keeps it (Gupshup's id replaces ours later)."""
-    return {
-        "_id": message_id(command.agent_id, send_id),
-        "org_id": command.org_id,
-        "agent_id": command.agent_id,
-        "thread_id": command.thread_id,
-        "lead_id": command.lead_id,
-        "direction": "out",
-        "provider_message_id": send_id,
-        "send_id": send_id,
-        "author": author,
-        "type": bubble.type,
-        "text": bubble.text,
-        "sent_at": command.created_at,
-        "received_at": command.created_at,
-        "answered": True,
-    }
-
-
 class ReplyOutbox:
     """Record replies and hand them to outbound."""
 
@@ -119,13 +99,13 @@ class ReplyOutbox:
         reply is published after a crash, so the two never part.
         """
         await self.claim_answers(command.org_id, command.command_id, answers)
-        command = await self._replies.create(command, answers, author, thread_state)
-        stored_state = await self._replies.thread_state_of(command.org_id, command.command_id)
-        if stored_state:
-            await self._threads.update_state(command.org_id, command.thread_id, stored_state)
+        stored = await self._replies.create(command, answers, author, thread_state)
+        command = stored.command
+        if stored.thread_state:
+            await self._threads.update_state(command.org_id, command.thread_id, stored.thread_state)
         for index, bubble in enumerate(command.bubbles):
             send_id = command.send_id(index)
-            await self._messages.store_outbound(outbound_message(command, send_id, bubble, author))
+            await self._messages.store_outbound(command, send_id, bubble, author)
         if answers:
             await self._messages.mark_answered(command.org_id, answers, command.command_id)
         return command
@@ -156,6 +136,5 @@ class ReplyOutbox:
         not answered a second time.
         """
         for stored in await self._replies.unpublished(org_id, thread_id):
-            command = SendCommand.model_validate(stored["command"])
-            await self.record(command, stored.get("answers") or [], stored["engine"])
-            await self.publish(command)
+            await self.record(stored.command, stored.answers, stored.engine)
+            await self.publish(stored.command)

@@ -306,3 +306,12 @@ class Store:
     async def close(self) -> None:
         """Close the client's connections."""
         await self.client.close()
+
+
+async def set_fields(
+    collection: AsyncCollection[Document], org_id: str, doc_id: str, fields: Document
+) -> None:
+    """Set fields of one document of an organization (nothing when it is another's)."""
+    await with_retry(
+        lambda: collection.update_one({"_id": doc_id, "org_id": org_id}, {"$set": fields})
+    )

@@ -95,7 +95,7 @@ class Dedup:
         thread, thread_created = await self._threads.resolve(
             org_id=message.org_id,
             agent_id=message.agent_id,
-            lead_id=lead["_id"],
+            lead_id=lead.id,
             at=message.sent_at,
             source=source,
         )
@@ -110,9 +110,9 @@ class Dedup:
             )
             return
         stored, created = await self._messages.store_inbound(
-            message, thread_id=thread.id, lead_id=lead["_id"], phone=phone
+            message, thread_id=thread.id, lead_id=lead.id, phone=phone
         )
-        if not created and stored["dispatched"]:
+        if not created and stored.dispatched:
             _ignored(message, thread.id, "duplicate", "duplicate message ignored")
             return
         intent = classify_consent(message.text) if message.type == "text" and message.text else None
@@ -120,22 +120,22 @@ class Dedup:
             # Recorded before the brain hears of the message, so it never answers past it.
             await self._consents.record(
                 org_id=message.org_id,
-                lead_id=lead["_id"],
+                lead_id=lead.id,
                 agent_id=message.agent_id,
                 opted_out=intent == "opt_out",
                 how="lead-message",
                 at=message.sent_at,
             )
-            await self._messages.set_consent_intent(message.org_id, stored["_id"], intent)
+            await self._messages.set_consent_intent(message.org_id, stored.id, intent)
         INBOUND_STORED.labels("stored" if created else "resumed").inc()
         log.info("inbound message stored", phone=phone, thread_id=thread.id, type=message.type)
         await self._threads.touch_inbound(message.org_id, thread.id, message.sent_at)
         work = ThreadWork(
-            event_id=derived_id("wrk", stored["_id"]),
+            event_id=derived_id("wrk", stored.id),
             org_id=message.org_id,
             agent_id=message.agent_id,
             thread_id=thread.id,
-            lead_id=lead["_id"],
+            lead_id=lead.id,
         )
         if self._burst_quiet_ms > 0:  # the brain looks once the burst has had time to settle
             await self._broker.publish_after(
@@ -143,7 +143,7 @@ class Dedup:
             )
         else:
             await self._broker.publish(work, message_id=work.event_id)
-        await self._messages.mark_dispatched(message.org_id, stored["_id"])
+        await self._messages.mark_dispatched(message.org_id, stored.id)
 
     async def handle_user_event(self, event: UserEvent) -> None:
         """Record opt-ins and opt-outs reported by Gupshup."""
@@ -151,7 +151,7 @@ class Dedup:
             log.info("user event without consent meaning", type=event.type)
             return
         phone = await self._phone(event.org_id, event.lead_wa_id)
-        lead = await self._leads.get_or_create(
+        lead, _created = await self._leads.resolve(
             phone,
             name=None,
             org_id=event.org_id,
@@ -161,7 +161,7 @@ class Dedup:
         )
         await self._consents.record(
             org_id=event.org_id,
-            lead_id=lead["_id"],
+            lead_id=lead.id,
             agent_id=event.agent_id,
             opted_out=event.type == "opted-out",
             how="gupshup-user-event",

@@ -30,7 +30,6 @@ from shared.logs import get_logger
 from shared.metrics import QUEUE_WAIT, SENDS, THROTTLED, TIER_USAGE
 from shared.models import SendCommand, utcnow
 from shared.quiet_hours import QuietHours
-from shared.replies import outbound_message
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.leads import LeadRepository
@@ -232,9 +231,7 @@ class Sending:
         """The fallback template replaces the reply in the thread's history."""
         for index, bubble in enumerate(command.fallback):
             send_id = command.fallback_send_id(index)
-            await self._messages.store_outbound(
-                outbound_message(command, send_id, bubble, "fallback")
-            )
+            await self._messages.store_outbound(command, send_id, bubble, "fallback")
 
     async def _record_result(
         self, agent: Agent, command: SendCommand, send_id: str, result: SendResult

@@ -266,7 +266,7 @@ class LeadDataRepository:
             lead.setdefault("names", []).append(entry)
             changed = True
         if row.agent_id and thread_id_for(row.agent_id, lead_id) not in state.threads:
-            await self._thread_repository.get_or_create(
+            await self._thread_repository.resolve(
                 org_id=org_id,
                 agent_id=row.agent_id,
                 lead_id=lead_id,

@@ -1,18 +1,25 @@
-"""Messages of threads, inbound and outbound; stored once per (agent, provider id)."""
+"""Messages of threads, inbound and outbound; stored once per (agent, provider id).
+
+The stored shape of a message, either way, is written here only, and every read answers a
+typed `ThreadMessage`.
+"""
 
 from __future__ import annotations
 
 import contextlib
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
-from shared.models import InboundMessage
-from shared.store import Document, Store, with_retry
+from shared.models import Bubble, InboundMessage, Location, Media, ReplyChoice, SendCommand
+from shared.repositories.record import StoredRecord
+from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
+
+PartT = TypeVar("PartT", bound=BaseModel)
 
 
 def message_id(agent_id: str, provider_message_id: str) -> str:
@@ -32,8 +39,46 @@ def content_key(message: InboundMessage) -> str:
     return "\x1f".join(parts)
 
 
+class ThreadMessage(StoredRecord):
+    """A stored message of a thread: the lead's (`in`), or the bot's or the agent's (`out`)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    direction: Literal["in", "out"]
+    type: str = "text"
+    text: str | None = None
+    author: str | None = None  # ours only: the engine, or "human:<user>" for the agent
+    send_id: str | None = None  # ours only: the send that carries it
+    sent_at: datetime
+    received_at: datetime
+    answered: bool = False
+    dispatched: bool = False  # the lead's: the brain was told of it (confirmed by the broker)
+    consent_intent: str | None = None  # the lead's: set when it asks to stop or resume
+    payload: dict[str, Any] | None = None  # the lead's: media, location, choice, referral
+
+    @property
+    def choice(self) -> ReplyChoice | None:
+        """The button or list row the lead chose, if that is what the message is."""
+        return _part(self.payload, "choice", ReplyChoice)
+
+    @property
+    def location(self) -> Location | None:
+        """The place the lead shared, if that is what the message is."""
+        return _part(self.payload, "location", Location)
+
+    @property
+    def media(self) -> Media | None:
+        """The image, video, audio or document the lead sent, if that is what the message is."""
+        return _part(self.payload, "media", Media)
+
+
+def _part(payload: dict[str, Any] | None, key: str, model: type[PartT]) -> PartT | None:
+    value = (payload or {}).get(key)
+    return model.model_validate(value) if value else None
+
+
 class MessageRepository:
-    """Store inbound messages idempotently and read a thread's unanswered ones."""
+    """Store a thread's messages idempotently and read its history and unanswered ones."""
 
     def __init__(self, store: Store) -> None:
         self._messages = store.db["messages"]
@@ -41,7 +86,7 @@ class MessageRepository:
 
     async def store_inbound(
         self, message: InboundMessage, *, thread_id: str, lead_id: str, phone: str
-    ) -> tuple[Document, bool]:
+    ) -> tuple[ThreadMessage, bool]:
         """Store a lead's message once; return it and whether this call stored it."""
         doc: Document = {
             "_id": message_id(message.agent_id, message.provider_message_id),
@@ -64,21 +109,12 @@ class MessageRepository:
             "answered_by": None,
             "dispatched": False,
         }
-        try:
-            await with_retry(lambda: self._messages.insert_one(doc))
-        except DuplicateKeyError:
-            existing = await with_retry(
-                lambda: self._messages.find_one(
-                    {
-                        "agent_id": message.agent_id,
-                        "provider_message_id": message.provider_message_id,
-                    }
-                )
-            )
-            if existing is None:
-                raise
-            return existing, False
-        return doc, True
+        existing = await insert_if_absent(
+            self._messages,
+            doc,
+            {"agent_id": message.agent_id, "provider_message_id": message.provider_message_id},
+        )
+        return ThreadMessage.model_validate(doc if existing is None else existing), existing is None
 
     async def claim_fingerprint(self, message: InboundMessage, thread_id: str) -> bool:
         """False when this is Gupshup relaying an already seen message under another id.
@@ -109,36 +145,28 @@ class MessageRepository:
 
     async def set_consent_intent(self, org_id: str, message_id: str, intent: str) -> None:
         """Mark a message as the lead's opt-out or opt-in."""
-        await with_retry(
-            lambda: self._messages.update_one(
-                {"_id": message_id, "org_id": org_id}, {"$set": {"consent_intent": intent}}
-            )
-        )
+        await set_fields(self._messages, org_id, message_id, {"consent_intent": intent})
 
     async def mark_dispatched(self, org_id: str, message_id: str) -> None:
         """The thread's work item for this message was confirmed by the broker."""
-        await with_retry(
-            lambda: self._messages.update_one(
-                {"_id": message_id, "org_id": org_id}, {"$set": {"dispatched": True}}
-            )
-        )
+        await set_fields(self._messages, org_id, message_id, {"dispatched": True})
 
-    async def unanswered(self, org_id: str, thread_id: str) -> list[Document]:
+    async def unanswered(self, org_id: str, thread_id: str) -> list[ThreadMessage]:
         """A thread's inbound messages not yet answered, in the order the lead sent them."""
         cursor = self._messages.find(
             {"org_id": org_id, "thread_id": thread_id, "direction": "in", "answered": False}
         ).sort([("sent_at", ASCENDING), ("received_at", ASCENDING)])
-        return [doc async for doc in cursor]
+        return [ThreadMessage.model_validate(doc) async for doc in cursor]
 
     async def page(
         self, org_id: str, thread_id: str, *, before: datetime | None, limit: int
-    ) -> list[Document]:
-        """A thread's messages before a time, newest first."""
+    ) -> list[ThreadMessage]:
+        """A thread's messages before a time (all when `before` is None), newest first."""
         query: Document = {"org_id": org_id, "thread_id": thread_id}
         if before is not None:
             query["sent_at"] = {"$lt": before}
         cursor = self._messages.find(query).sort("sent_at", -1).limit(limit)
-        return [doc async for doc in cursor]
+        return [ThreadMessage.model_validate(doc) async for doc in cursor]
 
     async def mark_answered(self, org_id: str, message_ids: list[str], reply_id: str) -> None:
         """Record which reply answered these messages."""
@@ -149,8 +177,27 @@ class MessageRepository:
             )
         )
 
-    async def store_outbound(self, doc: Document) -> None:
-        """Store one of our messages (idempotent: a re-run finds it already there)."""
+    async def store_outbound(
+        self, command: SendCommand, send_id: str, bubble: Bubble, author: str
+    ) -> None:
+        """Store one bubble of a send command as the thread's history keeps it (idempotent: a
+        re-run finds it already there); Gupshup's id replaces our send id once it is known."""
+        doc: Document = {
+            "_id": message_id(command.agent_id, send_id),
+            "org_id": command.org_id,
+            "agent_id": command.agent_id,
+            "thread_id": command.thread_id,
+            "lead_id": command.lead_id,
+            "direction": "out",
+            "provider_message_id": send_id,
+            "send_id": send_id,
+            "author": author,
+            "type": bubble.type,
+            "text": bubble.text,
+            "sent_at": command.created_at,
+            "received_at": command.created_at,
+            "answered": True,
+        }
         with contextlib.suppress(DuplicateKeyError):
             await with_retry(lambda: self._messages.insert_one(doc))
 
@@ -158,11 +205,11 @@ class MessageRepository:
         self, org_id: str, message_id: str, provider_message_id: str, at: datetime
     ) -> None:
         """Replace our own send id with Gupshup's once Gupshup accepted the message."""
-        await with_retry(
-            lambda: self._messages.update_one(
-                {"_id": message_id, "org_id": org_id},
-                {"$set": {"provider_message_id": provider_message_id, "submitted_at": at}},
-            )
+        await set_fields(
+            self._messages,
+            org_id,
+            message_id,
+            {"provider_message_id": provider_message_id, "submitted_at": at},
         )
 
     async def lead_wrote_since(self, org_id: str, thread_id: str, since: datetime) -> bool:
@@ -179,30 +226,3 @@ class MessageRepository:
             )
         )
         return found is not None
-
-    async def unanswered_messages(self, org_id: str, thread_id: str) -> list[ThreadMessage]:
-        """`unanswered` as typed records: the lead's messages awaiting a reply, in order."""
-        return [
-            ThreadMessage.model_validate(doc) for doc in await self.unanswered(org_id, thread_id)
-        ]
-
-    async def latest_messages(self, org_id: str, thread_id: str, limit: int) -> list[ThreadMessage]:
-        """A thread's latest messages as typed records, newest first."""
-        docs = await self.page(org_id, thread_id, before=None, limit=limit)
-        return [ThreadMessage.model_validate(doc) for doc in docs]
-
-
-class ThreadMessage(BaseModel):
-    """A stored message of a thread: the lead's (`in`), or the bot's or the agent's (`out`)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-
-    id: str = Field(alias="_id")
-    direction: Literal["in", "out"]
-    type: str = "text"
-    text: str | None = None
-    author: str | None = None  # ours only: the engine, or "human:<user>" for the agent
-    sent_at: datetime
-    received_at: datetime
-    consent_intent: str | None = None  # the lead's: set when it asks to stop or resume
-    payload: dict[str, Any] | None = None  # the lead's: media, location, choice, referral

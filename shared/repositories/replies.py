@@ -2,17 +2,34 @@
 
 A reply's id derives from the messages it answers, so a re-run finds the stored reply
 instead of composing a second one; `published` turns true once the broker confirmed it.
+A stored reply is read as a typed `StoredReply`.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import partial
+from typing import Any
 
+from pydantic import ConfigDict, Field
 from pymongo.errors import DuplicateKeyError
 
 from shared.models import SendCommand, utcnow
-from shared.store import Document, Store, with_retry
+from shared.repositories.record import StoredRecord
+from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
+
+
+class StoredReply(StoredRecord):
+    """A reply as stored: its send command, the messages it answers, who composed it and
+    what it changes on its thread."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: SendCommand
+    answers: list[str] = Field(default_factory=list)
+    engine: str  # the engine that composed it, or "human:<user>" for the agent
+    thread_state: dict[str, Any] = Field(default_factory=dict)  # stage, profile ...
+    published: bool = False
 
 
 class AnsweredElsewhere(Exception):
@@ -82,7 +99,7 @@ class ReplyRepository:
         answers: list[str],
         engine: str,
         thread_state: Document | None = None,
-    ) -> SendCommand:
+    ) -> StoredReply:
         """Store a reply; if it exists already, return the stored one instead.
 
         `thread_state` is what the reply changes on its thread (stage, profile ...): kept with
@@ -99,25 +116,17 @@ class ReplyRepository:
             "published": False,
             "created_at": command.created_at,
         }
-        try:
-            await with_retry(lambda: self._replies.insert_one(doc))
-        except DuplicateKeyError:
-            existing = await with_retry(
-                lambda: self._replies.find_one(
-                    {"_id": command.command_id, "org_id": command.org_id}
-                )
-            )
-            if existing is None:
-                raise
-            return SendCommand.model_validate(existing["command"])
-        return command
+        existing = await insert_if_absent(
+            self._replies, doc, {"_id": command.command_id, "org_id": command.org_id}
+        )
+        return StoredReply.model_validate(doc if existing is None else existing)
 
-    async def unpublished(self, org_id: str, thread_id: str) -> list[Document]:
+    async def unpublished(self, org_id: str, thread_id: str) -> list[StoredReply]:
         """Replies of a thread stored but not confirmed by the broker, oldest first."""
         cursor = self._replies.find(
             {"org_id": org_id, "thread_id": thread_id, "published": False}
         ).sort("created_at", 1)
-        return [doc async for doc in cursor]
+        return [StoredReply.model_validate(doc) async for doc in cursor]
 
     async def exists(self, org_id: str, reply_id: str) -> bool:
         """Whether a reply with this id is stored."""
@@ -125,13 +134,6 @@ class ReplyRepository:
             lambda: self._replies.find_one({"_id": reply_id, "org_id": org_id}, {"_id": 1})
         )
         return doc is not None
-
-    async def thread_state_of(self, org_id: str, reply_id: str) -> Document:
-        """What a stored reply changes on its thread."""
-        doc = await with_retry(
-            lambda: self._replies.find_one({"_id": reply_id, "org_id": org_id}, {"thread_state": 1})
-        )
-        return (doc or {}).get("thread_state") or {}
 
     async def earlier_unfinished(
         self, org_id: str, thread_id: str, before: datetime, since: datetime, reply_id: str
@@ -160,16 +162,8 @@ class ReplyRepository:
 
     async def mark_outbound_done(self, org_id: str, reply_id: str) -> None:
         """Outbound finished with the reply (sent, skipped or given up): later ones may go."""
-        await with_retry(
-            lambda: self._replies.update_one(
-                {"_id": reply_id, "org_id": org_id}, {"$set": {"outbound_done": True}}
-            )
-        )
+        await set_fields(self._replies, org_id, reply_id, {"outbound_done": True})
 
     async def mark_published(self, org_id: str, reply_id: str) -> None:
         """The broker confirmed the reply's send command."""
-        await with_retry(
-            lambda: self._replies.update_one(
-                {"_id": reply_id, "org_id": org_id}, {"$set": {"published": True}}
-            )
-        )
+        await set_fields(self._replies, org_id, reply_id, {"published": True})

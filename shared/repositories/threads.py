@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pymongo.errors import DuplicateKeyError
+from pydantic import ConfigDict, Field
 
 from shared.ids import derived_id
-from shared.store import Document, Store, with_retry
+from shared.repositories.record import StoredRecord
+from shared.store import Document, Store, insert_if_absent, set_fields, with_retry
 
 
 def thread_id_for(agent_id: str, lead_id: str) -> str:
@@ -21,13 +21,12 @@ def thread_id_for(agent_id: str, lead_id: str) -> str:
     return derived_id("thr", agent_id, lead_id)
 
 
-class Thread(BaseModel):
+class Thread(StoredRecord):
     """One agent's conversation with one lead, as stored (fields a reply has not set yet are
     at their defaults)."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    model_config = ConfigDict(frozen=True)
 
-    id: str = Field(alias="_id")
     org_id: str
     agent_id: str
     lead_id: str
@@ -66,15 +65,6 @@ class ThreadRepository:
     def __init__(self, store: Store) -> None:
         self._threads = store.db["threads"]
 
-    async def get_or_create(
-        self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
-    ) -> Thread:
-        """The agent's thread with this lead, created on first contact."""
-        thread, _created = await self.resolve(
-            org_id=org_id, agent_id=agent_id, lead_id=lead_id, at=at, source=source
-        )
-        return thread
-
     async def resolve(
         self, *, org_id: str, agent_id: str, lead_id: str, at: datetime, source: dict[str, Any]
     ) -> tuple[Thread, bool]:
@@ -98,16 +88,10 @@ class ThreadRepository:
             "last_inbound_at": None,
             "last_outbound_at": None,
         }
-        try:
-            await with_retry(lambda: self._threads.insert_one(thread))
-        except DuplicateKeyError:
-            found = await with_retry(
-                lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
-            )
-            if found is None:
-                raise
-            return Thread.model_validate(found), False
-        return Thread.model_validate(thread), True
+        existing = await insert_if_absent(
+            self._threads, thread, {"_id": thread_id, "org_id": org_id}
+        )
+        return Thread.model_validate(thread if existing is None else existing), existing is None
 
     async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Thread | None:
         """The agent's thread with this lead, if there is one."""
@@ -171,6 +155,4 @@ class ThreadRepository:
 
     async def update_state(self, org_id: str, thread_id: str, fields: Document) -> None:
         """Set conversation state fields (stage, profile ...) of a thread."""
-        await with_retry(
-            lambda: self._threads.update_one({"_id": thread_id, "org_id": org_id}, {"$set": fields})
-        )
+        await set_fields(self._threads, org_id, thread_id, fields)

@@ -22,7 +22,7 @@ async def backlog(stack: Stack, agent: OnboardedAgent, count: int) -> list[SendC
     now = utcnow()
     for _ in range(count):
         phone = f"+{new_lead()}"
-        lead = await leads.get_or_create(
+        lead, _ = await leads.resolve(
             phone,
             name=None,
             org_id=agent.org.id,
@@ -30,10 +30,10 @@ async def backlog(stack: Stack, agent: OnboardedAgent, count: int) -> list[SendC
             at=now,
             source={"source": "organic"},
         )
-        thread = await threads.get_or_create(
+        thread, _ = await threads.resolve(
             org_id=agent.org.id,
             agent_id=agent.agent.id,
-            lead_id=lead["_id"],
+            lead_id=lead.id,
             at=now,
             source={"source": "organic"},
         )
@@ -46,7 +46,7 @@ async def backlog(stack: Stack, agent: OnboardedAgent, count: int) -> list[SendC
                 org_id=agent.org.id,
                 agent_id=agent.agent.id,
                 thread_id=thread.id,
-                lead_id=lead["_id"],
+                lead_id=lead.id,
                 destination=phone,
                 bubbles=[Bubble(text="Thanks, noted!")],
                 created_at=now,

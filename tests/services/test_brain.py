@@ -57,7 +57,7 @@ async def seed_thread(store: Store, tenant: Tenant) -> SeededThread:
     """Store a lead's first message as dedup does, through the repositories."""
     now = utcnow()
     source = {"source": "organic"}
-    lead = await LeadRepository(store).get_or_create(
+    lead, _ = await LeadRepository(store).resolve(
         LEAD_PHONE,
         name="Rachel Lim",
         org_id=tenant.org_id,
@@ -65,8 +65,8 @@ async def seed_thread(store: Store, tenant: Tenant) -> SeededThread:
         at=now,
         source=source,
     )
-    thread = await ThreadRepository(store).get_or_create(
-        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead["_id"], at=now, source=source
+    thread, _ = await ThreadRepository(store).resolve(
+        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead.id, at=now, source=source
     )
     message = InboundMessage(
         event_id="evt-1",
@@ -81,17 +81,17 @@ async def seed_thread(store: Store, tenant: Tenant) -> SeededThread:
         received_at=now,
     )
     stored, _created = await MessageRepository(store).store_inbound(
-        message, thread_id=thread.id, lead_id=lead["_id"], phone=LEAD_PHONE
+        message, thread_id=thread.id, lead_id=lead.id, phone=LEAD_PHONE
     )
     await ThreadRepository(store).touch_inbound(tenant.org_id, thread.id, now)
     work = ThreadWork(
-        event_id=f"wrk-{stored['_id']}",
+        event_id=f"wrk-{stored.id}",
         org_id=tenant.org_id,
         agent_id=tenant.agent_id,
         thread_id=thread.id,
-        lead_id=lead["_id"],
+        lead_id=lead.id,
     )
-    return SeededThread(work, stored["_id"])
+    return SeededThread(work, stored.id)
 
 
 async def test_unanswered_message_gets_one_reply_greeting_with_the_bot_name(

@@ -27,10 +27,10 @@ from services.brain.reply.handler import Brain
 from services.brain.reply.model import Context, Decision, Draft, Recall, Understanding
 from shared.broker import Broker, Subscription, Subscriptions
 from shared.crypto import KeyRing
-from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
+from shared.models import Bubble, InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import Agent, AgentDirectory, AgentRepository, Persona
 from shared.repositories.leads import LeadRepository
-from shared.repositories.messages import MessageRepository, message_id
+from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
 from shared.service import Runtime
 from shared.settings import Settings
@@ -180,11 +180,11 @@ async def seed_conversation(
     now = utcnow()
     start = now - timedelta(hours=2)
     source = {"source": "organic"}
-    lead = await LeadRepository(store).get_or_create(
+    lead, _ = await LeadRepository(store).resolve(
         phone, name=lead_name, org_id=agent.org_id, agent_id=agent.id, at=start, source=source
     )
-    thread = await threads.get_or_create(
-        org_id=agent.org_id, agent_id=agent.id, lead_id=lead["_id"], at=start, source=source
+    thread, _ = await threads.resolve(
+        org_id=agent.org_id, agent_id=agent.id, lead_id=lead.id, at=start, source=source
     )
     tag = uuid.uuid4().hex[:8]
 
@@ -202,10 +202,10 @@ async def seed_conversation(
             received_at=at,
         )
         stored, _created = await messages.store_inbound(
-            message, thread_id=thread.id, lead_id=lead["_id"], phone=phone
+            message, thread_id=thread.id, lead_id=lead.id, phone=phone
         )
         await threads.touch_inbound(agent.org_id, thread.id, at)
-        return str(stored["_id"])
+        return str(stored.id)
 
     for n, (direction, text) in enumerate(history):
         at = start + timedelta(minutes=n)
@@ -214,24 +214,18 @@ async def seed_conversation(
             await messages.mark_answered(agent.org_id, [stored_id], f"rpl-earlier-{tag}")
             continue
         send_id = f"snd-{tag}-{n}"
-        await messages.store_outbound(
-            {
-                "_id": message_id(agent.id, send_id),
-                "org_id": agent.org_id,
-                "agent_id": agent.id,
-                "thread_id": thread.id,
-                "lead_id": lead["_id"],
-                "direction": "out",
-                "provider_message_id": send_id,
-                "send_id": send_id,
-                "author": "anthropic",
-                "type": "text",
-                "text": text,
-                "sent_at": at,
-                "received_at": at,
-                "answered": True,
-            }
+        earlier = SendCommand(
+            event_id=f"rpl-{tag}-{n}",
+            command_id=f"rpl-{tag}-{n}",
+            org_id=agent.org_id,
+            agent_id=agent.id,
+            thread_id=thread.id,
+            lead_id=lead.id,
+            destination=phone,
+            bubbles=[Bubble(text=text)],
+            created_at=at,
         )
+        await messages.store_outbound(earlier, send_id, Bubble(text=text), "anthropic")
     for n, text in enumerate(new):  # a second apart, the last one just now
         await inbound(len(history) + n, text, now - timedelta(seconds=len(new) - n))
     if history:
@@ -241,7 +235,7 @@ async def seed_conversation(
         org_id=agent.org_id,
         agent_id=agent.id,
         thread_id=thread.id,
-        lead_id=lead["_id"],
+        lead_id=lead.id,
     )
     return Conversation(work, [text for _, text in history], new)
 

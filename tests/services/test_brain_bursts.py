@@ -41,13 +41,13 @@ async def new_thread(store: Store, tenant: Tenant, n: int) -> tuple[str, str, st
     phone = f"+659123{n:04d}"
     now = utcnow()
     source = {"source": "organic"}
-    lead = await LeadRepository(store).get_or_create(
+    lead, _ = await LeadRepository(store).resolve(
         phone, name=None, org_id=tenant.org_id, agent_id=tenant.agent_id, at=now, source=source
     )
-    thread = await ThreadRepository(store).get_or_create(
-        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead["_id"], at=now, source=source
+    thread, _ = await ThreadRepository(store).resolve(
+        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead.id, at=now, source=source
     )
-    return thread.id, lead["_id"], phone
+    return thread.id, lead.id, phone
 
 
 async def arrive(
@@ -77,7 +77,7 @@ async def arrive(
     )
     await ThreadRepository(store).touch_inbound(tenant.org_id, thread_id, message.sent_at)
     work = ThreadWork(
-        event_id=f"wrk-{stored['_id']}",
+        event_id=f"wrk-{stored.id}",
         org_id=tenant.org_id,
         agent_id=tenant.agent_id,
         thread_id=thread_id,

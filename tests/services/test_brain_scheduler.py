@@ -135,7 +135,7 @@ class Chat:
     async def start(self) -> None:
         now = utcnow()
         source = {"source": "organic"}
-        lead = await LeadRepository(self.store).get_or_create(
+        lead, _ = await LeadRepository(self.store).resolve(
             self.phone,
             name="Rachel Lim",
             org_id=self.tenant.org_id,
@@ -143,14 +143,14 @@ class Chat:
             at=now,
             source=source,
         )
-        thread = await ThreadRepository(self.store).get_or_create(
+        thread, _ = await ThreadRepository(self.store).resolve(
             org_id=self.tenant.org_id,
             agent_id=self.tenant.agent_id,
-            lead_id=lead["_id"],
+            lead_id=lead.id,
             at=now,
             source=source,
         )
-        self.thread_id, self.lead_id = thread.id, lead["_id"]
+        self.thread_id, self.lead_id = thread.id, lead.id
 
     async def writes(self, text: str, *, work: bool = True) -> None:
         """The lead's message is stored (unanswered) and the thread's work published.
@@ -177,7 +177,7 @@ class Chat:
         if not work:
             return
         item = ThreadWork(
-            event_id=f"wrk-{stored['_id']}",
+            event_id=f"wrk-{stored.id}",
             org_id=self.tenant.org_id,
             agent_id=self.tenant.agent_id,
             thread_id=self.thread_id,

@@ -166,7 +166,7 @@ async def start_conversation(
     """A lead and thread whose latest inbound message is `last_inbound` old."""
     at = utcnow() - last_inbound
     source = {"source": "organic"}
-    lead = await LeadRepository(store).get_or_create(
+    lead, _ = await LeadRepository(store).resolve(
         phone,
         name=name,
         org_id=tenant.org_id,
@@ -175,11 +175,11 @@ async def start_conversation(
         source=source,
     )
     threads = ThreadRepository(store)
-    thread = await threads.get_or_create(
-        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead["_id"], at=at, source=source
+    thread, _ = await threads.resolve(
+        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead.id, at=at, source=source
     )
     await threads.touch_inbound(tenant.org_id, thread.id, at)
-    return Conversation(tenant, lead["_id"], thread.id, phone)
+    return Conversation(tenant, lead.id, thread.id, phone)
 
 
 @pytest.fixture

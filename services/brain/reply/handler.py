@@ -107,7 +107,7 @@ class Brain:
             await self._leases.release(lease)
 
     async def _answer(self, work: ThreadWork) -> None:
-        unanswered = await self._data.messages.unanswered_messages(work.org_id, work.thread_id)
+        unanswered = await self._data.messages.unanswered(work.org_id, work.thread_id)
         if not unanswered:
             return
         quiet = self._settings.burst_quiet_seconds
@@ -352,8 +352,8 @@ class Brain:
         stage = thread.stage
         answered_ids = {m.id for m in unanswered}
         recent, colleague_threads = await asyncio.gather(
-            self._data.messages.latest_messages(
-                thread.org_id, thread.id, HISTORY_MESSAGES + len(unanswered)
+            self._data.messages.page(
+                thread.org_id, thread.id, before=None, limit=HISTORY_MESSAGES + len(unanswered)
             ),
             self._colleagues.of(thread),
         )
@@ -389,20 +389,17 @@ def _who(message: ThreadMessage) -> Literal["lead", "bot", "agent"]:
 
 def _lead_message(message: ThreadMessage) -> LeadMessage:
     """An inbound message as Understand reads it."""
-    payload = message.payload or {}
-    choice = payload.get("choice") or {}
-    location = payload.get("location") or {}
-    media = payload.get("media") or {}
+    choice, location, media = message.choice, message.location, message.media
     return LeadMessage(
         type=message.type,
         text=message.text,
         at=message.sent_at,
         # Our own list rows come back with the id we gave them as the postback.
-        choice_id=choice.get("postback") or choice.get("id"),
-        choice_title=choice.get("title"),
-        latitude=location.get("latitude"),
-        longitude=location.get("longitude"),
-        place=location.get("name") or location.get("address"),
+        choice_id=(choice.postback or choice.id) if choice else None,
+        choice_title=choice.title if choice else None,
+        latitude=location.latitude if location else None,
+        longitude=location.longitude if location else None,
+        place=(location.name or location.address) if location else None,
         media_kind=message.type if media else None,
-        caption=media.get("caption"),
+        caption=media.caption if media else None,
     )

@@ -166,7 +166,7 @@ async def send_template(call: api.Call, body: TemplateSend) -> web.StreamRespons
         template_id=template.id,
         params=body.params,
     )
-    command = human_command(thread, lead["phone"], [bubble])
+    command = human_command(thread, lead.phone, [bubble])
     outbox = call.app[deps.OUTBOX]
     await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
     await call.audited(

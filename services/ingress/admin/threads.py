@@ -13,6 +13,7 @@ from services.ingress.admin import framework as api
 from shared.models import Bubble, utcnow
 from shared.replies import human_command
 from shared.repositories.conversions import ConversionKind
+from shared.repositories.messages import ThreadMessage
 from shared.repositories.threads import Thread
 from shared.store import Document
 
@@ -54,9 +55,9 @@ def public_thread(thread: Thread) -> dict[str, Any]:
     return {"thread_id": thread.id, **{f: getattr(thread, f) for f in THREAD_FIELDS}}
 
 
-def public_message(message: Document) -> dict[str, Any]:
+def public_message(message: ThreadMessage) -> dict[str, Any]:
     """What the API shows of a message."""
-    return {"message_id": message["_id"], **{f: message.get(f) for f in MESSAGE_FIELDS}}
+    return {"message_id": message.id, **{f: getattr(message, f) for f in MESSAGE_FIELDS}}
 
 
 async def lead_view(call: api.Call, lead_id: str) -> dict[str, Any] | None:
@@ -64,7 +65,10 @@ async def lead_view(call: api.Call, lead_id: str) -> dict[str, Any] | None:
     view = await call.app[deps.LEADS].view_for_org(call.org_id, lead_id)
     if view is None:
         return None
-    return {**view, "opted_out": await call.app[deps.CONSENTS].opted_out(call.org_id, lead_id)}
+    return {
+        **view.as_json(),
+        "opted_out": await call.app[deps.CONSENTS].opted_out(call.org_id, lead_id),
+    }
 
 
 async def thread_of(call: api.Call) -> Thread:
@@ -134,13 +138,13 @@ async def list_messages(call: api.Call) -> web.StreamResponse:
         raise api.invalid_query("before", "must be an ISO-8601 time") from None
     page = await call.app[deps.MESSAGES].page(call.org_id, thread.id, before=before, limit=limit)
     delivery = await call.app[deps.SENDS].delivery_of(
-        call.org_id, [m["send_id"] for m in page if m.get("send_id")]
+        call.org_id, [m.send_id for m in page if m.send_id]
     )
     return api.page_response(
         page,
         limit,
-        lambda m: {**public_message(m), "delivery": delivery.get(m.get("send_id", ""))},
-        lambda m: m["sent_at"],
+        lambda m: {**public_message(m), "delivery": delivery.get(m.send_id or "")},
+        lambda m: m.sent_at,
     )
 
 
@@ -156,7 +160,7 @@ async def handback(call: api.Call) -> web.StreamResponse:
     thread = await thread_of(call)
     messages = call.app[deps.MESSAGES]
     # What the lead wrote meanwhile was the human's to answer: the bot starts afresh.
-    pending = [m["_id"] for m in await messages.unanswered(call.org_id, thread.id)]
+    pending = [m.id for m in await messages.unanswered(call.org_id, thread.id)]
     if pending:
         await messages.mark_answered(call.org_id, pending, "human")
     return await _set_state(call, "bot", {"handed_off_at": None})
@@ -181,11 +185,11 @@ async def reply(call: api.Call, body: HumanReply) -> web.StreamResponse:
     thread = await thread_of(call)
     lead = api.found(await call.app[deps.LEADS].view_for_org(call.org_id, thread.lead_id), "lead")
     unanswered = await call.app[deps.MESSAGES].unanswered(call.org_id, thread.id)
-    command = human_command(thread, lead["phone"], [Bubble(text=body.text)])
+    command = human_command(thread, lead.phone, [Bubble(text=body.text)])
     command_id = command.command_id
     author = f"human:{call.key.id if call.key else 'unknown'}"
     outbox = call.app[deps.OUTBOX]
-    command = await outbox.record(command, [m["_id"] for m in unanswered], author)
+    command = await outbox.record(command, [m.id for m in unanswered], author)
     await outbox.publish(command)
     await call.audited("thread.reply", thread.id, after={"command_id": command_id})
     return api.json_response({"command_id": command_id, "thread_id": thread.id}, status=202)
