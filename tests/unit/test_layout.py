@@ -1,5 +1,6 @@
 """The code's shape, checked: services reach the store only through repositories, never
-import each other, and no package imports itself in a circle."""
+import each other, shared code imports no service, and no package imports itself in a
+circle."""
 
 from __future__ import annotations
 
@@ -77,3 +78,13 @@ def test_no_module_imports_itself_in_a_circle(folder: str) -> None:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as cycle:
         pytest.fail(f"import cycle: {' -> '.join(cycle.args[1])}")
+
+
+def test_shared_code_never_imports_a_service() -> None:
+    offenders = {
+        f"{name} imports {imported}"
+        for name, path in modules("shared").items()
+        for imported in imports(path, name)
+        if imported == "services" or imported.startswith("services.")
+    }
+    assert offenders == set()
