@@ -61,7 +61,7 @@ def _event_models(base: type[Event] = Event) -> Iterator[type[Event]]:
         yield from _event_models(model)
 
 
-def kind_of(model: type[Event]) -> str:
+def _kind_of(model: type[Event]) -> str:
     """The `kind` a model's messages carry (its routing key)."""
     return str(model.model_fields["kind"].default)
 
@@ -76,7 +76,7 @@ def stage_bindings() -> dict[str, tuple[str, ...]]:
     bindings: dict[str, tuple[str, ...]] = {}
     for model in _event_models():
         if model.consumed_by is not None:
-            pattern = kind_of(model).rsplit(".", 1)[0] + ".*"
+            pattern = _kind_of(model).rsplit(".", 1)[0] + ".*"
             bindings[model.consumed_by] = (*bindings.get(model.consumed_by, ()), pattern)
     return bindings
 

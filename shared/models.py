@@ -228,6 +228,11 @@ class Bubble(BaseModel):
     choices: list[Choice] = Field(default_factory=list, max_length=10)
 
 
+# Why a send command exists: the one message an opted-out lead may still get is its
+# confirmation; follow-ups and reminders are business-initiated.
+Purpose = Literal["reply", "opt_out_confirmation", "follow_up", "reminder", "agent_notification"]
+
+
 class SendCommand(TenantEvent):
     """A reply to deliver: its bubbles go out in order, each at most once."""
 
@@ -242,9 +247,7 @@ class SendCommand(TenantEvent):
     # The one message an opted-out lead may still receive is the confirmation of it;
     # follow-ups and reminders are business-initiated: they wait for the agent's send hours;
     # an agent notification goes to the agent's own number (`notify_number`), not the lead.
-    purpose: Literal[
-        "reply", "opt_out_confirmation", "follow_up", "reminder", "agent_notification"
-    ] = "reply"
+    purpose: Purpose = "reply"
     # Template bubbles to send instead when the 24-hour window has closed before delivery.
     fallback: list[Bubble] = Field(default_factory=list)
 

@@ -22,7 +22,7 @@ from shared.settings import Settings
 
 log = get_logger(__name__)
 
-# Ingress serves `WEBHOOK_PATH` with the key in its last segment.
+# Where ingress serves webhooks: the agent's callback key is the path's last segment.
 CALLBACK_PATH = "/v1/webhooks/gupshup/"
 
 

@@ -8,19 +8,16 @@ Storing first means a crash between the two is repaired by publishing what is st
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Protocol
 
 from shared.broker import Broker
 from shared.errors import Defer
 from shared.ids import new_id
-from shared.models import Bubble, SendCommand, utcnow
+from shared.models import Bubble, Purpose, SendCommand, utcnow
 from shared.repositories.messages import MessageRepository
 from shared.repositories.replies import AnsweredElsewhere, ReplyRepository
 from shared.repositories.threads import Thread, ThreadRepository
 from shared.store import Document, Store
-
-# The purposes `SendCommand.purpose` accepts.
-Purpose = Literal["reply", "opt_out_confirmation", "follow_up", "reminder", "agent_notification"]
 
 
 class ThreadAddress(Protocol):

@@ -1,5 +1,5 @@
-"""The repositories both brain workers (the reply handler and the follow-up sweeper) read and
-write, opened once from the store so the two never disagree on what a thread's data is."""
+"""The repositories of a thread's data that both brain workers (the reply handler and the
+follow-up sweeper) read and write, opened together from the store."""
 
 from __future__ import annotations
 

@@ -25,11 +25,12 @@ from shared.gupshup.attribution import MalformedPayload, WrongApp, attribute
 from shared.health import add_health_routes
 from shared.logs import get_logger
 from shared.models import RawWebhook, utcnow
+from shared.onboarding import CALLBACK_PATH
 from shared.repositories.agents import Agent, AgentDirectory
 from shared.settings import Settings
 
 log = get_logger(__name__)
-WEBHOOK_PATH = "/v1/webhooks/gupshup/{agent_key}"
+WEBHOOK_PATH = CALLBACK_PATH + "{agent_key}"  # the key is the last segment
 
 
 def _answer(status: int, reason: str | None = None) -> web.Response:

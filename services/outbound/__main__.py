@@ -30,7 +30,8 @@ async def wire(runtime: Runtime, key_ring: KeyRing, gupshup: GupshupClient) -> S
     store, settings = runtime.store, runtime.settings
     agents = AgentDirectory.for_store(store, settings)
     await runtime.broker.on_config_change(agents.forget)
-    # One pacer per process: sends and statuses share its pauses, and its turns per agent.
+    # One pacer per process: its per-agent turns order this process's sends; statuses use it
+    # to pause an agent Gupshup throttled (pauses are in the store, seen by every replica).
     pacer = Pacer(RateSlots(store), AgentPauses(store), settings)
     sending = Sending(store, agents, pacer, key_ring, gupshup, settings)
     statuses = DeliveryStatuses(store, ReplyOutbox(store, runtime.broker), pacer, settings)

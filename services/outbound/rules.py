@@ -97,8 +97,8 @@ def choose_bubbles(
 
 
 def template_ids(plan: Plan) -> list[str]:
-    """The ids of the templates the plan's bubbles use, in order."""
-    return [b.template_id or "" for b in plan.bubbles if b.type == "template"]
+    """The ids of the templates the plan's bubbles use, each once, in order."""
+    return list(dict.fromkeys(b.template_id or "" for b in plan.bubbles if b.type == "template"))
 
 
 def check_templates(

@@ -195,8 +195,9 @@ class Sending:
             verdict = rules.judge_claim(
                 claim, utcnow(), interrupted_after=0, resolve_seconds=resolve_seconds
             )
-        # Still `sending` after marking it unknown: another worker took it over meanwhile.
-        if verdict in ("done", "interrupted"):
+        # Anything but unknown now is done with; still `sending` after marking it unknown
+        # means another worker took it over meanwhile (whatever its clock says).
+        if verdict not in ("awaiting_status", "resend"):
             SENDS.labels(agent.id, "duplicate").inc()
             return True
         if verdict == "awaiting_status":

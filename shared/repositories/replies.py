@@ -119,7 +119,15 @@ class ReplyRepository:
         existing = await insert_if_absent(
             self._replies, doc, {"_id": command.command_id, "org_id": command.org_id}
         )
-        return StoredReply.model_validate(doc if existing is None else existing)
+        if existing is not None:
+            return StoredReply.model_validate(existing)
+        return StoredReply(
+            id=command.command_id,
+            command=command,
+            answers=answers,
+            engine=engine,
+            thread_state=thread_state or {},
+        )
 
     async def unpublished(self, org_id: str, thread_id: str) -> list[StoredReply]:
         """Replies of a thread stored but not confirmed by the broker, oldest first."""

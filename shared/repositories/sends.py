@@ -19,11 +19,12 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict
 from pymongo.errors import DuplicateKeyError
 
 from shared.ids import derived_id
 from shared.models import Bubble, utcnow
+from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, converge, with_retry
 
 SendState = Literal["sending", "submitted", "failed", "unknown", "skipped"]
@@ -33,12 +34,11 @@ CLOCK_SKEW = timedelta(seconds=5)
 STATUS_RANK = {"enqueued": 1, "sent": 2, "delivered": 3, "read": 4, "failed": 5, "deleted": 5}
 
 
-class SendClaim(BaseModel):
+class SendClaim(StoredRecord):
     """One bubble's send as stored: whose it is, where it goes and how far it got."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(frozen=True)
 
-    id: str = Field(alias="_id")
     org_id: str
     agent_id: str
     thread_id: str

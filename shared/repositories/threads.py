@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator
 
 from shared.ids import derived_id
 from shared.repositories.record import StoredRecord
@@ -43,6 +43,14 @@ class Thread(StoredRecord):
     summary: str | None = None
     handed_off_at: datetime | None = None  # when a person took the thread over
     handoff_note: str | None = None
+
+    @field_validator("profile", "source", "asked", "offered", "opt_out_confirmed", mode="before")
+    @classmethod
+    def _stored_null_is_unset(cls, value: Any, info: ValidationInfo) -> Any:
+        # An older writer may have stored null where a value was not set yet.
+        if value is not None:
+            return value
+        return cls.model_fields[info.field_name or ""].get_default(call_default_factory=True)
 
     @property
     def thread_id(self) -> str:

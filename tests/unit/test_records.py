@@ -8,6 +8,7 @@ from shared.models import InboundMessage, Location, Media, ReplyChoice, SendComm
 from shared.repositories.leads import LeadRecord
 from shared.repositories.messages import ThreadMessage
 from shared.repositories.replies import StoredReply
+from shared.repositories.threads import Thread
 
 NOW = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
@@ -136,4 +137,26 @@ def test_a_stored_reply_reads_its_command_back() -> None:
         ["msg_1"],
         "offline",
         {"stage": "qualifying"},
+    )
+
+
+def test_a_thread_an_older_writer_stored_with_nulls_reads_as_unset() -> None:
+    # A thread stored with null profile or questions must still be answered, not fail.
+    thread = Thread.model_validate(
+        {
+            "_id": "thr_1",
+            "org_id": "org_1",
+            "agent_id": "agt_1",
+            "lead_id": "lead_1",
+            "profile": None,
+            "asked": None,
+            "offered": None,
+            "opt_out_confirmed": None,
+        }
+    )
+    assert (thread.profile, thread.asked, thread.offered, thread.opt_out_confirmed) == (
+        {},
+        [],
+        [],
+        False,
     )

@@ -45,7 +45,6 @@ from shared.whatsapp import window_open
 
 log = get_logger(__name__)
 
-# WhatsApp's customer service window (outbound decides again when it sends).
 # A follow-up skipped for one of these still leaves the later steps of its sequence.
 STEP_ONLY_REASONS = ("window_closed",)
 

@@ -142,8 +142,10 @@ class ListingCard(Frozen):
     @classmethod
     def of(cls, listing: Listing) -> ListingCard:
         """What a reply may say of a stored listing."""
-        shown = listing.model_dump(include=set(cls.model_fields) - {"listing_id"})
-        return cls(listing_id=listing.id, **shown)
+        return cls(
+            listing_id=listing.id,
+            **{name: getattr(listing, name) for name in cls.model_fields if name != "listing_id"},
+        )
 
 
 class SlotOption(Frozen):

@@ -88,15 +88,16 @@ class Recaller:
         wanted = districts_for(profile.area) if profile.area else set()
         scored: list[tuple[float, ListingCard]] = []
         for listing in stored:
+            # The profile's filters first: only the listings kept become cards.
+            if profile.area and not _in_area(listing.district or "", profile.area, wanted):
+                continue
+            if profile.property_type and listing.property_type != profile.property_type:
+                continue
+            if profile.bedrooms is not None and listing.bedrooms != profile.bedrooms:
+                continue
+            if profile.budget and (listing.price or 0) > profile.budget * BUDGET_STRETCH:
+                continue
             card = ListingCard.of(listing)
-            if profile.area and not _in_area(card.district, profile.area, wanted):
-                continue
-            if profile.property_type and card.property_type != profile.property_type:
-                continue
-            if profile.bedrooms is not None and card.bedrooms != profile.bedrooms:
-                continue
-            if profile.budget and card.price > profile.budget * BUDGET_STRETCH:
-                continue
             # Closest to the budget first (a budget is a ceiling leads like to use).
             score = abs(profile.budget - card.price) if profile.budget else card.price
             scored.append((score, card))
