@@ -51,6 +51,10 @@ SEND_WAIT = Histogram(
     "Time a send waited for its rate slot and the pause between messages to one lead.",
     buckets=(0, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2),
 )
+LEAD_MERGES = Counter(
+    "realtybot_lead_merges_total",
+    "Leads found to be one person (a number or a shared user ID joined them) and merged.",
+)
 LEADS = Counter(
     "realtybot_leads_total",
     "Leads created in the registry, and existing leads merged into a new agent's thread or an "

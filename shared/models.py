@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared import clock
 
@@ -103,7 +103,12 @@ class InboundMessage(TenantEvent):
     consumed_by: ClassVar[str | None] = "dedup"
     kind: Literal["inbound.message.v1"] = "inbound.message.v1"
     provider_message_id: str
-    lead_wa_id: str  # digits with country code, as WhatsApp writes them
+    # Who wrote: the number (digits with country code, as WhatsApp writes them) when WhatsApp
+    # shares it, the business-scoped user ID when the app receives them; at least one.
+    lead_wa_id: str | None = None
+    lead_user_id: str | None = None
+    lead_parent_user_id: str | None = None
+    lead_username: str | None = None  # display only: it can change
     lead_name: str | None = None
     type: MessageType
     text: str | None = None
@@ -115,8 +120,18 @@ class InboundMessage(TenantEvent):
     # can be matched before the status that maps it to the WhatsApp id has arrived.
     context_gupshup_message_id: str | None = None
     referral: dict[str, Any] | None = None  # click-to-WhatsApp ad data (attribution)
+    # Numbers in a contact card the lead shared (digits as WhatsApp writes them), with the
+    # one WhatsApp vouches for as the lead's own when they answered a request for it.
+    shared_numbers: list[str] = Field(default_factory=list)
+    shared_own_number: str | None = None
     sent_at: datetime  # the provider's timestamp
     received_at: datetime
+
+    @model_validator(mode="after")
+    def _names_its_sender(self) -> InboundMessage:
+        if not (self.lead_wa_id or self.lead_user_id or self.lead_parent_user_id):
+            raise ValueError("an inbound message names its sender by number or user ID")
+        return self
 
 
 DeliveryState = Literal["enqueued", "sent", "delivered", "read", "failed", "deleted"]
@@ -130,7 +145,8 @@ class DeliveryStatus(TenantEvent):
     status: DeliveryState
     gupshup_message_id: str | None = None
     whatsapp_message_id: str | None = None
-    destination: str | None = None
+    destination: str | None = None  # the number, or the BSUID a send went to
+    user_id: str | None = None  # the recipient's BSUID, when the app receives them
     error_code: int | None = None
     error_reason: str | None = None
     pricing_category: str | None = None
@@ -143,8 +159,11 @@ class UserEvent(TenantEvent):
 
     consumed_by: ClassVar[str | None] = "dedup"
     kind: Literal["user.event.v1"] = "user.event.v1"
-    type: str  # opted-in, opted-out, sandbox-start ...
+    type: str  # opted-in, opted-out, changed-number, sandbox-start ...
     lead_wa_id: str | None = None
+    lead_user_id: str | None = None
+    # A user who changed number: the number they had (their new one is `lead_wa_id`).
+    previous_wa_id: str | None = None
     at: datetime
 
 
@@ -241,7 +260,9 @@ class SendCommand(TenantEvent):
     command_id: str
     thread_id: str
     lead_id: str
-    destination: str  # the lead, E.164
+    # The lead's address: the E.164 number when known, else their BSUID (an agent
+    # notification: the agent's own number).
+    destination: str
     bubbles: list[Bubble]
     created_at: datetime
     # The one message an opted-out lead may still receive is the confirmation of it;

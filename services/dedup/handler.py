@@ -5,17 +5,26 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from services.dedup.metrics import INBOUND_STORED
+from services.dedup.metrics import INBOUND_STORED, NUMBERS_SHARED
 from shared.broker import Broker
 from shared.consent_phrases import classify_consent
 from shared.errors import PermanentError
+from shared.identity import (
+    InvalidUserId,
+    WhatsAppUser,
+    clean_username,
+    known_number,
+    validate_bsuid,
+    whatsapp_number,
+)
 from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import LEADS
 from shared.models import InboundMessage, ThreadWork, UserEvent
-from shared.phones import InvalidPhoneNumber, normalize_phone
+from shared.phones import InvalidPhoneNumber
+from shared.repositories.agents import AgentRepository
 from shared.repositories.consents import ConsentRepository
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRecord, LeadRepository, Sighting
 from shared.repositories.messages import MessageRepository
 from shared.repositories.organizations import OrganizationRepository
 from shared.repositories.threads import ThreadRepository
@@ -64,34 +73,37 @@ class Dedup:
         self._broker = broker
         self._burst_quiet_ms = int(burst_quiet_seconds * 1000)
         self._orgs = OrganizationRepository(store)
+        self._agents = AgentRepository(store)
         self._leads = LeadRepository(store)
         self._threads = ThreadRepository(store)
         self._messages = MessageRepository(store)
         self._consents = ConsentRepository(store)
         self._default_region = default_region
 
-    async def _phone(self, org_id: str, wa_id: str) -> str:
-        org = await self._orgs.get(org_id)
-        region = org.settings.region if org else self._default_region
-        try:
-            # A WhatsApp id always carries its country code: read it as international, or
-            # a Singapore id could pass for a national number of the agency's region.
-            return normalize_phone(f"+{wa_id.lstrip('+')}", region)
-        except InvalidPhoneNumber as exc:
-            raise PermanentError(f"lead number {wa_id!r}: {exc}") from exc
+    async def _portfolio(self, agent_id: str) -> str:
+        agent = await self._agents.get(agent_id)
+        return agent.portfolio if agent is not None else f"agent:{agent_id}"
 
     async def handle_message(self, message: InboundMessage) -> None:
         """Store the message once and tell the brain its thread has work."""
-        phone = await self._phone(message.org_id, message.lead_wa_id)
+        user = whatsapp_user(
+            message.lead_wa_id,
+            message.lead_user_id,
+            message.lead_parent_user_id,
+            message.lead_username,
+        )
         source = first_touch_source(message)
-        lead, lead_created = await self._leads.resolve(
-            phone,
-            name=message.lead_name,
+        seen = Sighting(
             org_id=message.org_id,
             agent_id=message.agent_id,
+            portfolio=await self._portfolio(message.agent_id),
             at=message.sent_at,
+            name=message.lead_name,
             source=source,
         )
+        lead, lead_created = await self._leads.resolve(user, seen)
+        if message.shared_own_number:
+            lead = await self._number_shared(lead, message.shared_own_number, seen)
         thread, thread_created = await self._threads.resolve(
             org_id=message.org_id,
             agent_id=message.agent_id,
@@ -110,7 +122,7 @@ class Dedup:
             )
             return
         stored, created = await self._messages.store_inbound(
-            message, thread_id=thread.id, lead_id=lead.id, phone=phone
+            message, thread_id=thread.id, lead_id=lead.id, sender=user.address
         )
         if not created and stored.dispatched:
             _ignored(message, thread.id, "duplicate", "duplicate message ignored")
@@ -128,7 +140,7 @@ class Dedup:
             )
             await self._messages.set_consent_intent(message.org_id, stored.id, intent)
         INBOUND_STORED.labels("stored" if created else "resumed").inc()
-        log.info("inbound message stored", phone=phone, thread_id=thread.id, type=message.type)
+        log.info("inbound message stored", thread_id=thread.id, lead_id=lead.id, type=message.type)
         await self._threads.touch_inbound(message.org_id, thread.id, message.sent_at)
         work = ThreadWork(
             event_id=derived_id("wrk", stored.id),
@@ -146,19 +158,25 @@ class Dedup:
         await self._messages.mark_dispatched(message.org_id, stored.id)
 
     async def handle_user_event(self, event: UserEvent) -> None:
-        """Record opt-ins and opt-outs reported by Gupshup."""
-        if event.type not in {"opted-in", "opted-out"} or not event.lead_wa_id:
+        """Record opt-ins and opt-outs reported by Gupshup; join identifiers WhatsApp links
+        (a user who changed number)."""
+        if event.type not in {"opted-in", "opted-out", "changed-number"} or not (
+            event.lead_wa_id or event.lead_user_id
+        ):
             log.info("user event without consent meaning", type=event.type)
             return
-        phone = await self._phone(event.org_id, event.lead_wa_id)
-        lead, _created = await self._leads.resolve(
-            phone,
-            name=None,
+        user = whatsapp_user(event.lead_wa_id, event.lead_user_id, None, None)
+        seen = Sighting(
             org_id=event.org_id,
             agent_id=event.agent_id,
+            portfolio=await self._portfolio(event.agent_id),
             at=event.at,
             source={"source": "user-event"},
         )
+        lead, _created = await self._leads.resolve(user, seen)
+        if event.type == "changed-number":
+            log.info("lead changed number", lead_id=lead.id)
+            return
         await self._consents.record(
             org_id=event.org_id,
             lead_id=lead.id,
@@ -167,3 +185,55 @@ class Dedup:
             how="gupshup-user-event",
             at=event.at,
         )
+
+    async def _number_shared(self, lead: LeadRecord, number: str, seen: Sighting) -> LeadRecord:
+        """The lead shared their own number (answering a request for it): it joins the lead,
+        merging with the lead that number already belonged to."""
+        try:
+            phone = whatsapp_number(number)
+        except InvalidPhoneNumber as exc:
+            log.info("shared number unreadable: ignored", reason=str(exc))
+            return lead
+        if lead.phone == phone:
+            return lead
+        if lead.phone is not None:
+            log.info("lead shared a number other than their own: kept as shared", lead_id=lead.id)
+            return lead
+        NUMBERS_SHARED.inc()
+        return await self._leads.add_shared_phone(lead.id, phone, seen)
+
+
+def whatsapp_user(
+    wa_id: str | None, user_id: str | None, parent_user_id: str | None, username: str | None
+) -> WhatsAppUser:
+    """The identifiers of a WhatsApp user as an event reported them, each validated for
+    what it is: a number WhatsApp reported is kept even when its range is new to the phone
+    library; a BSUID is never read as a number. Neither usable: a permanent error."""
+    phone = bsuid = parent = None
+    problems = []
+    if wa_id:
+        try:
+            phone = whatsapp_number(wa_id)
+            if not known_number(phone):
+                log.info("lead number in a range the phone library does not know", phone=phone)
+        except InvalidPhoneNumber as exc:
+            problems.append(str(exc))
+    for raw, kind in ((user_id, "user"), (parent_user_id, "parent")):
+        if not raw:
+            continue
+        try:
+            value = validate_bsuid(raw)
+        except InvalidUserId as exc:
+            problems.append(str(exc))
+            continue
+        if kind == "user":
+            bsuid = value
+        else:
+            parent = value
+    if phone is None and bsuid is None and parent is None:
+        raise PermanentError("the lead has no usable identifier: " + "; ".join(problems))
+    if problems:
+        log.info("lead identifier ignored", reasons=problems)
+    return WhatsAppUser(
+        phone=phone, user_id=bsuid, parent_user_id=parent, username=clean_username(username)
+    )

@@ -9,3 +9,7 @@ INBOUND_STORED = Counter(
     "Inbound lead messages seen by dedup, by outcome (stored, duplicate).",
     ["outcome"],
 )
+NUMBERS_SHARED = Counter(
+    "realtybot_lead_numbers_shared_total",
+    "Numbers leads known only by user ID shared with an agent (answering a request for it).",
+)

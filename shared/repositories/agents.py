@@ -60,6 +60,10 @@ class Agent(StoredRecord):
     number: str  # E.164
     gupshup_app: str
     gupshup_app_id: str | None = None
+    # The Meta business portfolio the agent's WhatsApp number belongs to: a lead's
+    # business-scoped user ID is the same for every agent of one portfolio. Unset: the agent
+    # is a portfolio of its own.
+    business_portfolio_id: str | None = None
     callback_key_hash: str
     credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
     persona: Persona = Field(default_factory=Persona)
@@ -92,6 +96,11 @@ class Agent(StoredRecord):
     def active(self) -> bool:
         """True unless the agent is suspended."""
         return self.status == "active"
+
+    @property
+    def portfolio(self) -> str:
+        """The scope of the user IDs its leads arrive with (its own when no portfolio is set)."""
+        return self.business_portfolio_id or f"agent:{self.id}"
 
     def public(self) -> dict[str, object]:
         """What the admin API shows of an agent: never credentials or the callback key."""

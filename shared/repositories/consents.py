@@ -86,6 +86,10 @@ class ConsentRepository:
             )
         )
 
+    async def latest(self, org_id: str, lead_id: str) -> Document | None:
+        """The lead's latest decision towards this organization (opted_out, how, at), if any."""
+        return await self._latest(org_id, lead_id)
+
     async def opted_out(self, org_id: str, lead_id: str) -> bool:
         """True when the lead's latest decision towards this organization is an opt-out."""
         latest = await self._latest(org_id, lead_id)

@@ -85,7 +85,7 @@ class MessageRepository:
         self._fingerprints = store.db["message_fingerprints"]
 
     async def store_inbound(
-        self, message: InboundMessage, *, thread_id: str, lead_id: str, phone: str
+        self, message: InboundMessage, *, thread_id: str, lead_id: str, sender: str
     ) -> tuple[ThreadMessage, bool]:
         """Store a lead's message once; return it and whether this call stored it."""
         doc: Document = {
@@ -98,7 +98,7 @@ class MessageRepository:
             "provider_message_id": message.provider_message_id,
             "type": message.type,
             "text": message.text,
-            "from": phone,
+            "from": sender,  # the number, or the BSUID of a lead without one
             "payload": message.model_dump(
                 mode="json", include={"media", "location", "choice", "referral"}
             ),

@@ -78,9 +78,9 @@ class ThreadRepository:
     ) -> tuple[Thread, bool]:
         """The agent's thread with this lead and whether this call created it."""
         thread_id = thread_id_for(agent_id, lead_id)
-        existing = await with_retry(
-            lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
-        )
+        # By agent and lead, not by id: a thread that came with a merged lead keeps its id.
+        same = {"org_id": org_id, "agent_id": agent_id, "lead_id": lead_id}
+        existing = await with_retry(lambda: self._threads.find_one(same))
         if existing is not None:
             return Thread.model_validate(existing), False
         thread: Document = {
@@ -96,14 +96,18 @@ class ThreadRepository:
             "last_inbound_at": None,
             "last_outbound_at": None,
         }
-        existing = await insert_if_absent(
-            self._threads, thread, {"_id": thread_id, "org_id": org_id}
-        )
+        existing = await insert_if_absent(self._threads, thread, same)
         return Thread.model_validate(thread if existing is None else existing), existing is None
 
     async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Thread | None:
         """The agent's thread with this lead, if there is one."""
-        return await self.get(org_id, thread_id_for(agent_id, lead_id))
+        return _thread(
+            await with_retry(
+                lambda: self._threads.find_one(
+                    {"org_id": org_id, "agent_id": agent_id, "lead_id": lead_id}
+                )
+            )
+        )
 
     async def get(self, org_id: str, thread_id: str) -> Thread | None:
         """A thread of an organization."""

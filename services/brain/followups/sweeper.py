@@ -184,7 +184,7 @@ class Sweeper:
         command = send_command(
             command_id,
             schedule,
-            lead.phone,
+            lead.address_for(agent.portfolio),
             [Bubble(text=text)],
             now,
             purpose=schedule.kind,

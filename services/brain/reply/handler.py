@@ -165,7 +165,7 @@ class Brain:
         command = send_command(
             command_id,
             work,
-            lead.phone,
+            lead.address_for(agent.portfolio),
             self._bubbles(bubbles, decision),
             utcnow(),
             fallback=await self._data.templates.fallback_for(
@@ -267,8 +267,8 @@ class Brain:
         name = context.profile.name or "A lead"
         said = " / ".join(t for m in context.new_messages if (t := m.text))[:200]
         text = (
-            f'{name} ({lead.phone}) would like to speak with you: "{said}". The bot has '
-            "paused this chat; answer from the dashboard, then hand it back."
+            f'{name} ({lead_contact(lead, agent.org_id)}) would like to speak with you: "{said}". '
+            "The bot has paused this chat; answer from the dashboard, then hand it back."
         )
         notice_id = derived_id("ntf", reply_id)
         notice = send_command(
@@ -329,7 +329,7 @@ class Brain:
         command = send_command(
             derived_id("rpl", work.thread_id, *answers),
             work,
-            lead.phone,
+            lead.address_for(agent.portfolio),
             [Bubble(text=text)],
             utcnow(),
             purpose="opt_out_confirmation",
@@ -403,3 +403,12 @@ def _lead_message(message: ThreadMessage) -> LeadMessage:
         media_kind=message.type if media else None,
         caption=media.caption if media else None,
     )
+
+
+def lead_contact(lead: LeadRecord, org_id: str) -> str:
+    """How the agent can tell who the lead is: their number, else the username they showed
+    this organization, else that WhatsApp has not shared their number yet."""
+    if lead.phone:
+        return lead.phone
+    view = lead.view_for(org_id)
+    return view.username or "number not shared yet"

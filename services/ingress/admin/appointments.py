@@ -85,7 +85,7 @@ async def appointment_calendar(call: api.Call) -> web.StreamResponse:
     lead = await call.app[deps.LEADS].view_for_org(call.org_id, appointment.lead_id)
     lead_name = "a lead"
     if lead is not None:
-        lead_name = lead.names[-1] if lead.names else lead.phone
+        lead_name = lead.names[-1] if lead.names else (lead.phone or lead.username or "a lead")
     return calendar_response(agent_event(appointment, agent, lead_name))
 
 

@@ -166,7 +166,9 @@ async def send_template(call: api.Call, body: TemplateSend) -> web.StreamRespons
         template_id=template.id,
         params=body.params,
     )
-    command = human_command(thread, lead.phone, [bubble])
+    agent = await call.app[deps.AGENTS].get_in_org(call.org_id, thread.agent_id)
+    portfolio = agent.portfolio if agent else f"agent:{thread.agent_id}"
+    command = human_command(thread, lead.address_for(portfolio), [bubble])
     outbox = call.app[deps.OUTBOX]
     await outbox.publish(await outbox.record(command, [], f"human:{call.actor}"))
     await call.audited(

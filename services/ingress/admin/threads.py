@@ -185,7 +185,9 @@ async def reply(call: api.Call, body: HumanReply) -> web.StreamResponse:
     thread = await thread_of(call)
     lead = api.found(await call.app[deps.LEADS].view_for_org(call.org_id, thread.lead_id), "lead")
     unanswered = await call.app[deps.MESSAGES].unanswered(call.org_id, thread.id)
-    command = human_command(thread, lead.phone, [Bubble(text=body.text)])
+    agent = await call.app[deps.AGENTS].get_in_org(call.org_id, thread.agent_id)
+    portfolio = agent.portfolio if agent else f"agent:{thread.agent_id}"
+    command = human_command(thread, lead.address_for(portfolio), [Bubble(text=body.text)])
     command_id = command.command_id
     author = f"human:{call.key.id if call.key else 'unknown'}"
     outbox = call.app[deps.OUTBOX]
