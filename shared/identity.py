@@ -56,7 +56,7 @@ def whatsapp_number(wa_id: str) -> str:
     """
     text = wa_id.strip()
     if not _WHATSAPP_DIGITS.match(text):
-        raise InvalidPhoneNumber(f"{wa_id!r} is not a WhatsApp number (6 to 15 digits)")
+        raise InvalidPhoneNumber(f"{wa_id!r} is not a WhatsApp phone number (6 to 15 digits)")
     e164 = "+" + text.lstrip("+")
     try:
         number = phonenumbers.parse(e164, None)

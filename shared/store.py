@@ -252,6 +252,23 @@ async def _schedule_indexes(db: AsyncDatabase[Document]) -> None:
     )
 
 
+async def _lead_identity_indexes(db: AsyncDatabase[Document]) -> None:
+    # WhatsApp may withhold a lead's number since 2026: the phone is unique only where known
+    # (a lead without one has no `phone` field; `sparse` keeps MongoDB from counting the
+    # missing field as one shared value). BSUIDs are claimed in `lead_keys` by `_id`.
+    info = await db["leads"].index_information()
+    if "phone_unique" in info and not info["phone_unique"].get("sparse"):
+        await db["leads"].drop_index("phone_unique")
+    await db["leads"].create_indexes(
+        [
+            IndexModel([("phone", ASCENDING)], unique=True, sparse=True, name="phone_unique"),
+            plain("user_ids.user_id", name="user_id"),
+            plain("merged_into", name="merged_into"),
+        ]
+    )
+    await db["lead_keys"].create_indexes([plain("lead_id", name="lead")])
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "collections and indexes of the pipeline", _initial_indexes),
     Migration(2, "one agent per Gupshup app", _one_agent_per_app),
@@ -260,6 +277,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "indexes for the cost report", _cost_report_indexes),
     Migration(6, "appointments and the claims on agents' time", _appointment_indexes),
     Migration(7, "follow-ups and reminders by due time and by thread", _schedule_indexes),
+    Migration(
+        8, "leads known by phone, by business-scoped user ID, or both", _lead_identity_indexes
+    ),
 )
 
 

@@ -58,7 +58,7 @@ async def submit(
             api_key=api_key,
             app=agent.gupshup_app,
             source=wa_id(agent.number),
-            destination=wa_id(destination),
+            destination=destination,
             template_id=template.provider_id or "",
             params=bubble.params,
         )
@@ -66,6 +66,6 @@ async def submit(
         api_key=api_key,
         app=agent.gupshup_app,
         source=wa_id(agent.number),
-        destination=wa_id(destination),
+        destination=destination,
         message=session_message(bubble, send_id),
     )

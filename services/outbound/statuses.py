@@ -14,6 +14,7 @@ from datetime import timedelta
 from services.outbound import rules
 from services.outbound.pacing import AGENT_BACKOFF_SECONDS, Pacer
 from shared.errors import Defer, TransientError
+from shared.identity import is_bsuid
 from shared.ids import derived_id
 from shared.logs import get_logger
 from shared.metrics import DELIVERY_STATUSES, THROTTLED
@@ -45,7 +46,7 @@ class DeliveryStatuses:
         send = await self._sends.find_by_provider_id(
             status.org_id, status.gupshup_message_id, status.whatsapp_message_id
         )
-        if send is None and status.gupshup_message_id and status.destination:
+        if send is None and status.gupshup_message_id and (status.destination or status.user_id):
             send = await self._resolve_unknown(status, status.gupshup_message_id)
         if send is None:
             # The status may overtake our own record of Gupshup's id: retry a few times.
@@ -63,7 +64,7 @@ class DeliveryStatuses:
 
     async def _resolve_unknown(self, status: DeliveryStatus, gupshup_id: str) -> SendClaim | None:
         """The unknown send to the status's lead that this status shows Gupshup has, if any."""
-        lead = "+" + (status.destination or "").lstrip("+")
+        lead = status_addresses(status)
         interrupted_after = rules.interrupted_after_seconds(self._settings.gupshup_timeout_seconds)
         if await self._sends.in_flight(status.org_id, status.agent_id, lead, interrupted_after):
             # The status overtook Gupshup's answer to the request it is about.
@@ -125,3 +126,15 @@ class DeliveryStatuses:
     async def _lead_of(self, send: SendClaim) -> str:
         thread = await self._threads.get(send.org_id, send.thread_id)
         return thread.lead_id if thread else ""
+
+
+def status_addresses(status: DeliveryStatus) -> list[str]:
+    """The addresses a send to the status's recipient may have used: the number (E.164)
+    and the BSUID, whichever the status names."""
+    addresses = []
+    if status.destination:
+        destination = status.destination
+        addresses.append(destination if is_bsuid(destination) else "+" + destination.lstrip("+"))
+    if status.user_id and status.user_id not in addresses:
+        addresses.append(status.user_id)
+    return addresses

@@ -20,6 +20,7 @@ from typing import Any
 
 import aiohttp
 
+from shared.identity import recipient
 from shared.metrics import GUPSHUP_DURATION
 
 NOT_REACHED_STATUSES = {429, 502, 503}
@@ -170,8 +171,17 @@ def _classify(status: int, body: str, retry_after: str | None = None) -> SendRes
 
 
 def _send_form(app: str, source: str, destination: str, **payload: object) -> dict[str, str]:
-    """The form of a send from the app's number: the `message` or `template`, as JSON."""
-    form = {"channel": "whatsapp", "source": source, "destination": destination, "src.name": app}
+    """The form of a send from the app's number: the `message` or `template`, as JSON.
+
+    `destination` is the lead's address: an E.164 number (sent as digits) when known, else
+    their BSUID, which Gupshup takes in the same field. This is the one place that decides.
+    """
+    form = {
+        "channel": "whatsapp",
+        "source": source,
+        "destination": recipient(destination),
+        "src.name": app,
+    }
     for field, value in payload.items():
         form[field] = json.dumps(value, ensure_ascii=False)
     return form

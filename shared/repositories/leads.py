@@ -162,12 +162,12 @@ class LeadView:
         return {
             "lead_id": self.lead_id,
             "phone": self.phone,
+            "names": list(self.names),
+            "first_touch": self.first_touch,
             "username": self.username,
             "usernames": list(self.usernames),
             "user_ids": [dict(entry) for entry in self.user_ids],
             "parent_user_id": self.parent_user_id,
-            "names": list(self.names),
-            "first_touch": self.first_touch,
         }
 
 

@@ -154,12 +154,13 @@ class SendRepository:
         self,
         org_id: str,
         agent_id: str,
-        destination: str,
+        destinations: list[str],
         gupshup_id: str,
         at: datetime,
         interrupted_before: datetime,
     ) -> SendClaim | None:
-        """Attach a status for an unknown Gupshup id to the unknown send to that lead, if any.
+        """Attach a status for an unknown Gupshup id to the unknown send to that lead (named
+        by any of its addresses: number or BSUID), if any.
 
         Unknown means marked so, or still `sending` though claimed before
         `interrupted_before` (its process died mid-call). An agent's sends to one lead go
@@ -173,7 +174,7 @@ class SendRepository:
         query: Document = {
             "org_id": org_id,
             "agent_id": agent_id,
-            "destination": destination,
+            "destination": {"$in": destinations},
             "gupshup_message_id": None,
             "claimed_at": {"$lte": at + CLOCK_SKEW},
             "$or": unresolved,
@@ -198,7 +199,7 @@ class SendRepository:
         return await self.get(candidate["_id"])
 
     async def in_flight(
-        self, org_id: str, agent_id: str, destination: str, younger_than: float
+        self, org_id: str, agent_id: str, destinations: list[str], younger_than: float
     ) -> bool:
         """Whether a request to this lead may still be waiting for Gupshup's answer."""
         found = await with_retry(
@@ -206,7 +207,7 @@ class SendRepository:
                 {
                     "org_id": org_id,
                     "agent_id": agent_id,
-                    "destination": destination,
+                    "destination": {"$in": destinations},
                     "state": "sending",
                     "claimed_at": {"$gte": utcnow() - timedelta(seconds=younger_than)},
                 },

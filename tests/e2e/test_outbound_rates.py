@@ -8,8 +8,9 @@ from typing import Any
 
 from cli.local_stack import StackProcesses
 from shared.broker import Broker
+from shared.identity import WhatsAppUser
 from shared.models import Bubble, SendCommand, utcnow
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.threads import ThreadRepository
 from tests.e2e.conftest import OnboardedAgent, Stack, free_port
 from tests.e2e.test_pipeline import eventually, new_lead
@@ -23,12 +24,15 @@ async def backlog(stack: Stack, agent: OnboardedAgent, count: int) -> list[SendC
     for _ in range(count):
         phone = f"+{new_lead()}"
         lead, _ = await leads.resolve(
-            phone,
-            name=None,
-            org_id=agent.org.id,
-            agent_id=agent.agent.id,
-            at=now,
-            source={"source": "organic"},
+            WhatsAppUser(phone=phone),
+            Sighting(
+                org_id=agent.org.id,
+                agent_id=agent.agent.id,
+                portfolio=f"agent:{agent.agent.id}",
+                at=now,
+                name=None,
+                source={"source": "organic"},
+            ),
         )
         thread, _ = await threads.resolve(
             org_id=agent.org.id,

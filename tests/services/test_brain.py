@@ -10,9 +10,10 @@ import pytest
 from services.brain import __main__ as brain_main
 from services.brain.reply.handler import Brain
 from shared.broker import Broker, Subscription, Subscriptions
+from shared.identity import WhatsAppUser
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import AgentDirectory
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
@@ -58,12 +59,15 @@ async def seed_thread(store: Store, tenant: Tenant) -> SeededThread:
     now = utcnow()
     source = {"source": "organic"}
     lead, _ = await LeadRepository(store).resolve(
-        LEAD_PHONE,
-        name="Rachel Lim",
-        org_id=tenant.org_id,
-        agent_id=tenant.agent_id,
-        at=now,
-        source=source,
+        WhatsAppUser(phone=LEAD_PHONE),
+        Sighting(
+            org_id=tenant.org_id,
+            agent_id=tenant.agent_id,
+            portfolio=f"agent:{tenant.agent_id}",
+            at=now,
+            name="Rachel Lim",
+            source=source,
+        ),
     )
     thread, _ = await ThreadRepository(store).resolve(
         org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead.id, at=now, source=source
@@ -81,7 +85,7 @@ async def seed_thread(store: Store, tenant: Tenant) -> SeededThread:
         received_at=now,
     )
     stored, _created = await MessageRepository(store).store_inbound(
-        message, thread_id=thread.id, lead_id=lead.id, phone=LEAD_PHONE
+        message, thread_id=thread.id, lead_id=lead.id, sender=LEAD_PHONE
     )
     await ThreadRepository(store).touch_inbound(tenant.org_id, thread.id, now)
     work = ThreadWork(

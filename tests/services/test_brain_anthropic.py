@@ -27,9 +27,10 @@ from services.brain.reply.handler import Brain
 from services.brain.reply.model import Context, Decision, Draft, Recall, Understanding
 from shared.broker import Broker, Subscription, Subscriptions
 from shared.crypto import KeyRing
+from shared.identity import WhatsAppUser
 from shared.models import Bubble, InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.repositories.agents import Agent, AgentDirectory, AgentRepository, Persona
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
 from shared.service import Runtime
@@ -181,7 +182,15 @@ async def seed_conversation(
     start = now - timedelta(hours=2)
     source = {"source": "organic"}
     lead, _ = await LeadRepository(store).resolve(
-        phone, name=lead_name, org_id=agent.org_id, agent_id=agent.id, at=start, source=source
+        WhatsAppUser(phone=phone),
+        Sighting(
+            org_id=agent.org_id,
+            agent_id=agent.id,
+            portfolio=f"agent:{agent.id}",
+            at=start,
+            name=lead_name,
+            source=source,
+        ),
     )
     thread, _ = await threads.resolve(
         org_id=agent.org_id, agent_id=agent.id, lead_id=lead.id, at=start, source=source
@@ -202,7 +211,7 @@ async def seed_conversation(
             received_at=at,
         )
         stored, _created = await messages.store_inbound(
-            message, thread_id=thread.id, lead_id=lead.id, phone=phone
+            message, thread_id=thread.id, lead_id=lead.id, sender=phone
         )
         await threads.touch_inbound(agent.org_id, thread.id, at)
         return str(stored.id)

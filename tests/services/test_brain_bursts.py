@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 
 from shared.broker import Broker
+from shared.identity import WhatsAppUser
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
 from shared.settings import Settings
@@ -42,7 +43,15 @@ async def new_thread(store: Store, tenant: Tenant, n: int) -> tuple[str, str, st
     now = utcnow()
     source = {"source": "organic"}
     lead, _ = await LeadRepository(store).resolve(
-        phone, name=None, org_id=tenant.org_id, agent_id=tenant.agent_id, at=now, source=source
+        WhatsAppUser(phone=phone),
+        Sighting(
+            org_id=tenant.org_id,
+            agent_id=tenant.agent_id,
+            portfolio=f"agent:{tenant.agent_id}",
+            at=now,
+            name=None,
+            source=source,
+        ),
     )
     thread, _ = await ThreadRepository(store).resolve(
         org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead.id, at=now, source=source
@@ -73,7 +82,7 @@ async def arrive(
         received_at=utcnow(),
     )
     stored, _ = await MessageRepository(store).store_inbound(
-        message, thread_id=thread_id, lead_id=lead_id, phone=phone
+        message, thread_id=thread_id, lead_id=lead_id, sender=phone
     )
     await ThreadRepository(store).touch_inbound(tenant.org_id, thread_id, message.sent_at)
     work = ThreadWork(

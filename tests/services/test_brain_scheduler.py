@@ -19,13 +19,14 @@ import pytest
 
 from services.brain.followups.sweeper import Sweeper
 from shared.broker import Broker
+from shared.identity import WhatsAppUser
 from shared.ids import derived_id
 from shared.models import InboundMessage, SendCommand, ThreadWork, utcnow
 from shared.quiet_hours import QuietHours
 from shared.repositories.agents import AgentDirectory
 from shared.repositories.appointments import Appointment, AppointmentRepository
 from shared.repositories.consents import ConsentRepository
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.messages import MessageRepository
 from shared.repositories.schedules import ScheduledMessage, ScheduleKind, ScheduleRepository
 from shared.repositories.templates import TemplateRepository
@@ -136,12 +137,15 @@ class Chat:
         now = utcnow()
         source = {"source": "organic"}
         lead, _ = await LeadRepository(self.store).resolve(
-            self.phone,
-            name="Rachel Lim",
-            org_id=self.tenant.org_id,
-            agent_id=self.tenant.agent_id,
-            at=now,
-            source=source,
+            WhatsAppUser(phone=self.phone),
+            Sighting(
+                org_id=self.tenant.org_id,
+                agent_id=self.tenant.agent_id,
+                portfolio=f"agent:{self.tenant.agent_id}",
+                at=now,
+                name="Rachel Lim",
+                source=source,
+            ),
         )
         thread, _ = await ThreadRepository(self.store).resolve(
             org_id=self.tenant.org_id,
@@ -171,7 +175,7 @@ class Chat:
             received_at=now,
         )
         stored, _ = await MessageRepository(self.store).store_inbound(
-            message, thread_id=self.thread_id, lead_id=self.lead_id, phone=self.phone
+            message, thread_id=self.thread_id, lead_id=self.lead_id, sender=self.phone
         )
         await ThreadRepository(self.store).touch_inbound(self.tenant.org_id, self.thread_id, now)
         if not work:

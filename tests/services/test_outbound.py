@@ -17,10 +17,11 @@ from services.outbound import __main__ as outbound_main
 from shared.broker import Broker
 from shared.crypto import KeyRing
 from shared.gupshup.client import GupshupClient
+from shared.identity import WhatsAppUser
 from shared.models import Bubble, DeliveryState, DeliveryStatus, SendCommand, utcnow
 from shared.quiet_hours import QuietHours
 from shared.repositories.consents import ConsentRepository
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.replies import ReplyRepository
 from shared.repositories.templates import Template, TemplateRepository
 from shared.repositories.threads import ThreadRepository
@@ -167,12 +168,15 @@ async def start_conversation(
     at = utcnow() - last_inbound
     source = {"source": "organic"}
     lead, _ = await LeadRepository(store).resolve(
-        phone,
-        name=name,
-        org_id=tenant.org_id,
-        agent_id=tenant.agent_id,
-        at=at,
-        source=source,
+        WhatsAppUser(phone=phone),
+        Sighting(
+            org_id=tenant.org_id,
+            agent_id=tenant.agent_id,
+            portfolio=f"agent:{tenant.agent_id}",
+            at=at,
+            name=name,
+            source=source,
+        ),
     )
     threads = ThreadRepository(store)
     thread, _ = await threads.resolve(

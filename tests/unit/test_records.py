@@ -33,19 +33,61 @@ def test_an_organization_sees_only_its_own_names_and_first_touch() -> None:
         "phone": "+6598887777",
         "names": ["Rachel", "Rachel Tan"],
         "first_touch": STORED_LEAD["first_touch"],
+        **NO_USER_ID,
     }
     assert lead.view_for("org_b").as_json() == {
         "lead_id": "lead_1",
         "phone": "+6598887777",
         "names": ["Rach"],
         "first_touch": None,
+        **NO_USER_ID,
     }
 
 
 def test_the_view_keeps_the_admin_api_key_order() -> None:
     view = LeadRecord.model_validate(STORED_LEAD).view_for("org_a").as_json()
 
-    assert list(view) == ["lead_id", "phone", "names", "first_touch"]
+    assert list(view) == [
+        "lead_id",
+        "phone",
+        "names",
+        "first_touch",
+        "username",
+        "usernames",
+        "user_ids",
+        "parent_user_id",
+    ]
+
+
+NO_USER_ID = {"username": None, "usernames": [], "user_ids": [], "parent_user_id": None}
+
+
+def test_an_organization_sees_only_the_user_ids_and_usernames_its_agents_saw() -> None:
+    lead = LeadRecord.model_validate(
+        {
+            "_id": "lead_3",
+            "user_ids": [
+                {"portfolio": "bp_a", "user_id": "SG.111", "org_id": "org_a"},
+                {"portfolio": "bp_b", "user_id": "SG.222", "org_id": "org_b"},
+            ],
+            "usernames": [
+                {"username": "@rach", "org_id": "org_a"},
+                {"username": "@rachel", "org_id": "org_b"},
+            ],
+            "parent_user_id": "SG.ENT.999",
+            "parent_seen_by": ["org_b"],
+        }
+    )
+
+    a, b = lead.view_for("org_a"), lead.view_for("org_b")
+
+    assert (a.phone, a.username, a.parent_user_id) == (None, "@rach", None)
+    assert a.user_ids == ({"business_portfolio_id": "bp_a", "user_id": "SG.111"},)
+    assert (b.username, b.parent_user_id) == ("@rachel", "SG.ENT.999")
+    assert b.user_ids == ({"business_portfolio_id": "bp_b", "user_id": "SG.222"},)
+    assert lead.address_for("bp_a") == "SG.111"
+    assert lead.address_for("bp_b") == "SG.222"
+    assert a.address_for("bp_a") == "SG.111"
 
 
 def test_a_lead_without_names_or_first_touch_reads() -> None:
