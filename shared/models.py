@@ -238,7 +238,9 @@ class Bubble(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    type: Literal["text", "template", "list"] = "text"
+    # contact_request: WhatsApp's request-contact-info message, asking a lead whose number
+    # WhatsApp withholds to share it (their choice; nothing waits on it).
+    type: Literal["text", "template", "list", "contact_request"] = "text"
     text: str  # for a template: its rendered body; for a list: the text above the button
     template_id: str | None = None
     params: list[str] = Field(default_factory=list)

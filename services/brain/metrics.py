@@ -62,3 +62,7 @@ SWEEPS = Counter(
     ["outcome"],
 )
 REPLIES = Counter("realtybot_replies_total", "Replies composed by the brain.", ["engine"])
+CONTACT_REQUESTS = Counter(
+    "realtybot_contact_requests_total",
+    "Leads whose number WhatsApp withholds asked (once per lead and agent) to share it.",
+)

@@ -14,7 +14,10 @@ from shared.repositories.templates import Template
 
 
 def session_message(bubble: Bubble, send_id: str) -> dict[str, object]:
-    """Gupshup's `message` for a free-form bubble: text, or a list the lead picks from."""
+    """Gupshup's `message` for a free-form bubble: text, a list the lead picks from, or a
+    request that the lead share their number."""
+    if bubble.type == "contact_request":
+        return {"type": "request_contact_info", "body": {"text": bubble.text}}
     if bubble.type != "list":
         return {"type": "text", "text": bubble.text}
     return {

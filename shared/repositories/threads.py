@@ -43,6 +43,8 @@ class Thread(StoredRecord):
     summary: str | None = None
     handed_off_at: datetime | None = None  # when a person took the thread over
     handoff_note: str | None = None
+    # When the lead, whose number WhatsApp withheld, was asked once to share it.
+    contact_requested_at: datetime | None = None
 
     @field_validator("profile", "source", "asked", "offered", "opt_out_confirmed", mode="before")
     @classmethod

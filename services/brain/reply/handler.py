@@ -17,7 +17,7 @@ from typing import Literal
 
 from services.brain.engines.offline import OfflineEngine, summarize
 from services.brain.followups.scheduler import Scheduler
-from services.brain.metrics import REPLIES
+from services.brain.metrics import CONTACT_REQUESTS, REPLIES
 from services.brain.reply.model import (
     Context,
     Decision,
@@ -159,6 +159,12 @@ class Brain:
             context, recall, decision, draft, composed_by
         )
         state.update(self._thread_state(context, recall, decision))
+        reply_bubbles = self._bubbles(bubbles, decision)
+        if wants_number(decision, lead, thread):
+            # Once per lead and agent, with the booking the agent may want to call about.
+            reply_bubbles.append(Bubble(type="contact_request", text=ask_for_number(agent)))
+            state["contact_requested_at"] = utcnow()
+            CONTACT_REQUESTS.inc()
         if decision.action == "handoff":
             # Before the reply is stored: a re-run after a crash sends the same notice id.
             await self._notify_agent(agent, context, lead, command_id)
@@ -166,7 +172,7 @@ class Brain:
             command_id,
             work,
             lead.address_for(agent.portfolio),
-            self._bubbles(bubbles, decision),
+            reply_bubbles,
             utcnow(),
             fallback=await self._data.templates.fallback_for(
                 agent.org_id, agent.id, agent.fallback_template_id, recall.profile.name
@@ -412,3 +418,21 @@ def lead_contact(lead: LeadRecord, org_id: str) -> str:
         return lead.phone
     view = lead.view_for(org_id)
     return view.username or "number not shared yet"
+
+
+def wants_number(decision: Decision, lead: LeadRecord, thread: Thread) -> bool:
+    """Whether to ask a lead WhatsApp withholds the number of to share it: when a booking
+    is made or moved (the agent may need to call), once per lead and agent."""
+    return (
+        lead.phone is None
+        and thread.contact_requested_at is None
+        and decision.action in ("confirm_booking", "reschedule")
+    )
+
+
+def ask_for_number(agent: Agent) -> str:
+    """The request's text: why the number helps, and that sharing it is the lead's choice."""
+    return (
+        f"In case {agent.name} needs to call you about it, you can share your number with the "
+        "button below. Only if you'd like to: we'll keep chatting here either way."
+    )
