@@ -3,8 +3,14 @@
 Strict about shape, lenient about vocabulary: a field of the wrong type raises MalformedPayload,
 while an event, status or message type we do not know becomes an IgnoredEvent or an
 "unsupported" message, because Gupshup adds types without notice and must still get its 2xx.
-An inbound message's `text` is what the lead wrote or tapped: the text body, a media caption
-or the title of the reply they picked.
+An inbound message's `text` is what the lead wrote or tapped: the text body, a media caption,
+the title of the reply they picked or the names and numbers of the contacts they shared.
+
+Who wrote is named by number, by business-scoped user ID (BSUID) or both, and each identifier
+lands in its own field by what it is: v2 puts a BSUID in `source` for a user whose number is
+withheld, so a value written as a BSUID is never taken for a number; a field that should hold
+a BSUID and holds anything else is malformed, so a number never passes for one. Numbers are
+kept as WhatsApp reports them (dedup normalizes them).
 
 This module reads the format; which agent a callback belongs to is decided once, by
 shared.gupshup.attribution, on top of `parse_webhook` and `app_identity`.
@@ -23,6 +29,7 @@ from typing import Any, Final, Literal, NamedTuple, Required, TypedDict, get_arg
 
 from pydantic import ValidationError
 
+from shared.identity import is_bsuid
 from shared.models import (
     BillingEvent,
     DeliveryState,
@@ -301,9 +308,47 @@ class _Content(TypedDict, total=False):
     media: Media
     location: Location
     choice: ReplyChoice
+    shared_numbers: list[str]
+    # A candidate only: it counts as the lead's own number when the message answers ours.
+    shared_own_number: str | None
 
 
 _ContentReader = Callable[[_JsonObject], _Content]
+
+
+class _Sender(NamedTuple):
+    """Who a message is from, as one callback names them: the number, the BSUID, the parent
+    BSUID (each None when not given), and the profile's username and name."""
+
+    wa_id: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    username: str | None = None
+    name: str | None = None
+
+    def names_someone(self) -> bool:
+        """Whether there is an identifier to tell who wrote (a name or username is none)."""
+        return bool(self.wa_id or self.user_id or self.parent_user_id)
+
+
+def _number_or_user_id(node: _JsonObject, key: str) -> tuple[str | None, str | None]:
+    """(number, BSUID) from a field WhatsApp fills with the user's number, which v2 fills with
+    the BSUID instead when the number is withheld; (None, None) when absent."""
+    if not node.has(key):
+        return None, None
+    value = node.identifier(key)
+    return (None, value) if is_bsuid(value) else (value, None)
+
+
+def _user_id(node: _JsonObject, key: str) -> str | None:
+    """A BSUID field, or None when absent; anything else there is malformed, so that a number
+    can never be taken for a user ID."""
+    if not node.has(key):
+        return None
+    value = node.identifier(key)
+    if not is_bsuid(value):
+        raise node.error(key, "expected a business-scoped user ID (CC.alphanumerics)")
+    return value
 
 
 def _inbound_message(
@@ -311,19 +356,25 @@ def _inbound_message(
     content: _Content,
     *,
     message_id: str,
-    lead_wa_id: str,
-    lead_name: str | None,
+    sender: _Sender,
     sent_at: datetime,
     context_message_id: str | None = None,
     context_gupshup_message_id: str | None = None,
     referral: dict[str, Any] | None = None,
 ) -> InboundMessage:
+    if context_message_id is None and context_gupshup_message_id is None:
+        # A card vouches for the lead's own number only as the answer to our request for it.
+        content = content.copy()
+        content.pop("shared_own_number", None)
     return InboundMessage(
         **context.tenant(),
         **content,
         provider_message_id=message_id,
-        lead_wa_id=lead_wa_id,
-        lead_name=lead_name,
+        lead_wa_id=sender.wa_id,
+        lead_user_id=sender.user_id,
+        lead_parent_user_id=sender.parent_user_id,
+        lead_username=sender.username,
+        lead_name=sender.name,
         context_message_id=context_message_id,
         context_gupshup_message_id=context_gupshup_message_id,
         referral=referral,
@@ -343,14 +394,16 @@ def _delivery_status(
     context: _Context,
     status: str,
     ids: _MessageIds,
-    destination: str | None,
+    recipient: tuple[str | None, str | None],
     error: tuple[int | None, str | None],
     status_node: _JsonObject,
     at: datetime,
 ) -> DeliveryStatus:
     """A delivery status as either format reads it; `error` is (code, reason), and both
-    formats put the pricing in the status object's `pricing`."""
+    formats put the pricing in the status object's `pricing`. `recipient` is (destination,
+    BSUID): the address the send went to, a number or a BSUID, and the recipient's BSUID."""
     pricing = status_node.child_or_empty("pricing")
+    destination, user_id = recipient
     error_code, error_reason = error
     return DeliveryStatus(
         **context.tenant(),
@@ -358,6 +411,7 @@ def _delivery_status(
         gupshup_message_id=ids.gupshup,
         whatsapp_message_id=ids.whatsapp,
         destination=destination,
+        user_id=user_id,
         error_code=error_code,
         error_reason=error_reason,
         pricing_category=pricing.optional_string("category"),
@@ -397,6 +451,44 @@ def _unsupported(_body: _JsonObject) -> _Content:
     return _Content(type="unsupported")
 
 
+def _shared_contacts(cards: list[_JsonObject]) -> _Content:
+    """Contact cards the lead shared (both formats write Meta's card: `name`, `phones`): a
+    line per card, every number, and the candidate for the lead's own number: the one
+    WhatsApp number (`wa_id`) of a lone card, as a user sharing their own contact sends."""
+    lines: list[str] = []
+    numbers: list[str] = []
+    whatsapp_numbers: list[str] = []
+    for card in cards:
+        shown: list[str] = []
+        whatsapp_numbers = []
+        for phone in card.children_or_empty("phones"):
+            wa_id, written = phone.optional_string("wa_id"), phone.optional_string("phone")
+            # A number without wa_id is not on WhatsApp; kept as its digits all the same.
+            number = wa_id or "".join(char for char in written or "" if char.isdigit())
+            if number and number not in numbers:
+                numbers.append(number)
+            if written or wa_id:
+                shown.append(written or f"+{wa_id}")
+            if wa_id:
+                whatsapp_numbers.append(wa_id)
+        line = ": ".join(part for part in (_card_name(card), ", ".join(shown)) if part)
+        if line:
+            lines.append(line)
+    lone_number = len(cards) == 1 and len(whatsapp_numbers) == 1
+    return _Content(
+        type="contacts",
+        text="; ".join(lines) or None,
+        shared_numbers=numbers,
+        shared_own_number=whatsapp_numbers[0] if lone_number else None,
+    )
+
+
+def _card_name(card: _JsonObject) -> str:
+    name = card.child_or_empty("name")
+    parts = (name.optional_string("first_name"), name.optional_string("last_name"))
+    return name.optional_string("formatted_name") or " ".join(part for part in parts if part)
+
+
 # --- v2: Gupshup's own format ----------------------------------------------------------------
 
 
@@ -421,24 +513,35 @@ def _v2_app_identity(root: _JsonObject) -> AppIdentity:
 
 def _v2_inbound_message(payload: _JsonObject, at: datetime, context: _Context) -> InboundMessage:
     read_content = _V2_MESSAGE_READERS.get(payload.string("type"), _unsupported)
-    sender = payload.child_or_empty("sender")
     replied_to = payload.child_or_empty("context")
     return _inbound_message(
         context,
         read_content(payload.child("payload")),
         message_id=payload.identifier("id"),
-        lead_wa_id=_v2_lead_number(payload, sender),
-        lead_name=sender.optional_string("name"),
+        sender=_v2_sender(payload),
         sent_at=at,
         context_message_id=replied_to.optional_string("id"),
         context_gupshup_message_id=replied_to.optional_string("gsId"),
     )
 
 
-def _v2_lead_number(payload: _JsonObject, sender: _JsonObject) -> str:
-    if payload.has("source") or not sender.has("phone"):
-        return payload.identifier("source")
-    return sender.identifier("phone")
+def _v2_sender(payload: _JsonObject) -> _Sender:
+    """The lead as a v2 message names them: `source` (the number, or the BSUID of a user whose
+    number is withheld; absent in some payloads) and `sender` (`phone`, `userId`, `username`)."""
+    sender = payload.child_or_empty("sender")
+    source_number, source_user_id = _number_or_user_id(payload, "source")
+    phone_number, phone_user_id = _number_or_user_id(sender, "phone")
+    lead = _Sender(
+        wa_id=source_number or phone_number,
+        user_id=_user_id(sender, "userId") or source_user_id or phone_user_id,
+        username=sender.optional_string("username"),
+        name=sender.optional_string("name"),
+    )
+    if not lead.names_someone():
+        raise MalformedPayload(
+            f"{payload.path}: names no user (no source, sender.phone or sender.userId)"
+        )
+    return lead
 
 
 def _v2_text(body: _JsonObject) -> _Content:
@@ -471,7 +574,11 @@ def _v2_template_quick_reply(body: _JsonObject) -> _Content:
     return _reply("button_reply", choice)
 
 
-# Any other type (contacts, reactions, whatever Gupshup adds) is an "unsupported" message.
+def _v2_contacts(body: _JsonObject) -> _Content:
+    return _shared_contacts(body.children("contacts"))
+
+
+# Any other type (reactions, whatever Gupshup adds) is an "unsupported" message.
 _V2_MESSAGE_READERS: Final[dict[str, _ContentReader]] = {
     "text": _v2_text,
     "image": partial(_v2_media, "image"),
@@ -484,6 +591,7 @@ _V2_MESSAGE_READERS: Final[dict[str, _ContentReader]] = {
     "button_reply": partial(_v2_reply, "button_reply"),
     # A template's quick-reply button; to us it is a button reply like any other.
     "quick_reply": _v2_template_quick_reply,
+    "contact": _v2_contacts,
 }
 
 
@@ -503,8 +611,11 @@ def _v2_delivery_status(
         ids = _MessageIds(payload.optional_string("gsId"), message_id)
     failure = details if status == "failed" else _JsonObject({}, details.path)
     error = (failure.optional_int("code"), failure.optional_string("reason"))
+    # A send addressed to a BSUID names it in `destination`; `userId` is the recipient's BSUID.
     destination = payload.optional_string("destination")
-    return _delivery_status(context, status, ids, destination, error, payload, at)
+    bsuid_destination = destination if destination is not None and is_bsuid(destination) else None
+    recipient = (destination, _user_id(payload, "userId") or bsuid_destination)
+    return _delivery_status(context, status, ids, recipient, error, payload, at)
 
 
 def _v2_user_event(payload: _JsonObject, at: datetime, context: _Context) -> UserEvent:
@@ -515,6 +626,7 @@ def _v2_user_event(payload: _JsonObject, at: datetime, context: _Context) -> Use
         **context.tenant(),
         type=payload.string("type"),
         lead_wa_id=phone if is_number else None,
+        lead_user_id=_user_id(payload, "userId"),
         at=at,
     )
 
@@ -605,47 +717,122 @@ def _v3_app_identity(root: _JsonObject) -> AppIdentity:
 
 
 def _v3_change_events(value: _JsonObject, context: _Context) -> list[RoutedEvent]:
-    lead_names = _v3_lead_names(value)
+    profiles = _v3_profiles(value)
     events: list[RoutedEvent] = []
     # Meta keeps messages and statuses in separate arrays; walking the keys in the order the
     # body lists them keeps "payload order" should one change ever carry both.
     for key in value.data:
         if key == "messages":
             messages = value.children_or_empty("messages")
-            events.extend(_v3_message(message, lead_names, context) for message in messages)
+            events.extend(_v3_message(message, profiles, context) for message in messages)
         elif key == "statuses":
             statuses = value.children_or_empty("statuses")
             events.extend(_v3_status(status, context) for status in statuses)
     return events
 
 
-def _v3_lead_names(value: _JsonObject) -> dict[str, str]:
-    names: dict[str, str] = {}
+def _v3_profiles(value: _JsonObject) -> list[_Sender]:
+    """The senders `contacts` describes: `wa_id` (omitted when the number is withheld),
+    `user_id`, `parent_user_id` and the profile's `name` and `username`."""
+    profiles: list[_Sender] = []
     for contact in value.children_or_empty("contacts"):
-        wa_id = contact.optional_string("wa_id")
-        name = contact.child_or_empty("profile").optional_string("name")
-        if wa_id is not None and name is not None:
-            names[wa_id] = name
-    return names
+        number, bsuid_as_wa_id = _number_or_user_id(contact, "wa_id")
+        profile = contact.child_or_empty("profile")
+        profiles.append(
+            _Sender(
+                wa_id=number,
+                user_id=_user_id(contact, "user_id") or bsuid_as_wa_id,
+                parent_user_id=_user_id(contact, "parent_user_id"),
+                username=profile.optional_string("username"),
+                name=profile.optional_string("name"),
+            )
+        )
+    return profiles
+
+
+def _v3_sender(message: _JsonObject, profiles: list[_Sender]) -> _Sender:
+    """The lead as a v3 message names them (`from`, omitted when the number is withheld;
+    `from_user_id`; `from_parent_user_id`), completed by the contact that matches one of them."""
+    number, bsuid_as_from = _number_or_user_id(message, "from")
+    user_id = _user_id(message, "from_user_id") or bsuid_as_from
+    parent_user_id = _user_id(message, "from_parent_user_id")
+    profile = next(
+        (
+            profile
+            for profile in profiles
+            if (number is not None and profile.wa_id == number)
+            or (user_id is not None and profile.user_id == user_id)
+            or (parent_user_id is not None and profile.parent_user_id == parent_user_id)
+        ),
+        _Sender(),
+    )
+    lead = _Sender(
+        wa_id=number or profile.wa_id,
+        user_id=user_id or profile.user_id,
+        parent_user_id=parent_user_id or profile.parent_user_id,
+        username=profile.username,
+        name=profile.name,
+    )
+    if not lead.names_someone():
+        raise MalformedPayload(
+            f"{message.path}: names no user (no from, from_user_id or from_parent_user_id)"
+        )
+    return lead
 
 
 def _v3_message(
-    message: _JsonObject, lead_names: Mapping[str, str], context: _Context
-) -> InboundMessage:
-    lead_wa_id = message.identifier("from")
-    read_content = _V3_MESSAGE_READERS.get(message.string("type"), _unsupported)
+    message: _JsonObject, profiles: list[_Sender], context: _Context
+) -> InboundMessage | UserEvent | IgnoredEvent:
+    kind = message.string("type")
+    if kind == "system":
+        return _v3_system(message, context)
+    read_content = _V3_MESSAGE_READERS.get(kind, _unsupported)
     referral = message.child_or_empty("referral").data
     return _inbound_message(
         context,
         read_content(message),
         message_id=message.identifier("id"),
-        lead_wa_id=lead_wa_id,
-        lead_name=lead_names.get(lead_wa_id),
+        sender=_v3_sender(message, profiles),
         sent_at=_optional_timestamp(message, "timestamp", _SECOND) or context.received_at,
         context_message_id=message.child_or_empty("context").optional_string("id"),
         # A copy, so the event does not share mutable state with the raw body it came from.
         referral=copy.deepcopy(dict(referral)) if referral else None,
     )
+
+
+def _v3_system(message: _JsonObject, context: _Context) -> UserEvent | IgnoredEvent:
+    """WhatsApp's notice that a user's identifiers changed (it comes without contacts): a new
+    number (`system.wa_id`; `from` is the old one) or a new BSUID (`system.user_id`)."""
+    at = _optional_timestamp(message, "timestamp", _SECOND) or context.received_at
+    system = message.child("system")
+    change = system.string("type")
+    old_number, bsuid_as_from = _number_or_user_id(message, "from")
+    from_user_id = _user_id(message, "from_user_id") or bsuid_as_from
+    if change == "user_changed_number":
+        new_number, _ = _number_or_user_id(system, "wa_id")
+        return UserEvent(
+            **context.tenant(),
+            type="changed-number",
+            lead_wa_id=new_number,
+            previous_wa_id=old_number,
+            # The BSUID the lead is known by joins the new number to them.
+            lead_user_id=from_user_id or _user_id(system, "previous_user_id"),
+            at=at,
+        )
+    if change == "user_changed_user_id":
+        number, _ = _number_or_user_id(system, "wa_id")
+        return UserEvent(
+            **context.tenant(),
+            type="changed-user-id",
+            lead_wa_id=number or old_number,
+            lead_user_id=_user_id(system, "user_id") or from_user_id,
+            at=at,
+        )
+    return _ignored(f"system/{change}", at, context)
+
+
+def _v3_contacts(message: _JsonObject) -> _Content:
+    return _shared_contacts(message.children("contacts"))
 
 
 def _v3_text(message: _JsonObject) -> _Content:
@@ -694,9 +881,10 @@ def _v3_media(field: str, kind: MessageType, message: _JsonObject) -> _Content:
     return _attachment(kind, media)
 
 
-# Any other type (contacts, reaction, unsupported, whatever Meta adds) is "unsupported".
+# Any other type (reaction, unsupported, whatever Meta adds) is "unsupported".
 _V3_MESSAGE_READERS: Final[dict[str, _ContentReader]] = {
     "text": _v3_text,
+    "contacts": _v3_contacts,
     "interactive": _v3_interactive,
     # A template's quick-reply button.
     "button": _v3_template_button,
@@ -723,6 +911,11 @@ def _v3_status(status_node: _JsonObject, context: _Context) -> DeliveryStatus | 
     errors = status_node.children_or_empty("errors")
     first = errors[0] if errors else _JsonObject({}, f"{status_node.path}.errors[0]")
     reason = first.optional_string("title") or first.optional_string("message")
-    destination = status_node.optional_string("recipient_id")
+    # `recipient_id` (the number) is omitted when a send went to a BSUID and the number is
+    # withheld; the status then names the recipient by their BSUIDs alone.
+    number, bsuid_as_recipient = _number_or_user_id(status_node, "recipient_id")
+    user_id = _user_id(status_node, "recipient_user_id") or bsuid_as_recipient
+    parent_user_id = _user_id(status_node, "recipient_parent_user_id")
+    recipient = (number or user_id or parent_user_id, user_id)
     error = (first.optional_int("code"), reason)
-    return _delivery_status(context, status, ids, destination, error, status_node, at)
+    return _delivery_status(context, status, ids, recipient, error, status_node, at)

@@ -170,6 +170,39 @@ async def test_payload_not_for_the_agent_is_refused_and_not_published(
     assert await router_depth(broker) == 0
 
 
+@pytest.mark.parametrize("fixture", ["v2_text_bsuid_only.json", "v3_text_bsuid_only.json"])
+async def test_message_from_a_lead_known_only_by_user_id_is_published_and_accepted(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant, fixture: str
+) -> None:
+    body = gupshup_fixture(fixture)
+    response = await client.post(webhook_url(tenant.callback_key), json=body)
+    assert response.status == 200
+    raw = await fetch_event(broker, "router", RawWebhook, timeout=0.5)
+    assert raw is not None and raw.body == body
+
+
+@pytest.mark.parametrize(
+    ("fixture", "reason"),
+    [
+        ("v2_text_bsuid_only.json", "payload: names no user"),
+        ("v3_text_bsuid_only.json", "entry[0].changes[0].value.messages[0]: names no user"),
+    ],
+    ids=["v2", "v3"],
+)
+async def test_message_naming_no_user_is_400_with_the_reason(
+    client: TestClient[Any, Any], broker: Broker, tenant: Tenant, fixture: str, reason: str
+) -> None:
+    body = gupshup_fixture(fixture)
+    if "payload" in body:
+        del body["payload"]["source"], body["payload"]["sender"]["userId"]
+    else:
+        del body["entry"][0]["changes"][0]["value"]["messages"][0]["from_user_id"]
+    response = await client.post(webhook_url(tenant.callback_key), json=body)
+    assert response.status == 400
+    assert (await response.json())["error"].startswith(f"malformed payload: {reason}")
+    assert await router_depth(broker) == 0
+
+
 async def test_platform_connectivity_check_is_accepted(
     client: TestClient[Any, Any], tenant: Tenant
 ) -> None:

@@ -23,6 +23,7 @@ from shared.gupshup.parsers import (
     app_identity,
     parse_webhook,
 )
+from shared.identity import is_bsuid
 from shared.models import (
     BillingEvent,
     DeliveryStatus,
@@ -60,7 +61,28 @@ ROUTED_TYPES = (
     BillingEvent,
     IgnoredEvent,
 )
-V3_MESSAGE = ("entry", 0, "changes", 0, "value", "messages", 0)
+V3_VALUE = ("entry", 0, "changes", 0, "value")
+V3_MESSAGE = (*V3_VALUE, "messages", 0)
+# Leads known by business-scoped user ID: Rachel also by her number, Marcus by his BSUID alone.
+RACHEL_BSUID = "SG.1349120865530274"
+RACHEL_PARENT_BSUID = "SG.ENT.11815799212886844830"
+MARCUS_BSUID = "SG.4472918830195521"
+MARCUS_NUMBER = "6591234567"
+MARCUS = {
+    "lead_wa_id": None,
+    "lead_user_id": MARCUS_BSUID,
+    "lead_parent_user_id": None,
+    "lead_username": "@marcus.k",
+    "lead_name": "Marcus",
+}
+MARCUS_SHARES_HIS_NUMBER = {
+    **MARCUS,
+    "type": "contacts",
+    "text": "Marcus Koh: +65 9123 4567",
+    "shared_numbers": [MARCUS_NUMBER],
+    "shared_own_number": MARCUS_NUMBER,
+    "context_message_id": "wamid.HBgUU0cuNDQ3MjkxODgzMDE5NTUyMRUCABEYEjA5OEY3RTZENUM0QjNBMjEA",
+}
 DELETE = object()  # a mutation that removes the field instead of replacing it
 
 
@@ -229,6 +251,82 @@ EXPECTED: dict[str, list[tuple[type[BaseModel], dict[str, Any]]]] = {
     ],
     "v2_platform_connectivity_check.json": [
         (IgnoredEvent, {"type": "platform-event", "at": at(1764050112)})
+    ],
+    "v2_text_bsuid_with_phone.json": [
+        inbound(
+            type="text",
+            text="Hello, is the Tampines unit still available?",
+            lead_user_id=RACHEL_BSUID,
+            lead_parent_user_id=None,
+            lead_username=None,
+            sent_at=datetime(2026, 4, 23, 11, 39, 4, 359000, tzinfo=UTC),
+        )
+    ],
+    "v2_text_bsuid_only.json": [
+        (
+            InboundMessage,
+            {**MARCUS, "type": "text", "text": "Hi, saw your listing for the Bedok condo"},
+        )
+    ],
+    "v2_text_no_source.json": [
+        (InboundMessage, {**MARCUS, "type": "text", "text": "Can I view it on Saturday?"})
+    ],
+    "v2_contact_shared.json": [
+        (
+            InboundMessage,
+            {
+                **MARCUS_SHARES_HIS_NUMBER,
+                "context_gupshup_message_id": "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
+            },
+        )
+    ],
+    "v2_event_sent_bsuid.json": [
+        delivery(
+            "sent",
+            destination=LEAD,
+            user_id=RACHEL_BSUID,
+            gupshup_message_id="793df8da-4b7e-4c1f-9a2d-5e6f7a8b9c0d",
+            whatsapp_message_id="wamid.HBgKNjU5ODg4Nzc3NxUCABEYEjc2QTlCMEMxRDJFM0Y0QTVCNgA=",
+            at=datetime(2026, 4, 23, 11, 35, 28, 172000, tzinfo=UTC),
+        )
+    ],
+    "v3_text_bsuid_only.json": [
+        (
+            InboundMessage,
+            {**MARCUS, "type": "text", "text": "Hi, saw your listing for the Bedok condo"},
+        )
+    ],
+    "v3_text_bsuid_with_phone.json": [
+        inbound(
+            type="text",
+            text="Hello, is the Tampines unit still available?",
+            lead_user_id=RACHEL_BSUID,
+            lead_parent_user_id=RACHEL_PARENT_BSUID,
+            lead_username=None,
+            sent_at=at(1776944344),
+        )
+    ],
+    "v3_contacts_shared.json": [(InboundMessage, MARCUS_SHARES_HIS_NUMBER)],
+    "v3_status_delivered_bsuid.json": [
+        delivery(
+            "delivered",
+            destination=MARCUS_BSUID,
+            user_id=MARCUS_BSUID,
+            gupshup_message_id="2b3c4d5e-6f7a-4b8c-9d0e-1f2a3b4c5d6e",
+            whatsapp_message_id="wamid.HBgUU0cuNDQ3MjkxODgzMDE5NTUyMRUCABEYEkI3QzhEOUUwRjFBMkIzQzQA",
+        )
+    ],
+    "v3_system_user_changed_number.json": [
+        (
+            UserEvent,
+            {
+                "type": "changed-number",
+                "lead_wa_id": "6587776666",
+                "previous_wa_id": LEAD,
+                "lead_user_id": RACHEL_BSUID,
+                "at": at(1776944600),
+            },
+        )
     ],
     "v3_text.json": [
         inbound(
@@ -432,11 +530,11 @@ def test_v2_message_types_we_cannot_read_are_unsupported_messages(message_type: 
 @pytest.mark.parametrize(
     "message",
     [
-        {"type": "contacts", "contacts": [{"name": {"formatted_name": "Bob"}}]},
+        {"type": "reaction", "reaction": {"message_id": "wamid.X", "emoji": "👍"}},
         {"type": "unsupported", "errors": [{"code": 131051}]},
         {"type": "interactive", "interactive": {"type": "nfm_reply", "nfm_reply": {}}},
     ],
-    ids=["contacts", "unsupported", "flow-reply"],
+    ids=["reaction", "unsupported", "flow-reply"],
 )
 def test_v3_message_types_we_cannot_read_are_unsupported_messages(message: dict[str, Any]) -> None:
     body = load("v3_text.json")
@@ -457,6 +555,162 @@ def test_missing_timestamps_fall_back_to_received_at() -> None:
 def test_v2_lead_number_falls_back_to_sender_phone_when_source_is_absent() -> None:
     (event,) = parse(mutated("v2_text.json", ("payload", "source"), DELETE))
     assert event.lead_wa_id == LEAD
+
+
+# --- Leads known by business-scoped user ID, number, or both --------------------------------
+
+
+def _identifiers(event: Any) -> list[tuple[str, str | None]]:
+    """(field, value) of each number and BSUID field the event has."""
+    fields = ("lead_wa_id", "previous_wa_id", "lead_user_id", "lead_parent_user_id", "user_id")
+    return [(field, getattr(event, field)) for field in fields if hasattr(event, field)]
+
+
+def assert_identifiers_in_their_fields(events: list[Any]) -> None:
+    """A BSUID is never in a number field, and a BSUID field never holds anything else."""
+    for event in events:
+        for field, value in _identifiers(event):
+            if value is None:
+                continue
+            if field.endswith("wa_id"):
+                assert not is_bsuid(value), f"{field} holds a BSUID: {value!r}"
+            else:
+                assert is_bsuid(value), f"{field} holds something else: {value!r}"
+
+
+@pytest.mark.parametrize("name", CALLBACK_FIXTURES)
+def test_fixture_never_puts_a_bsuid_in_a_number_field_or_a_number_in_a_bsuid_field(
+    name: str,
+) -> None:
+    assert_identifiers_in_their_fields(parse(load(name)))
+
+
+def test_v2_source_that_is_a_bsuid_names_the_user_not_a_number() -> None:
+    body = load("v2_text_bsuid_only.json")
+    del body["payload"]["sender"]["userId"]
+    (event,) = parse(body)
+    assert (event.lead_wa_id, event.lead_user_id) == (None, MARCUS_BSUID)
+
+
+def test_v2_sender_with_phone_and_user_id_but_no_source_names_both() -> None:
+    (event,) = parse(mutated("v2_text_bsuid_with_phone.json", ("payload", "source"), DELETE))
+    assert (event.lead_wa_id, event.lead_user_id) == (LEAD, RACHEL_BSUID)
+
+
+def test_v2_delivery_status_of_a_send_to_a_bsuid_keeps_the_bsuid_as_destination() -> None:
+    body = mutated("v2_event_sent_bsuid.json", ("payload", "destination"), MARCUS_BSUID)
+    del body["payload"]["userId"]
+    (status,) = parse(body)
+    assert (status.destination, status.user_id) == (MARCUS_BSUID, MARCUS_BSUID)
+
+
+def test_v2_user_event_carries_the_users_bsuid() -> None:
+    body = mutated("v2_user_opted_out.json", ("payload", "userId"), RACHEL_BSUID)
+    (event,) = parse(body)
+    assert (event.type, event.lead_wa_id, event.lead_user_id) == ("opted-out", LEAD, RACHEL_BSUID)
+
+
+def test_v3_status_with_number_and_bsuid_names_the_number_as_destination() -> None:
+    body = load("v3_status_delivered_bsuid.json")
+    body["entry"][0]["changes"][0]["value"]["statuses"][0]["recipient_id"] = MARCUS_NUMBER
+    (status,) = parse(body)
+    assert (status.destination, status.user_id) == (MARCUS_NUMBER, MARCUS_BSUID)
+
+
+def test_v3_sender_is_completed_by_the_contact_with_the_same_user_id() -> None:
+    body = load("v3_text_bsuid_with_phone.json")
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["from"], message["from_parent_user_id"]
+    (event,) = parse(body)
+    assert (event.lead_wa_id, event.lead_user_id, event.lead_parent_user_id) == (
+        LEAD,
+        RACHEL_BSUID,
+        RACHEL_PARENT_BSUID,
+    )
+    assert event.lead_name == LEAD_NAME
+
+
+def test_v3_user_changed_user_id_is_a_changed_user_id_event() -> None:
+    body = load("v3_system_user_changed_number.json")
+    message = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    del message["from"]
+    message["system"] = {
+        "body": "User Rachel Lim changed from SG.1349120865530274 to SG.7700112233445566",
+        "user_id": "SG.7700112233445566",
+        "previous_user_id": RACHEL_BSUID,
+        "type": "user_changed_user_id",
+    }
+    (event,) = parse(body)
+    assert isinstance(event, UserEvent)
+    assert (event.type, event.lead_user_id, event.lead_wa_id) == (
+        "changed-user-id",
+        "SG.7700112233445566",
+        None,
+    )
+
+
+def test_v3_system_messages_of_other_kinds_are_ignored() -> None:
+    path = (*V3_MESSAGE, "system", "type")
+    (event,) = parse(
+        mutated("v3_system_user_changed_number.json", path, "customer_identity_changed")
+    )
+    assert isinstance(event, IgnoredEvent)
+    assert event.type == "system/customer_identity_changed"
+
+
+# --- Shared contacts ------------------------------------------------------------------------
+
+
+V2_CONTACTS = ("payload", "payload", "contacts")
+V3_CONTACTS = (*V3_MESSAGE, "contacts")
+MARIA = {"name": {"formatted_name": "Maria Tan"}, "phones": [{"phone": "+65 8111 2222"}]}
+
+
+@pytest.mark.parametrize(
+    ("name", "contacts", "context"),
+    [
+        ("v2_contact_shared.json", V2_CONTACTS, ("payload", "context")),
+        ("v3_contacts_shared.json", V3_CONTACTS, (*V3_MESSAGE, "context")),
+    ],
+    ids=["v2", "v3"],
+)
+def test_a_shared_card_is_the_leads_own_number_only_alone_in_reply_to_us_with_one_wa_id(
+    name: str, contacts: tuple[str | int, ...], context: tuple[str | int, ...]
+) -> None:
+    (unprompted,) = parse(mutated(name, context, DELETE))
+    assert (unprompted.shared_numbers, unprompted.shared_own_number) == ([MARCUS_NUMBER], None)
+
+    second_whatsapp_number = load(name)
+    _get(second_whatsapp_number, contacts)[0]["phones"].append(
+        {"phone": "6598880000", "wa_id": "6598880000"}
+    )
+    (event,) = parse(second_whatsapp_number)
+    assert (event.shared_numbers, event.shared_own_number) == (
+        [MARCUS_NUMBER, "6598880000"],
+        None,
+    )
+
+    two_cards = load(name)
+    _get(two_cards, contacts).append(MARIA)
+    (event,) = parse(two_cards)
+    assert (event.shared_numbers, event.shared_own_number) == ([MARCUS_NUMBER, "6581112222"], None)
+    assert event.text == "Marcus Koh: +65 9123 4567; Maria Tan: +65 8111 2222"
+
+
+def _get(body: Any, path: tuple[str | int, ...]) -> Any:
+    for key in path:
+        body = body[key]
+    return body
+
+
+def test_a_card_without_a_name_or_numbers_reads_as_what_it_has() -> None:
+    body = mutated(
+        "v2_contact_shared.json",
+        V2_CONTACTS,
+        [{"name": {"first_name": "Ah", "last_name": "Beng"}}, {}],
+    )
+    (event,) = parse(body)
+    assert (event.type, event.text, event.shared_numbers) == ("contacts", "Ah Beng", [])
 
 
 def test_v3_lead_name_comes_only_from_the_matching_contact() -> None:
@@ -570,6 +824,13 @@ def test_v3_callback_naming_two_different_numbers_is_malformed_to_attribution_to
 # --- Malformed bodies -----------------------------------------------------------------------
 
 
+def v2_text_naming_no_user() -> Any:
+    """The v2 text fixture with neither `source` nor a sender's phone or user ID."""
+    body = mutated("v2_text.json", ("payload", "source"), DELETE)
+    del body["payload"]["sender"]["phone"]
+    return body
+
+
 def _nested(depth: int) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for _ in range(depth):
@@ -603,6 +864,40 @@ MALFORMED: list[tuple[str, Any, str]] = [
         "v2 sender name not a string",
         mutated("v2_text.json", ("payload", "sender", "name"), ["Rachel"]),
         "payload.sender.name: expected a string",
+    ),
+    (
+        "v2 message naming no user",
+        v2_text_naming_no_user(),
+        "payload: names no user (no source, sender.phone or sender.userId)",
+    ),
+    (
+        "v2 message with empty source",
+        mutated("v2_text.json", ("payload", "source"), ""),
+        "payload.source: expected a non-empty string",
+    ),
+    (
+        "v2 message with a number as sender.userId",
+        mutated("v2_text_bsuid_only.json", ("payload", "sender", "userId"), LEAD),
+        "payload.sender.userId: expected a business-scoped user ID",
+    ),
+    (
+        "v2 status with a number as userId",
+        mutated("v2_event_sent_bsuid.json", ("payload", "userId"), LEAD),
+        "payload.userId: expected a business-scoped user ID",
+    ),
+    (
+        "v2 shared contact without contacts",
+        mutated("v2_contact_shared.json", ("payload", "payload", "contacts"), DELETE),
+        "payload.payload.contacts: missing",
+    ),
+    (
+        "v2 shared phone's wa_id not a string",
+        mutated(
+            "v2_contact_shared.json",
+            ("payload", "payload", "contacts", 0, "phones", 0, "wa_id"),
+            6591234567,
+        ),
+        "payload.payload.contacts[0].phones[0].wa_id: expected a string",
     ),
     (
         "v2 timestamp not a number",
@@ -651,9 +946,36 @@ MALFORMED: list[tuple[str, Any, str]] = [
         "entry[0].changes[0]: expected an object",
     ),
     (
-        "v3 message without from",
+        "v3 message naming no user",
         mutated("v3_text.json", (*V3_MESSAGE, "from"), DELETE),
-        "entry[0].changes[0].value.messages[0].from: missing",
+        "entry[0].changes[0].value.messages[0]: names no user (no from, from_user_id or",
+    ),
+    (
+        "v3 message with a number as from_user_id",
+        mutated("v3_text_bsuid_only.json", (*V3_MESSAGE, "from_user_id"), LEAD),
+        "entry[0].changes[0].value.messages[0].from_user_id: expected a business-scoped user ID",
+    ),
+    (
+        "v3 contact with a number as user_id",
+        mutated("v3_text_bsuid_only.json", (*V3_VALUE, "contacts", 0, "user_id"), LEAD),
+        "entry[0].changes[0].value.contacts[0].user_id: expected a business-scoped user ID",
+    ),
+    (
+        "v3 status with a number as recipient_user_id",
+        mutated(
+            "v3_status_delivered_bsuid.json", (*V3_VALUE, "statuses", 0, "recipient_user_id"), LEAD
+        ),
+        "statuses[0].recipient_user_id: expected a business-scoped user ID",
+    ),
+    (
+        "v3 system message without system",
+        mutated("v3_system_user_changed_number.json", (*V3_MESSAGE, "system"), DELETE),
+        "entry[0].changes[0].value.messages[0].system: missing",
+    ),
+    (
+        "v3 shared contacts not a list",
+        mutated("v3_contacts_shared.json", (*V3_MESSAGE, "contacts"), {"name": "Bob"}),
+        "entry[0].changes[0].value.messages[0].contacts: expected an array",
     ),
     (
         "v3 text body not a string",
@@ -697,6 +1019,8 @@ KNOWN_KEYS = [
     "type", "payload", "object", "entry", "changes", "field", "value", "messages", "statuses",
     "contacts", "id", "gsId", "gs_id", "from", "timestamp", "text", "body", "source", "sender",
     "status", "errors", "code", "latitude", "longitude", "interactive", "button_reply",
+    "phone", "userId", "username", "wa_id", "user_id", "parent_user_id", "from_user_id",
+    "from_parent_user_id", "recipient_id", "recipient_user_id", "system", "phones", "context",
 ]  # fmt: skip
 
 json_values = st.recursive(
@@ -765,3 +1089,83 @@ def test_fixture_with_random_parts_replaced_either_parses_or_raises_malformed_pa
     body: Any,
 ) -> None:
     assert_parses_or_is_malformed(body)
+
+
+# --- Property: whatever identifies the sender, the result is events or MalformedPayload ------
+
+identifier_values = (
+    st.sampled_from(
+        [LEAD, "+6598887777", RACHEL_BSUID, MARCUS_BSUID, RACHEL_PARENT_BSUID, "", "SG.", "sg.1"]
+    )
+    | st.from_regex(r"[A-Z]{2}\.(ENT\.)?[A-Za-z0-9]{1,20}", fullmatch=True)
+    | json_values
+)
+
+# Where each fixture names the user: the fields a random sender shape replaces or removes.
+SENDER_FIELDS: dict[str, list[tuple[str | int, ...]]] = {
+    "v2_text_bsuid_with_phone.json": [
+        ("payload", "source"),
+        ("payload", "sender"),
+        ("payload", "sender", "phone"),
+        ("payload", "sender", "userId"),
+        ("payload", "sender", "username"),
+        ("payload", "sender", "name"),
+    ],
+    "v2_event_sent_bsuid.json": [("payload", "destination"), ("payload", "userId")],
+    "v2_user_opted_out.json": [("payload", "phone"), ("payload", "userId")],
+    "v3_text_bsuid_with_phone.json": [
+        (*V3_MESSAGE, "from"),
+        (*V3_MESSAGE, "from_user_id"),
+        (*V3_MESSAGE, "from_parent_user_id"),
+        (*V3_VALUE, "contacts"),
+        (*V3_VALUE, "contacts", 0, "wa_id"),
+        (*V3_VALUE, "contacts", 0, "user_id"),
+        (*V3_VALUE, "contacts", 0, "parent_user_id"),
+        (*V3_VALUE, "contacts", 0, "profile"),
+    ],
+    "v3_status_delivered_bsuid.json": [
+        (*V3_VALUE, "statuses", 0, "recipient_id"),
+        (*V3_VALUE, "statuses", 0, "recipient_user_id"),
+        (*V3_VALUE, "statuses", 0, "recipient_parent_user_id"),
+    ],
+    "v3_system_user_changed_number.json": [
+        (*V3_MESSAGE, "from"),
+        (*V3_MESSAGE, "from_user_id"),
+        (*V3_MESSAGE, "system", "wa_id"),
+        (*V3_MESSAGE, "system", "user_id"),
+        (*V3_MESSAGE, "system", "type"),
+    ],
+}
+
+
+@st.composite
+def random_senders(draw: st.DrawFn) -> Any:
+    """A fixture whose sender fields are each kept, removed or given a random value."""
+    name = draw(st.sampled_from(sorted(SENDER_FIELDS)))
+    body = load(name)
+    for path in SENDER_FIELDS[name]:
+        change = draw(st.sampled_from(["keep", "delete", "replace"]))
+        try:
+            if change == "delete":
+                _set(body, path, DELETE)
+            elif change == "replace":
+                _set(body, path, draw(identifier_values))
+        except (KeyError, IndexError, TypeError):
+            pass  # an earlier change removed or replaced the object this field was in
+    return body
+
+
+@settings(max_examples=500, database=None)
+@given(body=random_senders())
+def test_random_sender_shapes_parse_with_identifiers_in_their_fields_or_are_malformed(
+    body: Any,
+) -> None:
+    try:
+        events = parse(body)
+    except MalformedPayload:
+        return
+    assert all(isinstance(event, ROUTED_TYPES) for event in events)
+    assert_identifiers_in_their_fields(events)
+    for event in events:
+        if isinstance(event, InboundMessage):
+            assert event.lead_wa_id or event.lead_user_id or event.lead_parent_user_id
