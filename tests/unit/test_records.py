@@ -28,15 +28,18 @@ STORED_LEAD = {
 def test_an_organization_sees_only_its_own_names_and_first_touch() -> None:
     lead = LeadRecord.model_validate(STORED_LEAD)
 
+    no_user_ids = {"username": None, "usernames": [], "user_ids": [], "parent_user_id": None}
     assert lead.view_for("org_a").as_json() == {
         "lead_id": "lead_1",
         "phone": "+6598887777",
+        **no_user_ids,
         "names": ["Rachel", "Rachel Tan"],
         "first_touch": STORED_LEAD["first_touch"],
     }
     assert lead.view_for("org_b").as_json() == {
         "lead_id": "lead_1",
         "phone": "+6598887777",
+        **no_user_ids,
         "names": ["Rach"],
         "first_touch": None,
     }
@@ -45,7 +48,16 @@ def test_an_organization_sees_only_its_own_names_and_first_touch() -> None:
 def test_the_view_keeps_the_admin_api_key_order() -> None:
     view = LeadRecord.model_validate(STORED_LEAD).view_for("org_a").as_json()
 
-    assert list(view) == ["lead_id", "phone", "names", "first_touch"]
+    assert list(view) == [
+        "lead_id",
+        "phone",
+        "username",
+        "usernames",
+        "user_ids",
+        "parent_user_id",
+        "names",
+        "first_touch",
+    ]
 
 
 def test_a_lead_without_names_or_first_touch_reads() -> None:
