@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
+import phonenumbers
 from aiohttp import web
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -30,21 +32,44 @@ from sandbox.state import (
     ErrorResponse,
     Fault,
     RegisteredApp,
+    SandboxState,
     StatusFaults,
     TemplateStatus,
     new_whatsapp_id,
 )
 from sandbox.webhooks import (
+    LeadProfile,
     inbound_webhook,
     post_callback,
     post_status_callback,
     status_webhook,
     template_event_webhook,
 )
+from shared.identity import is_bsuid, is_parent_bsuid, validate_bsuid
 
 Digits = Annotated[str, StringConstraints(pattern=r"^\d{6,15}$")]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Body = TypeVar("Body", bound=BaseModel)
+
+
+def _parent_bsuid(value: str) -> str:
+    if not is_parent_bsuid(value):
+        raise ValueError(
+            f"{value!r} is not a parent business-scoped user ID (CC.ENT.alphanumerics)"
+        )
+    return value
+
+
+def _address(value: str) -> str:
+    if not (value.isascii() and value.isdigit() and 6 <= len(value) <= 15) and not is_bsuid(value):
+        raise ValueError(f"{value!r} is neither a number (6 to 15 digits) nor a BSUID")
+    return value
+
+
+UserId = Annotated[str, AfterValidator(validate_bsuid)]
+ParentUserId = Annotated[str, AfterValidator(_parent_bsuid)]
+# Where a send may go: a number's digits, or a (parent) business-scoped user ID.
+Address = Annotated[str, AfterValidator(_address)]
 
 
 class AppRegistration(BaseModel):
@@ -57,29 +82,51 @@ class AppRegistration(BaseModel):
     format: Literal["v2", "v3"] = "v2"
     app_id: str | None = None
     billing_events: bool = False
+    # Both of Gupshup's BSUID flags (v2 and v3 subscriptions) at once.
+    bsuid: bool = False
 
 
 class InboundRequest(BaseModel):
-    """Body of `POST /sandbox/v1/inbound`: a lead's message, as `text` or a typed `message`."""
+    """Body of `POST /sandbox/v1/inbound`: a lead's message, as `text`, a typed `message`, or
+    the lead's own number shared as a contact card (`share_number`); the lead is named by
+    number (`from`), BSUID (`user_id`) or both."""
 
     model_config = ConfigDict(populate_by_name=True)
 
     app: str
-    sender: Digits = Field(alias="from")
+    sender: Digits | None = Field(None, alias="from")
+    user_id: UserId | None = None
+    parent_user_id: ParentUserId | None = None
+    username: NonEmpty | None = None
     name: str = ""
     text: str | None = None
     message: dict[str, Any] | None = None
+    share_number: Digits | None = None
     id: NonEmpty | None = None
     timestamp: NonNegativeInt | None = None
     context: dict[str, Any] | None = None
 
     @model_validator(mode="after")
-    def _one_message(self) -> InboundRequest:
-        if (self.text is None) == (self.message is None):
-            raise ValueError('give exactly one of "text" and "message"')
+    def _one_lead_one_message(self) -> InboundRequest:
+        if self.sender is None and self.user_id is None:
+            raise ValueError('give "from", "user_id" or both')
+        if self.parent_user_id is not None and self.user_id is None:
+            raise ValueError('"parent_user_id" goes with "user_id"')
+        if [self.text, self.message, self.share_number].count(None) != 2:
+            raise ValueError('give exactly one of "text", "message" and "share_number"')
         if self.message is not None and not isinstance(self.message.get("type"), str):
             raise ValueError('"message" needs a string "type"')
         return self
+
+    def lead(self) -> LeadProfile:
+        """The lead as the webhook is to name them."""
+        return LeadProfile(
+            name=self.name,
+            number=self.sender,
+            user_id=self.user_id,
+            parent_user_id=self.parent_user_id,
+            username=self.username,
+        )
 
 
 class StatusRequest(BaseModel):
@@ -174,10 +221,10 @@ class RulesRequest(BaseModel):
 
 
 class OptOutRequest(BaseModel):
-    """Body of `POST` and `DELETE /sandbox/v1/optouts`."""
+    """Body of `POST` and `DELETE /sandbox/v1/optouts`: a number or a BSUID."""
 
     app: str
-    destination: Digits
+    destination: Address
 
 
 class ClockRequest(BaseModel):
@@ -205,6 +252,8 @@ async def register_app(request: web.Request) -> web.Response:
         format=body.format,
         app_id=body.app_id,
         billing_events=body.billing_events,
+        bsuid_v2=body.bsuid,
+        bsuid_v3=body.bsuid,
     )
     request.app[STATE_KEY].apps[app.name] = app
     return web.json_response(app.public_record())
@@ -217,34 +266,90 @@ async def list_apps(request: web.Request) -> web.Response:
 
 
 async def simulate_inbound(request: web.Request) -> web.Response:
-    """`POST /sandbox/v1/inbound`: post the webhook for a lead's message to the app's callback."""
+    """`POST /sandbox/v1/inbound`: post the webhook for a lead's message to the app's callback.
+
+    A lead named by BSUID alone writes to an app without the BSUID flag in vain: Gupshup
+    parks such messages (they reach the app only once the flag is on, which the sandbox does
+    not replay), so nothing is posted and the answer says `"parked": true`.
+    """
     body = await _parse(request, InboundRequest)
     state = request.app[STATE_KEY]
     app = state.app_named(body.app)
-    # Before the callback: the product may well reply while it handles the webhook.
-    state.last_inbound[(app.name, body.sender)] = state.now()
     message_id = body.id or new_whatsapp_id()
-    message = body.message or {"type": "text", "payload": {"text": body.text}}
+    if body.sender is None and not app.bsuid:
+        return web.json_response(
+            {"message_id": message_id, "callback_status": None, "parked": True}
+        )
+    lead = body.lead()
+    addresses = _lead_addresses(state, app.name, lead)
+    context = body.context
+    if body.share_number is not None:
+        message = _own_contact_card(body.name, body.share_number)
+        if context is None:
+            context = _last_send_to(state, app.name, addresses)
+    else:
+        message = body.message or {"type": "text", "payload": {"text": body.text}}
+    if lead.user_id is not None:
+        number = lead.number or body.share_number
+        state.remember_user(app.name, lead.user_id, number, lead.parent_user_id)
+    # Before the callback: the product may well reply while it handles the webhook.
+    for address in addresses:
+        state.last_inbound[(app.name, address)] = state.now()
     webhook = inbound_webhook(
         app,
-        sender=body.sender,
-        name=body.name,
+        lead=lead,
         message_id=message_id,
         timestamp_ms=body.timestamp if body.timestamp is not None else state.now_ms(),
         message=message,
-        context=body.context,
+        context=context,
     )
     result = await post_callback(request.app[HTTP_KEY], app.callback_url, webhook)
     return web.json_response({"message_id": message_id, **result.as_json()})
 
 
+def _lead_addresses(state: SandboxState, app: str, lead: LeadProfile) -> set[str]:
+    """Every address the writing lead is known by: those the request names, and the ones the
+    sandbox was told belong with them."""
+    named = [a for a in (lead.number, lead.user_id, lead.parent_user_id) if a is not None]
+    return set().union(*(state.addresses_of(app, address) for address in named))
+
+
+def _own_contact_card(name: str, number: str) -> dict[str, Any]:
+    """The v2 contact message of a lead sharing their own number (as WhatsApp's answer to a
+    request for contact info sends it): one card, one phone, on WhatsApp (`wa_id`)."""
+    try:
+        shown = phonenumbers.format_number(
+            phonenumbers.parse("+" + number), phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        )
+    except phonenumbers.NumberParseException:
+        shown = "+" + number
+    card_name = {"formatted_name": name or shown}
+    if name:
+        card_name["first_name"] = name
+    phone = {"phone": shown, "type": "CELL", "wa_id": number}
+    return {"type": "contact", "payload": {"contacts": [{"name": card_name, "phones": [phone]}]}}
+
+
+def _last_send_to(state: SandboxState, app: str, addresses: set[str]) -> dict[str, Any] | None:
+    """The v2 `context` of a reply to the app's latest send to any of `addresses`, if any."""
+    for sent in reversed(state.sent.get(app, [])):
+        if sent.destination in addresses:
+            return {"id": sent.whatsapp_id, "gsId": sent.message_id}
+    return None
+
+
 async def list_messages(request: web.Request) -> web.Response:
-    """`GET /sandbox/v1/messages?app=&destination=`: accepted sends, oldest first."""
-    sent = request.app[STATE_KEY].sent.get(request.query.get("app", ""), [])
+    """`GET /sandbox/v1/messages?app=&destination=`: accepted sends, oldest first; a
+    destination (a number or a BSUID) finds the sends to that user by any of their addresses
+    the sandbox knows."""
+    state = request.app[STATE_KEY]
+    app = request.query.get("app", "")
+    sent = state.sent.get(app, [])
     destination = request.query.get("destination")
-    return web.json_response(
-        [item.listing() for item in sent if destination in (None, item.destination)]
-    )
+    if destination is None:
+        return web.json_response([item.listing() for item in sent])
+    wanted = state.addresses_of(app, destination)
+    return web.json_response([item.listing() for item in sent if item.destination in wanted])
 
 
 async def emit_status(request: web.Request) -> web.Response:

@@ -3,6 +3,10 @@
 Partner templates are validated as Gupshup documents them (lower-case element names, the three
 categories, {{1}}..{{n}} placeholders, an example that fills them); the sandbox knows only
 TEXT templates. A template send must name an APPROVED template of the sending app.
+
+A send's `destination` is a number's digits or a business-scoped user ID (BSUID), which
+reaches a user whose number is withheld; its statuses name the recipient by what the sandbox
+knows of them (`sandbox.webhooks`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sandbox.state import (
     STATE_KEY,
     ErrorResponse,
     Fault,
+    Recipient,
     RegisteredApp,
     SandboxState,
     SentMessage,
@@ -32,6 +37,7 @@ from sandbox.state import (
     new_whatsapp_id,
 )
 from sandbox.webhooks import emit_statuses
+from shared.identity import is_bsuid, is_parent_bsuid
 
 DIGITS = re.compile(r"\d{6,15}")
 ELEMENT_NAME = re.compile(r"[a-z0-9_]{1,200}")
@@ -91,7 +97,7 @@ def _parse_send(
     if form.get("source") != app.number:
         raise ErrorResponse(400, "Invalid Source")
     destination = form.get("destination", "")
-    if not DIGITS.fullmatch(destination):
+    if not DIGITS.fullmatch(destination) and not is_bsuid(destination):
         raise ErrorResponse(400, "Invalid Destination")
     template: dict[str, Any] | None = None
     message: dict[str, Any] | None = None
@@ -108,6 +114,8 @@ def _parse_send(
         kind = message.get("type", "")
         if not isinstance(kind, str) or not kind:
             raise ErrorResponse(400, "Invalid Message")
+        if kind == "request_contact_info" and not _has_body_text(message):
+            raise ErrorResponse(400, "Invalid Message")
     return SentMessage(
         message_id=str(uuid.uuid4()),
         whatsapp_id=new_whatsapp_id(),
@@ -118,6 +126,24 @@ def _parse_send(
         template=template,
         at=arrived,
     )
+
+
+def _has_body_text(message: dict[str, Any]) -> bool:
+    """Whether an interactive message has the `body.text` WhatsApp shows above its button."""
+    body = message.get("body")
+    return isinstance(body, dict) and isinstance(body.get("text"), str) and bool(body["text"])
+
+
+def _recipient(state: SandboxState, app: str, destination: str) -> Recipient:
+    """Who a send to `destination` reaches, as far as the sandbox knows the user."""
+    user = state.user_at(app, destination)
+    if user is not None:
+        return Recipient(user.number, user.user_id, user.parent_user_id)
+    if is_parent_bsuid(destination):
+        return Recipient(parent_user_id=destination)
+    if is_bsuid(destination):
+        return Recipient(user_id=destination)
+    return Recipient(number=destination)
 
 
 def _check_template_approved(
@@ -145,6 +171,7 @@ def _json_object(text: str | None, error: str) -> dict[str, Any]:
 def _accept(request: web.Request, app: RegisteredApp, sent: SentMessage) -> None:
     """Record the send with its price and schedule its statuses (a failure under the rules)."""
     state = request.app[STATE_KEY]
+    sent.recipient = _recipient(state, app.name, sent.destination)
     sent.failure = failure_of(state, app.name, sent)
     sent.pricing = pricing_of(state, app.name, sent)
     state.sent.setdefault(app.name, []).append(sent)
@@ -248,12 +275,35 @@ async def partner_list_templates(request: web.Request) -> web.Response:
     )
 
 
+async def partner_bsuid_config(request: web.Request) -> web.Response:
+    """`PUT /partner/app/{appId}/config/bsuid`: turn the app's BSUID flags on or off, for v2
+    (`enableBSUID`) and v3 (`enableBSUIDV3`) subscriptions; a flag left out is unchanged."""
+    app = _app_for_token(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ErrorResponse(400, "Invalid request body") from None
+    if not isinstance(body, dict):
+        raise ErrorResponse(400, "Invalid request body")
+    flags = {key: body[key] for key in ("enableBSUID", "enableBSUIDV3") if key in body}
+    if not flags:
+        raise ErrorResponse(400, "At least one of enableBSUID or enableBSUIDV3 must be provided")
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise ErrorResponse(400, f"{key} must be a boolean")
+    app.bsuid_v2 = flags.get("enableBSUID", app.bsuid_v2)
+    app.bsuid_v3 = flags.get("enableBSUIDV3", app.bsuid_v3)
+    return web.json_response({"status": "success"})
+
+
 def _app_for_token(request: web.Request) -> RegisteredApp:
-    """The app named by the path, if the request carries its app token (Partner API calls)."""
+    """The app named by the path, if the request carries its app token (Partner API calls),
+    bare or after `Bearer ` as Gupshup's newer Partner routes document it."""
     state = request.app[STATE_KEY]
     app_id = request.match_info["appId"]
     app = state.app_with_id(app_id)
-    if request.headers.get("Authorization") != state.app_tokens.get(app_id):
+    token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    if not token or token != state.app_tokens.get(app_id):
         raise ErrorResponse(401, "Authentication Failed")
     return app
 

@@ -1,7 +1,9 @@
 """WhatsApp's rules as the sandbox enforces them for apps with rules set, and send-rate metrics.
 
 Rules are opt-in per app (`POST /sandbox/v1/apps/{app}/rules`), so suites that do not set any
-see the sandbox accept and record every well-formed send, as before.
+see the sandbox accept and record every well-formed send, as before. A lead is one person
+whichever address a send names them by: their number, their BSUID or their parent BSUID,
+as far as the sandbox was told they belong together, share one window, opt-out and pair rate.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def failure_of(state: SandboxState, app: str, sent: SentMessage) -> Failure | No
     rules = state.rules.get(app)
     if rules is None:
         return None
-    if sent.destination in state.opted_out.get(app, set()):
+    lead = state.addresses_of(app, sent.destination)
+    if lead & state.opted_out.get(app, set()):
         return OPTED_OUT
     if rules.enforce_window and sent.template is None and not window_open(state, app, sent):
         return OUTSIDE_WINDOW
@@ -57,7 +60,7 @@ def failure_of(state: SandboxState, app: str, sent: SentMessage) -> Failure | No
         reached = sum(
             1
             for earlier in state.sent.get(app, [])
-            if earlier.destination == sent.destination
+            if earlier.destination in lead
             and earlier.failure is None
             and earlier.at > sent.at - PAIR_RATE_WINDOW
         )
@@ -67,9 +70,14 @@ def failure_of(state: SandboxState, app: str, sent: SentMessage) -> Failure | No
 
 
 def window_open(state: SandboxState, app: str, sent: SentMessage) -> bool:
-    """Whether the lead wrote (through `POST /sandbox/v1/inbound`) in the 24 h before the send."""
-    last_inbound = state.last_inbound.get((app, sent.destination))
-    return last_inbound is not None and sent.at - last_inbound < SESSION_WINDOW
+    """Whether the lead wrote (through `POST /sandbox/v1/inbound`) in the 24 h before the send,
+    under any address the send's destination is known by."""
+    wrote = [
+        state.last_inbound[(app, address)]
+        for address in state.addresses_of(app, sent.destination)
+        if (app, address) in state.last_inbound
+    ]
+    return bool(wrote) and sent.at - max(wrote) < SESSION_WINDOW
 
 
 def pricing_of(state: SandboxState, app: str, sent: SentMessage) -> Pricing:

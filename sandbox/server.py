@@ -28,6 +28,7 @@ def create_app(*, auto_status: bool = False) -> web.Application:
             web.post("/partner/app/{appId}/subscription", gupshup_api.partner_subscription),
             web.get("/partner/app/{appId}/templates", gupshup_api.partner_list_templates),
             web.post("/partner/app/{appId}/templates", gupshup_api.partner_create_template),
+            web.put("/partner/app/{appId}/config/bsuid", gupshup_api.partner_bsuid_config),
             web.get("/sandbox/v1/apps", control_api.list_apps),
             web.post("/sandbox/v1/apps", control_api.register_app),
             web.get("/sandbox/v1/apps/{app}/rules", control_api.get_rules),

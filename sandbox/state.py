@@ -1,4 +1,5 @@
-"""In-memory state of the Gupshup sandbox: apps, templates, sends, rules, faults and its clock."""
+"""In-memory state of the Gupshup sandbox: apps, templates, sends, rules, faults and its clock,
+and which number belongs to which business-scoped user ID (BSUID)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,16 @@ class RegisteredApp:
     app_id: str | None = None
     # Subscribed to Gupshup's BILLING mode: each `sent` message is followed by a billing-event.
     billing_events: bool = False
+    # Gupshup's BSUID flags, one per subscription format (`enableBSUID` for v2,
+    # `enableBSUIDV3` for v3): only with the one of its format on do webhooks name users by
+    # BSUID (and messages from users whose number is withheld reach the app at all).
+    bsuid_v2: bool = False
+    bsuid_v3: bool = False
+
+    @property
+    def bsuid(self) -> bool:
+        """Whether this app's webhooks carry BSUIDs: the flag of its subscription's format."""
+        return self.bsuid_v3 if self.format == "v3" else self.bsuid_v2
 
     @property
     def waba_id(self) -> str:
@@ -64,6 +75,8 @@ class RegisteredApp:
             "callback_url": self.callback_url,
             "format": self.format,
             "billing_events": self.billing_events,
+            "bsuid": self.bsuid,
+            "bsuid_flags": {"enableBSUID": self.bsuid_v2, "enableBSUIDV3": self.bsuid_v3},
         }
 
 
@@ -133,6 +146,30 @@ FREE_SERVICE = Pricing("service", billable=False)
 
 
 @dataclass
+class KnownUser:
+    """A WhatsApp user of one app as the sandbox knows them: their BSUID, and their number
+    and parent BSUID once a request named them together."""
+
+    user_id: str
+    number: str | None = None
+    parent_user_id: str | None = None
+
+    def addresses(self) -> set[str]:
+        """Every address a send may name this user by."""
+        return {a for a in (self.user_id, self.number, self.parent_user_id) if a is not None}
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who a send reached, as its statuses name them: the number and BSUIDs known when it was
+    accepted (a send to a number of a user with no known BSUID has only the number)."""
+
+    number: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+
+
+@dataclass
 class SentMessage:
     """A send request the sandbox accepted, i.e. one Gupshup would go on to deliver."""
 
@@ -146,6 +183,7 @@ class SentMessage:
     at: datetime
     failure: Failure | None = None
     pricing: Pricing = FREE_SERVICE
+    recipient: Recipient = field(default_factory=Recipient)
 
     def listing(self) -> dict[str, Any]:
         """The item `GET /sandbox/v1/messages` answers for this send."""
@@ -161,6 +199,8 @@ class SentMessage:
             item["template"] = self.template
         elif self.message is not None and self.type == "text":
             item["text"] = self.message.get("text")
+        elif self.message is not None and self.type == "request_contact_info":
+            item["text"] = self.message["body"]["text"]
         if self.failure is not None:
             item["failure"] = {"code": self.failure.code, "reason": self.failure.reason}
         return item
@@ -239,8 +279,11 @@ class SandboxState:
     # App name -> destinations that opted out.
     opted_out: dict[str, set[str]] = field(default_factory=dict)
     status_faults: dict[str, StatusFaults] = field(default_factory=dict)
-    # (app name, lead's number) -> when (sandbox clock) the lead last wrote through the control API.
+    # (app name, lead's number or BSUID) -> when (sandbox clock) the lead last wrote through the
+    # control API; a lead known by both has an entry under each.
     last_inbound: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    # App name -> BSUID -> what the sandbox was told of that user.
+    users: dict[str, dict[str, KnownUser]] = field(default_factory=dict)
     # Added to the real time wherever the sandbox reads the time, so tests can skip hours.
     clock_offset: timedelta = timedelta()
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -286,6 +329,29 @@ class SandboxState:
                 return template
         raise ErrorResponse(404, f"Unknown template for app {app!r}")
 
+    def remember_user(
+        self, app: str, user_id: str, number: str | None, parent_user_id: str | None
+    ) -> KnownUser:
+        """Record that `user_id` (of `app`) has this number and parent BSUID, where given."""
+        user = self.users.setdefault(app, {}).setdefault(user_id, KnownUser(user_id))
+        if number is not None:
+            user.number = number
+        if parent_user_id is not None:
+            user.parent_user_id = parent_user_id
+        return user
+
+    def user_at(self, app: str, address: str) -> KnownUser | None:
+        """The known user a send address (a number, a BSUID or a parent BSUID) names, if any."""
+        for user in self.users.get(app, {}).values():
+            if address in user.addresses():
+                return user
+        return None
+
+    def addresses_of(self, app: str, address: str) -> set[str]:
+        """`address` and every other address the sandbox knows for the same user."""
+        user = self.user_at(app, address)
+        return {address} | (user.addresses() if user is not None else set())
+
     def take_fault(self, app: str) -> Fault | None:
         """The fault that applies to this send, counting it against the fault's budget."""
         scope: str | None = app if app in self.faults else None
@@ -317,6 +383,7 @@ class SandboxState:
         self.opted_out.clear()
         self.status_faults.clear()
         self.last_inbound.clear()
+        self.users.clear()
         self.clock_offset = timedelta()
 
 

@@ -1,4 +1,11 @@
-"""Webhook payloads as Gupshup builds them (v2 and Meta-shaped v3), and their delivery."""
+"""Webhook payloads as Gupshup builds them (v2 and Meta-shaped v3), and their delivery.
+
+An app whose BSUID flag is on (for its subscription's format) gets users' business-scoped user
+IDs: v2 `sender.userId` and `sender.username`, `source` the BSUID of a user whose number is
+withheld, statuses' `userId`; v3 as Meta writes them (`contacts[].user_id`, `from_user_id`,
+`recipient_user_id` ..., `wa_id`/`from`/`recipient_id` left out when the number is withheld).
+Without the flag webhooks name users by number only, as before Gupshup had BSUIDs.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import phonenumbers
 import structlog
 
 from sandbox.state import (
+    Recipient,
     RegisteredApp,
     SentMessage,
     StatusFaults,
@@ -34,6 +42,18 @@ V3_MEDIA_TYPES = {
     "sticker": "sticker",
     "file": "document",
 }
+
+
+@dataclass(frozen=True)
+class LeadProfile:
+    """Who writes, as an inbound webhook names them: a number, a BSUID or both (the BSUIDs and
+    the username reach only apps with the BSUID flag on)."""
+
+    name: str
+    number: str | None = None
+    user_id: str | None = None
+    parent_user_id: str | None = None
+    username: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,23 +86,28 @@ async def post_callback(
 def inbound_webhook(
     app: RegisteredApp,
     *,
-    sender: str,
-    name: str,
+    lead: LeadProfile,
     message_id: str,
     timestamp_ms: int,
     message: dict[str, Any],
     context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The webhook for a lead's message; `message` is v2's inner `{"type", "payload"}`."""
+    """The webhook for a lead's message; `message` is v2's inner `{"type", "payload"}`.
+
+    The lead needs a number unless the app has its BSUID flag on (Gupshup parks the messages
+    of users without one otherwise, see `control_api.simulate_inbound`).
+    """
     kind: str = message["type"]
     inner: dict[str, Any] = message.get("payload") or {}
+    if not app.bsuid:
+        lead = LeadProfile(name=lead.name, number=lead.number)
     if app.format == "v2":
         payload: dict[str, Any] = {
             "id": message_id,
-            "source": sender,
+            "source": lead.number or lead.user_id,
             "type": kind,
             "payload": inner,
-            "sender": _v2_sender(sender, name),
+            "sender": _v2_sender(lead),
         }
         if context is not None:
             payload["context"] = context
@@ -93,18 +118,31 @@ def inbound_webhook(
             "type": "message",
             "payload": payload,
         }
-    v3_message: dict[str, Any] = {
-        "from": sender,
-        "id": message_id,
-        "timestamp": str(timestamp_ms // 1000),
-        **_v3_body(kind, inner),
-    }
+    v3_message = _without_none(
+        {
+            "from": lead.number,
+            "from_user_id": lead.user_id,
+            "from_parent_user_id": lead.parent_user_id,
+            "id": message_id,
+            "timestamp": str(timestamp_ms // 1000),
+        }
+    )
+    v3_message.update(_v3_body(kind, inner))
     if context is not None:
         v3_message["context"] = {"from": app.number, "id": context.get("id")}
+    profile = _without_none({"name": lead.name, "username": lead.username})
+    contact = _without_none(
+        {
+            "profile": profile,
+            "wa_id": lead.number,
+            "user_id": lead.user_id,
+            "parent_user_id": lead.parent_user_id,
+        }
+    )
     value = {
         "messaging_product": "whatsapp",
         "metadata": _v3_metadata(app),
-        "contacts": [{"profile": {"name": name}, "wa_id": sender}],
+        "contacts": [contact],
         "messages": [v3_message],
     }
     return _v3_envelope(app, value)
@@ -127,11 +165,12 @@ def status_webhook(
     reason = reason if reason is not None else DEFAULT_FAILURE[1]
     category, price_type = sent.pricing.category, sent.pricing.type
     conversation_id = stable_digits(f"conversation:{app.name}:{sent.destination}", 32)
+    recipient = sent.recipient if app.bsuid else Recipient()
     if app.format == "v2":
         event: dict[str, Any] = {
             "id": sent.message_id if before_whatsapp else sent.whatsapp_id,
             "type": status,
-            "destination": sent.destination,
+            "destination": _recipient_address(sent),
             "payload": {"ts": seconds},
         }
         if not before_whatsapp:
@@ -150,6 +189,8 @@ def status_webhook(
                 "type": category,
             }
             event["pricing"] = {"policy": "PMP", "category": category, "type": price_type}
+        if recipient.user_id is not None:
+            event["userId"] = recipient.user_id
         return {
             "app": app.name,
             "timestamp": timestamp_ms,
@@ -157,13 +198,19 @@ def status_webhook(
             "type": "message-event",
             "payload": event,
         }
-    v3_status: dict[str, Any] = {
-        "id": sent.message_id if status == "enqueued" else sent.whatsapp_id,
-        "gs_id": sent.message_id,
-        "recipient_id": sent.destination,
-        "status": status,
-        "timestamp": str(seconds),
-    }
+    v3_status: dict[str, Any] = _without_none(
+        {
+            "id": sent.message_id if status == "enqueued" else sent.whatsapp_id,
+            "gs_id": sent.message_id,
+            # Meta leaves the number out of a status for a send to a BSUID of a user whose
+            # number is withheld; without the flag the status repeats the send's address.
+            "recipient_id": sent.recipient.number if app.bsuid else _recipient_address(sent),
+            "recipient_user_id": recipient.user_id,
+            "recipient_parent_user_id": recipient.parent_user_id,
+            "status": status,
+            "timestamp": str(seconds),
+        }
+    )
     if status == "failed":
         v3_status["errors"] = [{"code": code, "title": reason}]
     elif status == "sent":
@@ -229,7 +276,7 @@ def billing_event_webhook(
             "references": {
                 "id": sent.whatsapp_id,
                 "gsId": sent.message_id,
-                "destination": sent.destination,
+                "destination": _recipient_address(sent),
             },
         },
     }
@@ -292,13 +339,35 @@ async def emit_statuses(
             await post_callback_until_accepted(http, app.callback_url, billing)
 
 
-def _v2_sender(phone: str, name: str) -> dict[str, str]:
-    try:
-        number = phonenumbers.parse("+" + phone)
-        country_code, dial_code = str(number.country_code), str(number.national_number)
-    except phonenumbers.NumberParseException:
-        country_code, dial_code = "", phone
-    return {"phone": phone, "name": name, "country_code": country_code, "dial_code": dial_code}
+def _v2_sender(lead: LeadProfile) -> dict[str, str]:
+    """v2's `sender`: the phone fields only when the number is known, then the BSUID fields."""
+    sender: dict[str, str] = {}
+    if lead.number is not None:
+        try:
+            number = phonenumbers.parse("+" + lead.number)
+            country_code, dial_code = str(number.country_code), str(number.national_number)
+        except phonenumbers.NumberParseException:
+            country_code, dial_code = "", lead.number
+        sender = {"phone": lead.number, "name": lead.name}
+        sender.update(country_code=country_code, dial_code=dial_code)
+    else:
+        sender = {"name": lead.name}
+    if lead.user_id is not None:
+        sender["userId"] = lead.user_id
+    if lead.username is not None:
+        sender["username"] = lead.username
+    return sender
+
+
+def _recipient_address(sent: SentMessage) -> str:
+    """The recipient a status names by one address (v2 `destination`): their number when
+    known, else the address the send used (a BSUID)."""
+    return sent.recipient.number or sent.destination
+
+
+def _without_none(fields: dict[str, Any]) -> dict[str, Any]:
+    """`fields` without the keys whose value is None (Meta omits what it does not share)."""
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def _v3_body(kind: str, inner: dict[str, Any]) -> dict[str, Any]:
@@ -323,6 +392,9 @@ def _v3_body(kind: str, inner: dict[str, Any]) -> dict[str, Any]:
     if kind in ("button_reply", "list_reply"):
         reply = {k: inner[k] for k in ("id", "title", "description") if k in inner}
         return {"type": "interactive", "interactive": {"type": kind, kind: reply}}
+    if kind == "contact":
+        # Meta's shared contact cards are the same objects v2 carries in `payload.contacts`.
+        return {"type": "contacts", "contacts": inner.get("contacts", [])}
     if kind == "quick_reply":
         text = inner.get("text", "")
         return {

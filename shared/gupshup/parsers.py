@@ -471,7 +471,10 @@ def _shared_contacts(cards: list[_JsonObject]) -> _Content:
                 shown.append(written or f"+{wa_id}")
             if wa_id:
                 whatsapp_numbers.append(wa_id)
-        line = ": ".join(part for part in (_card_name(card), ", ".join(shown)) if part)
+        # A card saved without a name is named by its number: no need to say it twice.
+        name = _card_name(card)
+        label = "" if name in shown else name
+        line = ": ".join(part for part in (label, ", ".join(shown)) if part)
         if line:
             lines.append(line)
     lone_number = len(cards) == 1 and len(whatsapp_numbers) == 1

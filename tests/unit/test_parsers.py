@@ -713,6 +713,12 @@ def test_a_card_without_a_name_or_numbers_reads_as_what_it_has() -> None:
     assert (event.type, event.text, event.shared_numbers) == ("contacts", "Ah Beng", [])
 
 
+def test_a_card_named_by_its_number_says_the_number_once() -> None:
+    card = {"name": {"formatted_name": "+65 9123 4567"}, "phones": [{"phone": "+65 9123 4567"}]}
+    (event,) = parse(mutated("v2_contact_shared.json", V2_CONTACTS, [card]))
+    assert (event.text, event.shared_numbers) == ("+65 9123 4567", [MARCUS_NUMBER])
+
+
 def test_v3_lead_name_comes_only_from_the_matching_contact() -> None:
     path = ("entry", 0, "changes", 0, "value", "contacts", 0, "wa_id")
     (event,) = parse(mutated("v3_text.json", path, "6500000000"))
