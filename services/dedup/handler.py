@@ -140,7 +140,14 @@ class Dedup:
             )
             await self._messages.set_consent_intent(message.org_id, stored.id, intent)
         INBOUND_STORED.labels("stored" if created else "resumed").inc()
-        log.info("inbound message stored", thread_id=thread.id, lead_id=lead.id, type=message.type)
+        log.info(
+            "inbound message stored",
+            phone=user.phone,
+            user_id=user.user_id,
+            thread_id=thread.id,
+            lead_id=lead.id,
+            type=message.type,
+        )
         await self._threads.touch_inbound(message.org_id, thread.id, message.sent_at)
         work = ThreadWork(
             event_id=derived_id("wrk", stored.id),

@@ -152,6 +152,8 @@ class Stack:
         app_id: str,
         callback_url: str = "http://127.0.0.1:9/not-yet",
         fmt: str = "v2",
+        *,
+        bsuid: bool = False,
     ) -> None:
         """Create (or replace) a Gupshup app at the sandbox; until onboarding subscribes it,
         its callback URL goes nowhere."""
@@ -165,6 +167,7 @@ class Stack:
                 "app_id": app_id,
                 "callback_url": callback_url,
                 "format": fmt,
+                "bsuid": bsuid,
             },
         )
 
