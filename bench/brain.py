@@ -34,9 +34,10 @@ from services.brain.reply.handler import Brain
 from services.brain.reply.pipeline import Pipeline
 from services.brain.reply.recall import Recaller
 from shared.broker import Broker
+from shared.identity import WhatsAppUser
 from shared.models import InboundMessage, ThreadWork, utcnow
 from shared.repositories.agents import AgentDirectory
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.listings import ListingFields, ListingRepository
 from shared.repositories.messages import MessageRepository
 from shared.repositories.threads import ThreadRepository
@@ -459,9 +460,15 @@ async def _seed(store: Store, agent: BenchAgent, i: int) -> ThreadWork:
     at = utcnow() - timedelta(seconds=5)
     phone = f"+658{uuid.uuid4().int % 10_000_000:07d}"
     source = {"source": "organic"}
-    lead, _ = await LeadRepository(store).resolve(
-        phone, name="Bench Lead", org_id=agent.org_id, agent_id=agent.agent.id, at=at, source=source
+    seen = Sighting(
+        org_id=agent.org_id,
+        agent_id=agent.agent.id,
+        portfolio=agent.agent.portfolio,
+        at=at,
+        name="Bench Lead",
+        source=source,
     )
+    lead, _ = await LeadRepository(store).resolve(WhatsAppUser(phone=phone), seen)
     threads = ThreadRepository(store)
     thread, _ = await threads.resolve(
         org_id=agent.org_id, agent_id=agent.agent.id, lead_id=lead.id, at=at, source=source
@@ -479,7 +486,7 @@ async def _seed(store: Store, agent: BenchAgent, i: int) -> ThreadWork:
         received_at=at,
     )
     stored, _ = await MessageRepository(store).store_inbound(
-        message, thread_id=thread.id, lead_id=lead.id, phone=phone
+        message, thread_id=thread.id, lead_id=lead.id, sender=phone
     )
     await threads.touch_inbound(agent.org_id, thread.id, at)
     return ThreadWork(

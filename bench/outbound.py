@@ -20,8 +20,9 @@ from bench.plots import lines
 from bench.result import BenchContext, BenchResult, Figure
 from bench.stack import BenchAgent, BenchStack, bench_stack
 from bench.stats import Samples, counter, difference, histogram
+from shared.identity import WhatsAppUser
 from shared.models import Bubble, SendCommand, utcnow
-from shared.repositories.leads import LeadRepository
+from shared.repositories.leads import LeadRepository, Sighting
 from shared.repositories.threads import ThreadRepository
 
 LIMITS = (5.0, 20.0, 80.0)
@@ -46,12 +47,14 @@ async def backlog(stack: BenchStack, agent: BenchAgent, count: int) -> list[Send
             phone = f"+658{uuid.uuid4().int % 10_000_000:07d}"
             source = {"source": "organic"}
             lead, _ = await leads.resolve(
-                phone,
-                name=None,
-                org_id=agent.org_id,
-                agent_id=agent.agent.id,
-                at=now,
-                source=source,
+                WhatsAppUser(phone=phone),
+                Sighting(
+                    org_id=agent.org_id,
+                    agent_id=agent.agent.id,
+                    portfolio=agent.agent.portfolio,
+                    at=now,
+                    source=source,
+                ),
             )
             thread, _ = await threads.resolve(
                 org_id=agent.org_id,
