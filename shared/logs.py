@@ -1,4 +1,5 @@
-"""structlog set-up: JSON in containers, readable in a terminal, secrets redacted."""
+"""structlog set-up: JSON in containers, readable in a terminal, secrets redacted, phone
+numbers and business-scoped user IDs shortened."""
 
 from __future__ import annotations
 
@@ -22,6 +23,15 @@ PHONE_KEY = re.compile(
     r"|(phone|phone_number|mobile|wa_id|notify_number|whatsapp_number)$",
     re.IGNORECASE,
 )
+# Keys that hold a WhatsApp user's business-scoped user ID or username ("user_id",
+# "lead_user_id", "parent_user_id", Gupshup's "userId", "username", "usernames" ...): the
+# value is masked whatever its shape, since a malformed ID is still someone's.
+USER_ID_KEY = re.compile(r"(user_?id|username)s?$", re.IGNORECASE)
+# A BSUID (`SG.1349120865530274`, parent `SG.ENT.118…`) inside any text; the look-arounds
+# keep it from matching the tail of a dotted name such as `shared.logs`.
+BSUID_IN_TEXT = re.compile(
+    r"(?<![A-Za-z0-9.])([A-Z]{2}\.(?:ENT\.)?)([A-Za-z0-9]{1,128})(?![A-Za-z0-9])"
+)
 # Callback URLs carry the agent's secret key as their last path segment.
 WEBHOOK_PATH = re.compile(r"(/v1/webhooks/gupshup/)[^/?\s\"']+")
 REDACTED = "[redacted]"
@@ -33,13 +43,37 @@ def shorten_phone(value: str) -> str:
     return f"…{digits[-4:]}" if len(digits) > 4 else "…"
 
 
+def _masked_bsuid(match: re.Match[str]) -> str:
+    prefix, rest = match.group(1), match.group(2)
+    return f"{prefix}…{rest[-4:]}" if len(rest) > 4 else f"{prefix}…"
+
+
+def mask_bsuid(value: str) -> str:
+    """A BSUID as logs show it: its country prefix and last four characters (`SG.…0274`);
+    any BSUID inside a longer text is masked the same way."""
+    return BSUID_IN_TEXT.sub(_masked_bsuid, value)
+
+
+def mask_user_identifier(value: str) -> str:
+    """A value under a user-ID or username key: a BSUID masked as such, anything else
+    (a username, a malformed ID) cut to its last four characters."""
+    text = value.strip()
+    if BSUID_IN_TEXT.fullmatch(text):
+        return mask_bsuid(text)
+    marker = "@" if text.startswith("@") else ""
+    return f"{marker}…{text[-4:]}" if len(text) > 4 else f"{marker}…"
+
+
 def _redact_value(key: str, value: Any) -> Any:
     if SECRET_KEY.search(key):
         return REDACTED
     if isinstance(value, str):
-        if PHONE_KEY.search(key):
+        if USER_ID_KEY.search(key):
+            return mask_user_identifier(value)
+        # A destination or source may be a BSUID instead of a number now.
+        if PHONE_KEY.search(key) and not BSUID_IN_TEXT.fullmatch(value.strip()):
             return shorten_phone(value)
-        return WEBHOOK_PATH.sub(r"\1" + REDACTED, value)
+        return WEBHOOK_PATH.sub(r"\1" + REDACTED, mask_bsuid(value))
     if isinstance(value, dict):
         return {k: _redact_value(str(k), v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -48,7 +82,8 @@ def _redact_value(key: str, value: Any) -> Any:
 
 
 def redact(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> Any:
-    """structlog processor: drop secrets and shorten phone numbers wherever they appear."""
+    """structlog processor: drop secrets, shorten phone numbers and mask business-scoped
+    user IDs and usernames wherever they appear."""
     return {key: _redact_value(key, value) for key, value in event_dict.items()}
 
 

@@ -114,6 +114,68 @@ def test_ids_and_counts_are_left_for_operators() -> None:
     assert redacted(**event) == event
 
 
+USER_ID = "SG.1349120865530274"
+PARENT_USER_ID = "SG.ENT.118034567890"
+
+
+@pytest.mark.parametrize(
+    "key", ["user_id", "lead_user_id", "parent_user_id", "userId", "lead_parent_user_id"]
+)
+def test_business_scoped_user_ids_under_user_id_keys_keep_country_and_last_four(
+    key: str,
+) -> None:
+    assert redacted(**{key: USER_ID}) == {key: "SG.…0274"}
+
+
+def test_a_parent_user_id_keeps_its_marker_and_last_four() -> None:
+    assert redacted(parent_user_id=PARENT_USER_ID) == {"parent_user_id": "SG.ENT.…7890"}
+
+
+@pytest.mark.parametrize("key", ["destination", "source", "to", "address", "recipient", "event"])
+def test_a_user_id_is_masked_under_any_key_not_just_user_id_keys(key: str) -> None:
+    assert redacted(**{key: USER_ID}) == {key: "SG.…0274"}
+
+
+def test_user_ids_inside_text_nested_payloads_and_lists_are_masked() -> None:
+    event = redacted(
+        event=f"reply sent to {USER_ID} (parent {PARENT_USER_ID})",
+        payload={"sender": {"userId": USER_ID, "name": "Rachel Lim"}, "source": USER_ID},
+        user_ids=[{"business_portfolio_id": "1234567890", "user_id": USER_ID}],
+        to=[USER_ID, "+6591234567"],
+    )
+    assert event == {
+        "event": "reply sent to SG.…0274 (parent SG.ENT.…7890)",
+        "payload": {"sender": {"userId": "SG.…0274", "name": "Rachel Lim"}, "source": "SG.…0274"},
+        "user_ids": [{"business_portfolio_id": "1234567890", "user_id": "SG.…0274"}],
+        "to": ["SG.…0274", "…4567"],
+    }
+    assert "1349120865530274" not in json.dumps(event, ensure_ascii=False)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("username", "@rachel.homes", "@…omes"),
+        ("lead_username", "rachel.homes", "…omes"),
+        ("usernames", ["@rachel.homes", "@ra"], ["@…omes", "@…"]),
+        ("user_id", "not-a-bsuid-123456", "…3456"),  # malformed, still someone's
+    ],
+)
+def test_usernames_and_malformed_user_ids_keep_only_their_last_four(
+    key: str, value: object, expected: object
+) -> None:
+    assert redacted(**{key: value}) == {key: expected}
+
+
+def test_dotted_names_and_message_ids_are_not_taken_for_user_ids() -> None:
+    event = {
+        "logger": "services.dedup.handler",
+        "message_id": "wamid.HBgKNjU5ODg4Nzc3NxUCABEYEkQ1RTZGN0E4QjlDMEQxRTIA",
+        "event": "Error in shared.logs at step ID",
+    }
+    assert redacted(**event) == event
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -169,6 +231,7 @@ def test_json_logs_carry_context_but_no_secret_from_structlog_or_stdlib(
         api_key=SECRET,
         destination="6598887777",
         callback_url=WEBHOOK_URL,
+        lead_user_id="SG.1349120865530274",
     )
     logging.getLogger("aiohttp.server").error(
         "Error handling request to /v1/webhooks/gupshup/%s", CALLBACK_KEY
@@ -182,6 +245,7 @@ def test_json_logs_carry_context_but_no_secret_from_structlog_or_stdlib(
     assert SECRET not in err
     assert CALLBACK_KEY not in err
     assert "6598887777" not in err
+    assert "1349120865530274" not in err
     structured, stdlib, failure = json_lines(err)
     assert structured["event"] == "gupshup send refused"
     assert structured["level"] == "warning"
@@ -189,6 +253,7 @@ def test_json_logs_carry_context_but_no_secret_from_structlog_or_stdlib(
     assert structured["agent_id"] == "agent-1" and structured["thread_id"] == "thr-1"
     assert structured["api_key"] == REDACTED
     assert structured["destination"] == "…7777"
+    assert structured["lead_user_id"] == "SG.…0274"
     assert stdlib["event"] == "Error handling request to /v1/webhooks/gupshup/[redacted]"
     assert stdlib["level"] == "error" and stdlib["logger"] == "aiohttp.server"
     assert stdlib["agent_id"] == "agent-1"
