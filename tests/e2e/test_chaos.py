@@ -137,7 +137,8 @@ async def deliver(stack: Stack, agent: OnboardedAgent, lead: str, text: str, log
     """Post a lead's message as Gupshup does: again, same id, until it gets a 2xx."""
     body: dict[str, Any] = {
         "app": agent.app,
-        "from": lead,
+        # A lead whose number WhatsApp withholds is named by their business-scoped user ID.
+        ("user_id" if lead.startswith("SG.") else "from"): lead,
         "name": "Rachel Lim",
         "text": text,
         "id": f"wamid.{uuid.uuid4().hex}",
@@ -319,13 +320,26 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
     stack = chaos_stack.stack
     agents = [await stack.onboard(), await stack.onboard()]
     for agent in agents:
+        # Gupshup sends business-scoped user IDs: some leads come without a number.
+        await stack.register_app(
+            agent.app,
+            agent.api_key,
+            agent.digits,
+            str(agent.agent.gupshup_app_id),
+            agent.callback_url,
+            bsuid=True,
+        )
         # Gupshup reports what it accepted: how a send interrupted by a kill is settled.
         await stack.control(
             "POST",
             f"/sandbox/v1/apps/{agent.app}/rules",
             {"status_delays_ms": {"enqueued": 50, "sent": 200}},
         )
-    leads = [(agents[n % 2], new_lead()) for n in range(LEADS)]
+    # Every third lead is known only by its business-scoped user ID.
+    leads = [
+        (agents[n % 2], f"SG.{uuid.uuid4().int % 10**18:018d}" if n % 3 == 2 else new_lead())
+        for n in range(LEADS)
+    ]
     log = ChaosLog()
     load_done, infra_done = asyncio.Event(), asyncio.Event()
     started = time.monotonic()
@@ -367,7 +381,9 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
     answered = duplicates = 0
     problems: list[str] = []
     for agent, lead in leads:
-        person = await db["leads"].find_one({"phone": "+" + lead})
+        person = await db["leads"].find_one(
+            {"user_ids.user_id": lead} if lead.startswith("SG.") else {"phone": "+" + lead}
+        )
         assert person is not None
         thread = await db["threads"].find_one(
             {"agent_id": agent.agent.id, "lead_id": person["_id"]}
