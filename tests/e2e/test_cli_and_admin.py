@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 from cli.local_stack import stack_env
@@ -157,9 +158,24 @@ async def test_admin_api_is_scoped_to_the_api_keys_organization(stack: Stack) ->
 
 async def test_operator_sees_and_replays_dead_letters(stack: Stack) -> None:
     agent = await stack.onboard()
-    not_a_number = {"app": agent.app, "from": "999999999", "name": "?", "text": "hi"}
-    result = await stack.control("POST", "/sandbox/v1/inbound", not_a_number)
-    assert result["callback_status"] == 200  # accepted: the number is judged downstream
+    # Too short for any WhatsApp number (6 to 15 digits): no lead can be made of it. Gupshup
+    # would never send it; posted straight to the callback URL, it is accepted (ingress
+    # checks the shape) and judged downstream.
+    not_a_number = {
+        "app": agent.app,
+        "timestamp": 1765000000000,
+        "version": 2,
+        "type": "message",
+        "payload": {
+            "id": f"wamid.{uuid.uuid4().hex}",
+            "source": "12345",
+            "type": "text",
+            "payload": {"text": "hi"},
+            "sender": {"phone": "12345", "name": "?"},
+        },
+    }
+    async with stack.http.post(agent.callback_url, json=not_a_number) as response:
+        assert response.status == 200, await response.text()
 
     async def dead_in_dedup() -> int:
         stats = ok_json(realtybot(stack.settings, "dlq", "stats"))
