@@ -105,6 +105,9 @@ class InboundRequest(BaseModel):
     id: NonEmpty | None = None
     timestamp: NonNegativeInt | None = None
     context: dict[str, Any] | None = None
+    # Meta's referral object (source_url, source_id, source_type "ad", headline, body,
+    # ctwa_clid ...): the lead tapped a click-to-WhatsApp ad.
+    referral: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_lead_one_message(self) -> InboundRequest:
@@ -302,6 +305,7 @@ async def simulate_inbound(request: web.Request) -> web.Response:
         timestamp_ms=body.timestamp if body.timestamp is not None else state.now_ms(),
         message=message,
         context=context,
+        referral=body.referral,
     )
     result = await post_callback(request.app[HTTP_KEY], app.callback_url, webhook)
     return web.json_response({"message_id": message_id, **result.as_json()})

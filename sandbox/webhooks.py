@@ -91,8 +91,10 @@ def inbound_webhook(
     timestamp_ms: int,
     message: dict[str, Any],
     context: dict[str, Any] | None = None,
+    referral: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The webhook for a lead's message; `message` is v2's inner `{"type", "payload"}`.
+    """The webhook for a lead's message; `message` is v2's inner `{"type", "payload"}`;
+    `referral` is Meta's object for a message that came from a click-to-WhatsApp ad.
 
     The lead needs a number unless the app has its BSUID flag on (Gupshup parks the messages
     of users without one otherwise, see `control_api.simulate_inbound`).
@@ -111,6 +113,8 @@ def inbound_webhook(
         }
         if context is not None:
             payload["context"] = context
+        if referral is not None:
+            payload["referral"] = referral
         return {
             "app": app.name,
             "timestamp": timestamp_ms,
@@ -130,6 +134,8 @@ def inbound_webhook(
     v3_message.update(_v3_body(kind, inner))
     if context is not None:
         v3_message["context"] = {"from": app.number, "id": context.get("id")}
+    if referral is not None:
+        v3_message["referral"] = referral
     profile = _without_none({"name": lead.name, "username": lead.username})
     contact = _without_none(
         {

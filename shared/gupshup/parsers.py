@@ -517,6 +517,8 @@ def _v2_app_identity(root: _JsonObject) -> AppIdentity:
 def _v2_inbound_message(payload: _JsonObject, at: datetime, context: _Context) -> InboundMessage:
     read_content = _V2_MESSAGE_READERS.get(payload.string("type"), _unsupported)
     replied_to = payload.child_or_empty("context")
+    # A message from a click-to-WhatsApp ad carries Meta's referral object, as in v3.
+    referral = payload.child_or_empty("referral").data
     return _inbound_message(
         context,
         read_content(payload.child("payload")),
@@ -525,6 +527,7 @@ def _v2_inbound_message(payload: _JsonObject, at: datetime, context: _Context) -
         sent_at=at,
         context_message_id=replied_to.optional_string("id"),
         context_gupshup_message_id=replied_to.optional_string("gsId"),
+        referral=copy.deepcopy(dict(referral)) if referral else None,
     )
 
 

@@ -26,9 +26,12 @@ async def says(
     user_id: str | None = None,
     number: str | None = None,
     username: str | None = "@rach.homes",
+    referral: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A lead's message through the sandbox, named by BSUID, number or both."""
     body: dict[str, Any] = {"app": agent.app, "name": "Rachel", "text": text}
+    if referral:
+        body["referral"] = referral
     if user_id:
         body["user_id"] = user_id
         if username:
@@ -89,14 +92,24 @@ async def bsuid_agent(stack: Stack, fmt: str = "v2", **kwargs: Any) -> Onboarded
     return agent
 
 
+AD = {
+    "source_url": "https://fb.me/3AbCdEfGh",
+    "source_id": "120211234567890123",
+    "source_type": "ad",
+    "headline": "New 3-bedroom condos in Tampines",
+    "body": "Book a free consultation on WhatsApp",
+    "ctwa_clid": "ARAkLkA8rmlFeiCktEJQ",
+}
+
+
 @pytest.mark.parametrize("fmt", ["v2", "v3"])
-async def test_a_username_only_lead_is_answered_at_its_user_id_and_keeps_its_thread(
+async def test_a_username_only_lead_from_an_ad_is_answered_at_its_user_id_and_attributed(
     stack: Stack, fmt: str
 ) -> None:
     agent = await bsuid_agent(stack, fmt)
     user_id = new_user_id()
 
-    await says(stack, agent, "Hi, any 3-bedroom condo in Tampines?", user_id=user_id)
+    await says(stack, agent, "Hi, any 3-bedroom condo in Tampines?", user_id=user_id, referral=AD)
     first = await sent_to(stack, agent, user_id, 1)
     assert all(m["destination"] == user_id for m in first)
 
@@ -104,6 +117,10 @@ async def test_a_username_only_lead_is_answered_at_its_user_id_and_keeps_its_thr
     assert "phone" not in lead
     assert [u["user_id"] for u in lead["user_ids"]] == [user_id]
     assert [u["username"] for u in lead["usernames"]] == ["@rach.homes"]
+    assert lead["first_touch"]["source"] == "ad"
+    assert lead["first_touch"]["referral"]["source_id"] == AD["source_id"]
+    thread = await stack.store.db["threads"].find_one({"agent_id": agent.agent.id})
+    assert thread is not None and thread["source"]["source"] == "ad"
 
     await says(stack, agent, "Budget around 1.5m", user_id=user_id)
     await sent_to(stack, agent, user_id, len(first) + 1)
@@ -189,3 +206,47 @@ async def test_a_user_id_lead_is_one_lead_within_a_portfolio_and_two_across_port
 
     assert (await lead_of(stack, agent))["_id"] == (await lead_of(stack, same))["_id"]
     assert (await lead_of(stack, agent))["_id"] != (await lead_of(stack, other))["_id"]
+
+
+async def test_a_lead_without_a_number_is_asked_once_with_the_booking_and_sharing_it_joins_it(
+    stack: Stack,
+) -> None:
+    agent = await bsuid_agent(stack)
+    user_id, number = new_user_id(), new_lead()
+    said = 0
+    for text in (
+        "Hi, I'm looking to buy my first home for my family",
+        "Around 1.2m, in Tampines",
+        "3 bedrooms, we'd like to move within 6 months",
+    ):
+        await says(stack, agent, text, user_id=user_id)
+        said = len(await sent_to(stack, agent, user_id, said + 1))
+    assert not any(m["type"] == "request_contact_info" for m in await stack.sent_to(agent, user_id))
+
+    await says(stack, agent, "The second one please", user_id=user_id)
+    booked = (await sent_to(stack, agent, user_id, said + 1))[said:]
+    assert any("booked with Jason Tan" in (m.get("text") or "") for m in booked), booked
+    asks = [m for m in booked if m["type"] == "request_contact_info"]
+    assert len(asks) == 1 and "Only if you'd like to" in asks[0]["text"]
+
+    # The lead taps the button and shares their number.
+    answer = await stack.control(
+        "POST",
+        "/sandbox/v1/inbound",
+        {"app": agent.app, "user_id": user_id, "share_number": number},
+    )
+    assert answer["callback_status"] == 200
+    lead = await eventually(lambda: lead_of(stack, agent), lambda lead: "phone" in lead)
+    assert lead["phone"] == "+" + number
+    assert lead["phone_shared"]["how"] == "shared-contact" and lead["phone_shared"]["purpose"]
+
+    # Moving the booking later does not ask again: once per lead and agent.
+    await says(stack, agent, "Can we move it to another day?", user_id=user_id)
+    await eventually(
+        lambda: stack.store.db["messages"].count_documents(
+            {"agent_id": agent.agent.id, "direction": "in", "answered": False}
+        ),
+        lambda n: n == 0,
+    )
+    everything = await stack.sent_to(agent, user_id)
+    assert len([m for m in everything if m["type"] == "request_contact_info"]) == 1

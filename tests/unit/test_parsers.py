@@ -268,6 +268,28 @@ EXPECTED: dict[str, list[tuple[type[BaseModel], dict[str, Any]]]] = {
             {**MARCUS, "type": "text", "text": "Hi, saw your listing for the Bedok condo"},
         )
     ],
+    "v2_text_bsuid_ad_referral.json": [
+        (
+            InboundMessage,
+            {
+                **MARCUS,
+                "type": "text",
+                "text": "Hi! I'd like more details on the Bedok condo.",
+                "referral": {
+                    "source_url": "https://fb.me/3AbCdEfGh",
+                    "source_id": "120211234567890123",
+                    "source_type": "ad",
+                    "headline": "New 3-bedroom condos in Bedok",
+                    "body": "Book a free consultation on WhatsApp",
+                    "media_type": "image",
+                    "image_url": "https://scontent.example/ad.jpg",
+                    "ctwa_clid": (
+                        "ARAkLkA8rmlFeiCktEJQ-QTwRiyYHAFDLMNDBH0CD3qpjd0HR4irJ6LEkR7JwFF4XvnO2E4Nx0"
+                    ),
+                },
+            },
+        )
+    ],
     "v2_text_no_source.json": [
         (InboundMessage, {**MARCUS, "type": "text", "text": "Can I view it on Saturday?"})
     ],
