@@ -165,14 +165,8 @@ class Dedup:
         await self._messages.mark_dispatched(message.org_id, stored.id)
 
     async def handle_user_event(self, event: UserEvent) -> None:
-        """Record opt-ins and opt-outs reported by Gupshup; join identifiers WhatsApp links
-        (a user who changed number)."""
-        if event.type not in {"opted-in", "opted-out", "changed-number"} or not (
-            event.lead_wa_id or event.lead_user_id
-        ):
-            log.info("user event without consent meaning", type=event.type)
-            return
-        user = whatsapp_user(event.lead_wa_id, event.lead_user_id, None, None)
+        """Record opt-ins and opt-outs reported by Gupshup; follow a user's identifiers as
+        WhatsApp reports they changed (a new number, a new BSUID)."""
         seen = Sighting(
             org_id=event.org_id,
             agent_id=event.agent_id,
@@ -180,10 +174,16 @@ class Dedup:
             at=event.at,
             source={"source": "user-event"},
         )
-        lead, _created = await self._leads.resolve(user, seen)
-        if event.type == "changed-number":
-            log.info("lead changed number", lead_id=lead.id)
+        if event.type in {"changed-number", "changed-user-id"}:
+            await self._identity_changed(event, seen)
             return
+        if event.type not in {"opted-in", "opted-out"} or not (
+            event.lead_wa_id or event.lead_user_id
+        ):
+            log.info("user event without consent meaning", type=event.type)
+            return
+        user = whatsapp_user(event.lead_wa_id, event.lead_user_id, None, None)
+        lead, _created = await self._leads.resolve(user, seen)
         await self._consents.record(
             org_id=event.org_id,
             lead_id=lead.id,
@@ -192,6 +192,31 @@ class Dedup:
             how="gupshup-user-event",
             at=event.at,
         )
+
+    async def _identity_changed(self, event: UserEvent, seen: Sighting) -> None:
+        """A user changed number (the lead keeps its history under the new one) or BSUID (the
+        new one joins the lead the number names). Nothing is created for a person unknown
+        here: their next message makes the lead."""
+        if event.type == "changed-number" and event.previous_wa_id and event.lead_wa_id:
+            old = whatsapp_user(event.previous_wa_id, None, None, None).phone
+            new = whatsapp_user(event.lead_wa_id, None, None, None).phone
+            lead_id = await self._leads.id_by_phone(old or "")
+            if lead_id is None and event.lead_user_id:
+                lead_id = await self._leads.id_by_address(seen.portfolio, event.lead_user_id)
+            if lead_id is not None and new is not None:
+                lead = await self._leads.change_phone(lead_id, old, new)
+                log.info("lead changed number", lead_id=lead.id)
+            return
+        if event.lead_wa_id and event.lead_user_id:
+            known = await self._leads.id_by_phone(
+                whatsapp_user(event.lead_wa_id, None, None, None).phone or ""
+            )
+            if known is not None:
+                user = whatsapp_user(event.lead_wa_id, event.lead_user_id, None, None)
+                lead, _created = await self._leads.resolve(user, seen)
+                log.info("lead's user ID changed", lead_id=lead.id)
+                return
+        log.info("identity change for a person not known here: ignored", type=event.type)
 
     async def _number_shared(self, lead: LeadRecord, number: str, seen: Sighting) -> LeadRecord:
         """The lead shared their own number (answering a request for it): it joins the lead,

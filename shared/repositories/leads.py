@@ -238,6 +238,24 @@ class LeadRepository:
                 return await self._follow_id(str(claim["lead_id"]))
         return None
 
+    async def change_phone(self, lead_id: str, old: str | None, new: str) -> LeadRecord:
+        """The lead changed number: the new one replaces the old (kept as a former number);
+        if another lead already had the new number, the two are one person."""
+        survivor = await self._follow_id(lead_id)
+        with contextlib.suppress(DuplicateKeyError):
+            await with_retry(
+                partial(
+                    self._leads.update_one,
+                    {"_id": survivor, "phone": old},
+                    {"$set": {"phone": new}, "$addToSet": {"former_phones": old}},
+                )
+            )
+        survivor = await self._attach_phone(survivor, new)
+        record = await self._current(survivor)
+        if record is None:
+            raise LookupError(f"lead {survivor} vanished")
+        return record
+
     async def add_shared_phone(self, lead_id: str, phone: str, seen: Sighting) -> LeadRecord:
         """The lead shared their own number with an agent: it becomes the lead's number (the
         purpose recorded), merging with the lead that already had it."""

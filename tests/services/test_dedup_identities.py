@@ -255,22 +255,45 @@ async def test_two_merges_of_the_same_leads_at_once_agree_on_one_survivor(
     assert {t["lead_id"] async for t in store.db["threads"].find({})} == {results[0]}
 
 
-async def test_a_changed_number_user_event_joins_the_new_number_to_the_lead(
-    dedup: RunningService, broker: Broker, store: Store, tenant: Tenant
-) -> None:
-    await send(broker, inbound(tenant, "wamid.u"))
-    await dedup.wait_for("ok", 1)
-    event = UserEvent(
-        event_id="evt-changed",
+def identity_event(tenant: Tenant, kind: str, **fields: str) -> UserEvent:
+    return UserEvent(
+        event_id=f"evt-{kind}-{utcnow().timestamp()}",
         org_id=tenant.org_id,
         agent_id=tenant.agent_id,
-        type="changed-number",
-        lead_wa_id=NUMBER,
-        lead_user_id=USER_ID,
+        type=kind,
         at=utcnow(),
+        **fields,
     )
+
+
+async def test_a_lead_who_changed_number_keeps_their_lead_under_the_new_one(
+    dedup: RunningService, broker: Broker, store: Store, tenant: Tenant
+) -> None:
+    await send(broker, inbound(tenant, "wamid.old", wa_id=NUMBER, user_id=None))
+    await dedup.wait_for("ok", 1)
+    event = identity_event(tenant, "changed-number", lead_wa_id="6598880000", previous_wa_id=NUMBER)
     await broker.publish(event, message_id=event.event_id)
     await dedup.wait_for("ok", 2)
+    await send(broker, inbound(tenant, "wamid.new", wa_id="6598880000", user_id=None))
+    await dedup.wait_for("ok", 3)
 
     leads = await store.db["leads"].find({}).to_list()
-    assert len(leads) == 1 and leads[0]["phone"] == "+" + NUMBER
+    assert len(leads) == 1
+    assert (leads[0]["phone"], leads[0]["former_phones"]) == ("+6598880000", ["+" + NUMBER])
+    assert await store.db["threads"].count_documents({}) == 1
+
+
+async def test_a_new_user_id_joins_the_lead_its_number_names_and_a_stranger_makes_nothing(
+    dedup: RunningService, broker: Broker, store: Store, tenant: Tenant
+) -> None:
+    await send(broker, inbound(tenant, "wamid.old", wa_id=NUMBER, user_id=None))
+    await dedup.wait_for("ok", 1)
+    known = identity_event(tenant, "changed-user-id", lead_wa_id=NUMBER, lead_user_id=USER_ID)
+    stranger = identity_event(tenant, "changed-user-id", lead_user_id="SG.999")
+    for event in (known, stranger):
+        await broker.publish(event, message_id=event.event_id)
+    await dedup.wait_for("ok", 3)
+
+    leads = await store.db["leads"].find({}).to_list()
+    assert len(leads) == 1
+    assert [u["user_id"] for u in leads[0]["user_ids"]] == [USER_ID]
