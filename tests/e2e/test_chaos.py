@@ -133,12 +133,30 @@ async def chaos_stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator
             await stack.store.db.command("ping")
 
 
-async def deliver(stack: Stack, agent: OnboardedAgent, lead: str, text: str, log: ChaosLog) -> None:
+def identified(lead: str, n: int) -> dict[str, str]:
+    """How the n-th message of a conversation names its lead: a number; a business-scoped
+    user ID (`SG.…`, WhatsApp withholds the number); or, for a person who also writes to the
+    other agent by number (`merge:USER_ID:NUMBER`), the user ID first and both after."""
+    if lead.startswith("SG."):
+        return {"user_id": lead}
+    if lead.startswith("merge:"):
+        _, user_id, number = lead.split(":")
+        return {"user_id": user_id} if n == 0 else {"user_id": user_id, "from": number}
+    return {"from": lead}
+
+
+def address(lead: str) -> str:
+    """The address the sandbox lists a conversation's sends under."""
+    return lead.split(":")[1] if lead.startswith("merge:") else lead
+
+
+async def deliver(
+    stack: Stack, agent: OnboardedAgent, who: dict[str, str], text: str, log: ChaosLog
+) -> None:
     """Post a lead's message as Gupshup does: again, same id, until it gets a 2xx."""
     body: dict[str, Any] = {
         "app": agent.app,
-        # A lead whose number WhatsApp withholds is named by their business-scoped user ID.
-        ("user_id" if lead.startswith("SG.") else "from"): lead,
+        **who,
         "name": "Rachel Lim",
         "text": text,
         "id": f"wamid.{uuid.uuid4().hex}",
@@ -335,11 +353,18 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
             f"/sandbox/v1/apps/{agent.app}/rules",
             {"status_delays_ms": {"enqueued": 50, "sent": 200}},
         )
-    # Every third lead is known only by its business-scoped user ID.
-    leads = [
-        (agents[n % 2], f"SG.{uuid.uuid4().int % 10**18:018d}" if n % 3 == 2 else new_lead())
-        for n in range(LEADS)
-    ]
+    # Every third lead is known only by its business-scoped user ID; every fourth writes to
+    # one agent by user ID, then with the number it also uses with the other agent, so the
+    # two leads merge while both conversations go on.
+    leads: list[tuple[OnboardedAgent, str]] = []
+    for n in range(LEADS):
+        user_id = f"SG.{uuid.uuid4().int % 10**18:018d}"
+        if n % 4 == 3:
+            number = new_lead()
+            leads.append((agents[n % 2], f"merge:{user_id}:{number}"))
+            leads.append((agents[(n + 1) % 2], number))
+        else:
+            leads.append((agents[n % 2], user_id if n % 3 == 2 else new_lead()))
     log = ChaosLog()
     load_done, infra_done = asyncio.Event(), asyncio.Event()
     started = time.monotonic()
@@ -352,7 +377,7 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
 
         async def conversation(agent: OnboardedAgent, lead: str) -> None:
             for n in range(MESSAGES):
-                await deliver(stack, agent, lead, TEXTS[n % len(TEXTS)], log)
+                await deliver(stack, agent, identified(lead, n), TEXTS[n % len(TEXTS)], log)
                 await asyncio.sleep(random.uniform(0.2, 1.5))
 
         await asyncio.gather(*(conversation(agent, lead) for agent, lead in leads))
@@ -364,7 +389,7 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
     assert set(log.kills) == set(VICTIMS), log.kills
     assert (log.broker_restarts, log.store_restarts) == (BROKER_RESTARTS, STORE_RESTARTS)
 
-    said = LEADS * MESSAGES
+    said = len(leads) * MESSAGES
     try:
         progress = await eventually(lambda: settled(stack, agents, said), done, timeout=120 + said)
     except AssertionError:
@@ -381,9 +406,13 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
     answered = duplicates = 0
     problems: list[str] = []
     for agent, lead in leads:
-        person = await db["leads"].find_one(
-            {"user_ids.user_id": lead} if lead.startswith("SG.") else {"phone": "+" + lead}
-        )
+        if lead.startswith("merge:"):
+            query: dict[str, Any] = {"phone": "+" + lead.split(":")[2]}
+        elif lead.startswith("SG."):
+            query = {"user_ids.user_id": lead}
+        else:
+            query = {"phone": "+" + lead}
+        person = await db["leads"].find_one(query)
         assert person is not None
         thread = await db["threads"].find_one(
             {"agent_id": agent.agent.id, "lead_id": person["_id"]}
@@ -403,7 +432,7 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
         made = [b["text"] for r in replies for b in r["command"]["bubbles"]]
         received = [
             m.get("text") or (m.get("message") or {}).get("body")
-            for m in await stack.sent_to(agent, lead)
+            for m in await stack.sent_to(agent, address(lead))
         ]
         duplicates += max(0, len(received) - len(made))
         skipped = await db["sends"].count_documents(
@@ -424,8 +453,10 @@ async def test_killed_services_and_restarted_servers_lose_double_and_reorder_not
     finally:
         await broker.close()
 
+    merges = await db["leads"].count_documents({"merged_into": {"$ne": None}})
     print(
-        f"\nchaos (seed {SEED}, {load_seconds:.0f} s of load): {said} messages sent, "
+        f"\nchaos (seed {SEED}, {load_seconds:.0f} s of load): {said} messages sent "
+        f"({len(leads)} conversations, {merges} leads merged into another), "
         f"{log.accepted} accepted ({sum(log.posts.values())} webhook posts, answers "
         f"{dict(sorted(log.posts.items()))}), {progress['stored']} stored, {answered} answered, "
         f"{duplicates} duplicates, {sum(dead.values())} dead letters; {len(log.kills)} kills "
