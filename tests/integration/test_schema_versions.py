@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from shared.broker import Broker
-from shared.models import Bubble, Choice, SendCommand, utcnow
+from shared.models import Bubble, Choice, InboundMessage, SendCommand, utcnow
 
 
 class PreviousBubble(BaseModel):
@@ -99,3 +99,71 @@ async def test_a_new_field_in_use_is_refused_by_a_previous_consumer_not_misread(
         pass
     else:
         raise AssertionError("a previous consumer must not accept a list bubble")
+
+
+class PreviousInboundMessage(BaseModel):
+    """InboundMessage v1 as the dedup of the previous release knows it (leads by number only)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    event_id: str
+    org_id: str
+    agent_id: str
+    kind: Literal["inbound.message.v1"] = "inbound.message.v1"
+    provider_message_id: str
+    lead_wa_id: str
+    lead_name: str | None = None
+    type: str
+    text: str | None = None
+    media: dict[str, object] | None = None
+    location: dict[str, object] | None = None
+    choice: dict[str, object] | None = None
+    context_message_id: str | None = None
+    context_gupshup_message_id: str | None = None
+    referral: dict[str, object] | None = None
+    sent_at: datetime
+    received_at: datetime
+
+
+def lead_message(**lead: str) -> InboundMessage:
+    now = utcnow()
+    return InboundMessage(
+        event_id="evt_1",
+        org_id="org_1",
+        agent_id="agt_1",
+        provider_message_id="wamid.1",
+        lead_name="Rachel",
+        type="text",
+        text="Hi",
+        sent_at=now,
+        received_at=now,
+        **lead,
+    )
+
+
+async def test_a_lead_message_by_number_crosses_releases_both_ways(broker: Broker) -> None:
+    await broker.publish(lead_message(lead_wa_id="6591234567"), message_id="evt_1")
+    message = await broker.fetch(broker.topology.queue("dedup"), timeout=5)
+    assert message is not None
+    assert PreviousInboundMessage.model_validate_json(message.body).lead_wa_id == "6591234567"
+
+    old = PreviousInboundMessage.model_validate_json(message.body)
+    await broker.publish(old, message_id="evt_2")
+    message = await broker.fetch(broker.topology.queue("dedup"), timeout=5)
+    assert message is not None
+    new = InboundMessage.model_validate_json(message.body)
+    assert (new.lead_wa_id, new.lead_user_id, new.shared_numbers) == ("6591234567", None, [])
+
+
+async def test_a_lead_without_a_number_is_refused_by_a_previous_consumer_not_misread(
+    broker: Broker,
+) -> None:
+    await broker.publish(lead_message(lead_user_id="SG.1349120865530274"), message_id="evt_3")
+    message = await broker.fetch(broker.topology.queue("dedup"), timeout=5)
+    assert message is not None
+    try:
+        PreviousInboundMessage.model_validate_json(message.body)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("a previous consumer must not take a user ID for a number")
