@@ -796,3 +796,45 @@ async def test_a_reply_gupshup_never_took_is_dead_lettered_after_the_outage_limi
     dead = await outbound.dead_letter(timeout=15)
     assert dead is not None and "not reached" in str(dead.headers["x-dead-reason"])
     assert await outbound.sent() == []
+
+
+@pytest.mark.parametrize("settings", [{"ambiguous_resolve_seconds": 60}], indirect=True)
+async def test_a_send_to_a_user_id_is_settled_by_a_status_naming_only_the_user_id(
+    outbound: OutboundUnderTest, store: Store, tenant: Tenant
+) -> None:
+    user_id = "SG.1349120865530274"
+    at = utcnow() - timedelta(minutes=1)
+    seen = Sighting(
+        org_id=tenant.org_id, agent_id=tenant.agent_id, portfolio=f"agent:{tenant.agent_id}", at=at
+    )
+    lead, _ = await LeadRepository(store).resolve(WhatsAppUser(user_id=user_id), seen)
+    threads = ThreadRepository(store)
+    thread, _ = await threads.resolve(
+        org_id=tenant.org_id, agent_id=tenant.agent_id, lead_id=lead.id, at=at, source={}
+    )
+    await threads.touch_inbound(tenant.org_id, thread.id, at)
+    conversation = Conversation(tenant, lead.id, thread.id, phone=user_id)
+
+    await outbound.fault(mode="500", count=1, accept=True)
+    command = conversation.command("First bubble", "Second bubble")
+    await outbound.publish(command)
+    [accepted] = await outbound.wait_sent(1)
+    assert accepted["destination"] == user_id
+
+    async def unknown() -> bool:
+        send = await store.db["sends"].find_one({"_id": command.send_id(0)})
+        return send is not None and send["state"] == "unknown"
+
+    await eventually(unknown)
+    # The status names the lead by user ID only: WhatsApp withholds the number.
+    status = delivery_status(conversation, accepted["messageId"], "enqueued").model_copy(
+        update={"destination": None, "user_id": user_id}
+    )
+    await outbound.publish(status)
+    sent = await outbound.wait_sent(2)
+    assert [(m["text"], m["destination"]) for m in sent] == [
+        ("First bubble", user_id),
+        ("Second bubble", user_id),
+    ]
+    first = await outbound.send(command.send_id(0))
+    assert (first["state"], first["resolved_by"]) == ("submitted", "status")
