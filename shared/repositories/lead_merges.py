@@ -159,6 +159,16 @@ class LeadMerges:
                     {"$set": {"parent_user_id": absorbed["parent_user_id"]}},
                 )
             )
+        # Each organization keeps the first touch that came through it (never another's).
+        touches = [
+            t for t in (absorbed.get("first_touch"), *absorbed.get("first_touches", [])) if t
+        ]
+        if touches:
+            await with_retry(
+                lambda: self._leads.update_one(
+                    {"_id": survivor_id}, {"$addToSet": {"first_touches": {"$each": touches}}}
+                )
+            )
         touch = absorbed.get("first_touch") or {}
         if touch.get("at") is not None:
             await with_retry(

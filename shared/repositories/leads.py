@@ -86,6 +86,8 @@ class LeadRecord(StoredRecord):
     usernames: tuple[LeadUsername, ...] = ()
     names: tuple[LeadName, ...] = ()
     first_touch: dict[str, Any] | None = None  # org_id, agent_id, at, source ...
+    # The first touches of the leads merged into this one, so each organization keeps its own.
+    first_touches: tuple[dict[str, Any], ...] = ()
     created_at: datetime | None = None
     merged_into: str | None = None  # set when this lead turned out to be another one
     merge_complete: bool = False
@@ -115,7 +117,6 @@ class LeadRecord(StoredRecord):
 
     def view_for(self, org_id: str) -> LeadView:
         """What this organization may see of the lead: only what came through it."""
-        first_touch = self.first_touch or {}
         usernames = [u.username for u in self.usernames if u.org_id == org_id]
         return LeadView(
             lead_id=self.id,
@@ -129,8 +130,18 @@ class LeadRecord(StoredRecord):
             ),
             parent_user_id=self.parent_user_id if org_id in self.parent_seen_by else None,
             names=tuple(self.names_in(org_id)),
-            first_touch=first_touch if first_touch.get("org_id") == org_id else None,
+            first_touch=self.first_touch_of(org_id),
         )
+
+    def first_touch_of(self, org_id: str) -> dict[str, Any] | None:
+        """How the lead first came to this organization, if through it (the earliest of the
+        leads merged into this one): never another organization's."""
+        own = [
+            touch
+            for touch in (self.first_touch, *self.first_touches)
+            if touch and touch.get("org_id") == org_id
+        ]
+        return min(own, key=lambda touch: str(touch.get("at") or "")) if own else None
 
 
 @dataclass(frozen=True)

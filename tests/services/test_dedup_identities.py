@@ -12,6 +12,7 @@ from shared.broker import Broker
 from shared.models import InboundMessage, ThreadWork, UserEvent, utcnow
 from shared.repositories.consents import ConsentRepository
 from shared.repositories.lead_merges import LeadMerges
+from shared.repositories.leads import LeadRepository
 from shared.settings import Settings
 from shared.store import Store
 from tests.services.conftest import (
@@ -297,3 +298,30 @@ async def test_a_new_user_id_joins_the_lead_its_number_names_and_a_stranger_make
     leads = await store.db["leads"].find({}).to_list()
     assert len(leads) == 1
     assert [u["user_id"] for u in leads[0]["user_ids"]] == [USER_ID]
+
+
+async def test_a_merge_across_organizations_shows_each_only_what_came_through_it(
+    dedup: RunningService, broker: Broker, store: Store, tenants: Tenants, tenant: Tenant
+) -> None:
+    elsewhere = await tenants.agent(number="+6591110009", app="OtherAgency", app_id=None)
+    # Another agency knew the number first; this agency meets the person by username.
+    first = inbound(elsewhere, "wamid.y", wa_id=NUMBER, user_id=None, username=None, offset_ms=-50)
+    await send(broker, first.model_copy(update={"lead_name": "Rachel Tan (Y)"}))
+    await dedup.wait_for("ok", 1)
+    await send(broker, inbound(tenant, "wamid.x1", offset_ms=-10))
+    await dedup.wait_for("ok", 2)
+    await send(broker, inbound(tenant, "wamid.x2", wa_id=NUMBER))
+    await dedup.wait_for("ok", 3)
+
+    [thread] = await store.db["threads"].find({"org_id": tenant.org_id}).to_list()
+    lead = await LeadRepository(store).get(thread["lead_id"])
+    assert lead is not None and lead.first_touch is not None
+    assert lead.first_touch["org_id"] == elsewhere.org_id  # the registry's earliest
+    ours = lead.view_for(tenant.org_id)
+    assert ours.first_touch is not None and ours.first_touch["agent_id"] == tenant.agent_id
+    assert ours.names == ("Rachel",) and ours.username == "@rachel.homes"
+    theirs = lead.view_for(elsewhere.org_id)
+    assert theirs.names == ("Rachel Tan (Y)",) and theirs.username is None
+    assert theirs.user_ids == ()
+    audit = await store.db["audit_log"].find({"action": "lead.merge"}).to_list()
+    assert {a["org_id"] for a in audit} == {tenant.org_id}
