@@ -80,7 +80,10 @@ class Dedup:
         self._consents = ConsentRepository(store)
         self._default_region = default_region
 
-    async def _portfolio(self, agent_id: str) -> str:
+    async def _portfolio(self, agent_id: str, user: WhatsAppUser | None = None) -> str:
+        """The business portfolio the agent's user IDs belong to (read only when needed)."""
+        if user is not None and user.user_id is None:
+            return f"agent:{agent_id}"  # no user ID to scope: spare the read
         agent = await self._agents.get(agent_id)
         return agent.portfolio if agent is not None else f"agent:{agent_id}"
 
@@ -96,7 +99,7 @@ class Dedup:
         seen = Sighting(
             org_id=message.org_id,
             agent_id=message.agent_id,
-            portfolio=await self._portfolio(message.agent_id),
+            portfolio=await self._portfolio(message.agent_id, user),
             at=message.sent_at,
             name=message.lead_name,
             source=source,

@@ -213,7 +213,19 @@ class LeadRepository:
         touch). Identifiers and a name not seen before are added; identifiers that belong to
         another lead merge the two."""
         keys = self._claims(user, seen.portfolio)
-        owners = await self._owners(user, keys)
+        if user.phone:
+            # The usual case: a known number whose lead already holds everything this
+            # sighting brings is answered from that one read.
+            phone = user.phone
+            doc = await with_retry(lambda: self._leads.find_one({"phone": phone}))
+            if doc is not None and not doc.get("merged_into"):
+                known = LeadRecord.model_validate(doc)
+                if _holds(known, user, seen):
+                    return known, False
+        found = await self._owners(user, keys)
+        if len(found) == 1 and _holds(LeadRecord.model_validate(found[0]), user, seen):
+            return LeadRecord.model_validate(found[0]), False
+        owners = [str(doc["_id"]) for doc in found]
         created = False
         if not owners:
             lead_id, created = await self._create(user, keys, seen)
@@ -300,20 +312,26 @@ class LeadRepository:
             keys.append(parent_key(user.parent_user_id))
         return keys
 
-    async def _owners(self, user: WhatsAppUser, keys: list[str]) -> list[str]:
-        """The distinct leads the identifiers already belong to, phone owner first."""
-        owners: list[str] = []
+    async def _owners(self, user: WhatsAppUser, keys: list[str]) -> list[Document]:
+        """The distinct leads (as stored, merges followed) the identifiers already belong
+        to, the phone's owner first."""
+        owners: list[Document] = []
         if user.phone:
             phone = user.phone
             doc = await with_retry(lambda: self._leads.find_one({"phone": phone}))
             if doc is not None:
-                owners.append(await self._follow(doc))
+                owners.append(await self._latest(doc))
         if keys:
             cursor = self._keys.find({"_id": {"$in": keys}})
             claims = await with_retry(lambda: cursor.to_list(None))
             for claim in sorted(claims, key=lambda c: keys.index(c["_id"])):
-                owner = await self._follow_id(str(claim["lead_id"]))
-                if owner not in owners:
+                claimed = await with_retry(
+                    partial(self._leads.find_one, {"_id": str(claim["lead_id"])})
+                )
+                if claimed is None:  # its claimant died before inserting it: a merge target
+                    claimed = {"_id": str(claim["lead_id"])}
+                owner = await self._latest(claimed)
+                if all(owner["_id"] != other["_id"] for other in owners):
                     owners.append(owner)
         return owners
 
@@ -422,15 +440,19 @@ class LeadRepository:
 
     async def _follow(self, doc: Document) -> str:
         """The id of the lead `doc` is, or was merged into; an unfinished merge is finished."""
+        return str((await self._latest(doc))["_id"])
+
+    async def _latest(self, doc: Document) -> Document:
+        """The lead `doc` is, or was merged into, as stored; an unfinished merge is finished."""
         for _ in range(MAX_POINTERS):
             target = doc.get("merged_into")
             if not target:
-                return str(doc["_id"])
+                return doc
             if not doc.get("merge_complete"):
                 await self._merges.complete(str(doc["_id"]), str(target))
             found = await with_retry(partial(self._leads.find_one, {"_id": target}))
             if found is None:
-                return str(target)
+                return {"_id": str(target)}
             doc = found
         raise RuntimeError(f"lead {doc['_id']}: more than {MAX_POINTERS} merge pointers")
 
@@ -441,3 +463,24 @@ def _has(record: LeadRecord, field: str, value: Any) -> bool:
     if field == "parent_seen_by":
         return value in held
     return any(item.model_dump() == value for item in held)
+
+
+def _holds(lead: LeadRecord, user: WhatsAppUser, seen: Sighting) -> bool:
+    """Whether the lead already holds every identifier and name of this sighting (whose user
+    ID, once held, was claimed for it: nothing to add, nothing to merge)."""
+    if user.phone and lead.phone != user.phone:
+        return False
+    if user.user_id and not any(
+        u.user_id == user.user_id and u.portfolio == seen.portfolio and u.org_id == seen.org_id
+        for u in lead.user_ids
+    ):
+        return False
+    if user.parent_user_id and (
+        lead.parent_user_id != user.parent_user_id or seen.org_id not in lead.parent_seen_by
+    ):
+        return False
+    if user.username and not any(
+        u.username == user.username and u.org_id == seen.org_id for u in lead.usernames
+    ):
+        return False
+    return not seen.name or any(n.name == seen.name and n.org_id == seen.org_id for n in lead.names)
