@@ -24,13 +24,17 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.identity import WhatsAppUser
 from shared.ids import new_id
+from shared.logs import get_logger
 from shared.metrics import LEADS
 from shared.repositories.lead_merges import LeadMerges
 from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, insert_if_absent, with_retry
 
+log = get_logger(__name__)
+
 # How many merge pointers a lookup follows before it gives up (a cycle is a bug).
 MAX_POINTERS = 8
+_CHUNK = 500  # ids per `$in` query
 
 
 def user_id_key(portfolio: str, user_id: str) -> str:
@@ -197,6 +201,45 @@ class LeadRepository:
         lead = await self.get(lead_id)
         return None if lead is None else lead.view_for(org_id)
 
+    async def carry_user_ids(
+        self,
+        lead_ids: list[str],
+        *,
+        org_id: str,
+        agent_id: str,
+        old_portfolio: str,
+        new_portfolio: str,
+        at: datetime,
+    ) -> int:
+        """An agent moved to another business portfolio: the user IDs these leads have in
+        the old one, as the organization saw them, are claimed in the new one too (merging
+        with a lead the new portfolio already knows by one). Answers how many were claimed."""
+        carried = 0
+        for start in range(0, len(lead_ids), _CHUNK):
+            chunk = lead_ids[start : start + _CHUNK]
+            query = {"_id": {"$in": chunk}, "user_ids.portfolio": old_portfolio}
+            docs = await self._find(query)
+            for doc in docs:
+                record = LeadRecord.model_validate(doc)
+                seen = Sighting(org_id=org_id, agent_id=agent_id, portfolio=new_portfolio, at=at)
+                lead_id = record.id
+                for entry in record.user_ids:
+                    if entry.portfolio != old_portfolio or entry.org_id != org_id:
+                        continue
+                    user = WhatsAppUser(user_id=entry.user_id)
+                    lead_id = await self._attach(
+                        lead_id, user, self._claims(user, new_portfolio), seen
+                    )
+                    carried += 1
+        if carried:
+            log.info(
+                "user ids carried to a new portfolio",
+                agent_id=agent_id,
+                org_id=org_id,
+                user_ids=carried,
+            )
+        return carried
+
     async def resolve(self, user: WhatsAppUser, seen: Sighting) -> tuple[LeadRecord, bool]:
         """The lead these identifiers name and whether this call created it (with its first
         touch). Identifiers and a name not seen before are added; identifiers that belong to
@@ -261,6 +304,9 @@ class LeadRepository:
         return record
 
     # --- internals -----------------------------------------------------------------------
+
+    async def _find(self, query: Document) -> list[Document]:
+        return await with_retry(lambda: self._leads.find(query).to_list(None))
 
     @staticmethod
     def _claims(user: WhatsAppUser, portfolio: str) -> list[str]:

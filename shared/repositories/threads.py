@@ -157,6 +157,11 @@ class ThreadRepository:
         )
         return [doc["_id"] async for doc in cursor]
 
+    async def lead_ids_of_agent(self, org_id: str, agent_id: str) -> list[str]:
+        """Every lead the agent has a thread with."""
+        cursor = self._threads.find({"org_id": org_id, "agent_id": agent_id}, {"lead_id": 1})
+        return sorted({str(doc["lead_id"]) async for doc in cursor})
+
     async def touch_inbound(self, org_id: str, thread_id: str, at: datetime) -> None:
         """Record a lead's message time (it opens the 24-hour window); never moves it back."""
         await with_retry(

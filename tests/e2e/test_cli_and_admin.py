@@ -6,11 +6,13 @@ import asyncio
 import json
 import subprocess
 import sys
+import uuid
 from typing import Any
 
 from cli.local_stack import stack_env
 from shared.settings import Settings
 from tests.e2e.conftest import Stack
+from tests.fakes.gupshup_partner import FakePartnerApi
 
 
 def realtybot(
@@ -38,6 +40,7 @@ def add_agent(
     app: str,
     api_key: str,
     options: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `realtybot agent add` for one agent of `org_id`, with any further `options`."""
     return realtybot(
@@ -55,6 +58,7 @@ def add_agent(
         "--gupshup-api-key",
         api_key,
         *options,
+        env=env,
     )
 
 
@@ -239,3 +243,110 @@ async def test_an_agent_works_in_its_organizations_time_zone_unless_told_otherwi
         options=("--timezone", "Mars/Olympus"),
     )
     assert bad.returncode != 0 and "unknown time zone" in bad.stderr
+
+
+async def test_operator_sets_a_business_portfolio_and_turns_bsuid_on_with_the_cli(
+    stack: Stack,
+) -> None:
+    org = ok_json(
+        realtybot(stack.settings, "org", "create", "--name", f"Portfolio {uuid.uuid4().hex[:8]}")
+    )
+    org_id, app_id = org["org_id"], str(uuid.uuid4())
+    auth = {"Authorization": f"Bearer {org['api_key']}"}
+
+    async def shown(agent_id: str) -> Any:
+        url = f"{stack.admin_url}/v1/agents/{agent_id}"
+        async with stack.http.get(url, headers=auth) as response:
+            assert response.status == 200
+            return await response.json()
+
+    # The Partner API is a local fake here: the sandbox does not serve the BSUID route.
+    async with FakePartnerApi() as partner:
+        env = {"GUPSHUP_PARTNER_BASE_URL": partner.base_url}
+        partner.bsuid_answer = (503, {"status": "error", "message": "Service Unavailable"})
+        added = ok_json(
+            await asyncio.to_thread(
+                add_agent,
+                stack.settings,
+                org_id,
+                name="Pat Goh",
+                number=f"9{1_000_000 + uuid.uuid4().int % 8_000_000:07d}",
+                app=f"PortfolioHomes{uuid.uuid4().hex[:8]}",
+                api_key="portfolio-key",
+                options=("--gupshup-app-id", app_id, "--business-portfolio-id", "104729384756"),
+                env=env,
+            )
+        )
+        # Onboarding went through although Gupshup refused; the reason is on the agent.
+        assert added["business_portfolio_id"] == "104729384756"
+        assert added["callback_subscription"] == "registered"
+        assert added["bsuid_enabled"] is False
+        assert added["bsuid_reason"].startswith("failed: HTTP 503")
+        agent = await shown(added["agent_id"])
+        assert agent["business_portfolio_id"] == "104729384756"
+        assert (agent["bsuid_enabled"], agent["bsuid_reason"]) == (False, added["bsuid_reason"])
+
+        failing = await asyncio.to_thread(
+            realtybot,
+            stack.settings,
+            "agent",
+            "enable-bsuid",
+            "--org",
+            org_id,
+            "--agent",
+            added["agent_id"],
+            env=env,
+        )
+        assert failing.returncode != 0 and failing.stdout == ""
+        assert "BSUIDs not enabled" in failing.stderr and "503" in failing.stderr
+
+        partner.bsuid_answer = (200, {"status": "success"})
+        enabled = ok_json(
+            await asyncio.to_thread(
+                realtybot,
+                stack.settings,
+                "agent",
+                "enable-bsuid",
+                "--org",
+                org_id,
+                "--agent",
+                added["agent_id"],
+                env=env,
+            )
+        )
+        calls = partner.bsuid_calls()
+    assert enabled == {
+        "agent_id": added["agent_id"],
+        "gupshup_app_id": app_id,
+        "bsuid_enabled": True,
+        "bsuid_reason": None,
+    }
+    assert [(c.method, c.path) for c in calls] == [
+        ("PUT", f"/partner/app/{app_id}/config/bsuid")
+    ] * 3
+    assert all(c.body == {"enableBSUID": True, "enableBSUIDV3": True} for c in calls)
+    agent = await shown(added["agent_id"])
+    assert (agent["bsuid_enabled"], agent["bsuid_reason"]) == (True, None)
+    async with stack.http.get(f"{stack.admin_url}/v1/audit-log", headers=auth) as response:
+        actions = [entry["action"] for entry in (await response.json())["items"]]
+    assert actions[:2] == ["agent.bsuid", "agent.bsuid"]
+
+
+async def test_cli_refuses_a_malformed_portfolio_and_an_unknown_agent(stack: Stack) -> None:
+    org = ok_json(
+        realtybot(stack.settings, "org", "create", "--name", f"Refusing {uuid.uuid4().hex[:8]}")
+    )
+    bad = add_agent(
+        stack.settings,
+        org["org_id"],
+        name="X",
+        number=f"9{1_000_000 + uuid.uuid4().int % 8_000_000:07d}",
+        app="RefusingHomesSG",
+        api_key="k",
+        options=("--business-portfolio-id", "portfolio 1"),
+    )
+    assert bad.returncode != 0 and "not a business portfolio id" in bad.stderr
+    unknown = realtybot(
+        stack.settings, "agent", "enable-bsuid", "--org", org["org_id"], "--agent", "agt_nobody"
+    )
+    assert unknown.returncode != 0 and "no agent agt_nobody" in unknown.stderr

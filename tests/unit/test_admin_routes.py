@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+from datetime import UTC, datetime
 
 from services.ingress.admin import RESOURCES, agents, organizations
 from services.ingress.admin.framework import RouteTable, openapi
+from shared.repositories.agents import Agent
 
 
 def test_every_endpoint_is_a_documented_top_level_function_of_its_module() -> None:
@@ -32,3 +34,17 @@ def test_operation_ids_are_unique() -> None:
     table = RouteTable([route for resource in RESOURCES for route in resource.routes.routes])
     names = [route.handler.__name__ for route in table.routes]
     assert len(names) == len(set(names))
+
+
+def test_the_documented_agent_has_the_fields_an_agent_read_answers() -> None:
+    agent = Agent(
+        _id="agt_1",
+        org_id="org_a",
+        name="Jason Tan",
+        number="+6591110001",
+        gupshup_app="TanHomesSG",
+        callback_key_hash="h",
+        created_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    assert set(agents.AgentShown.model_fields) == set(agent.public())
+    assert {"business_portfolio_id", "bsuid_enabled", "bsuid_reason"} <= set(agent.public())
