@@ -201,6 +201,72 @@ class LeadRepository:
         lead = await self.get(lead_id)
         return None if lead is None else lead.view_for(org_id)
 
+    async def views_for_org(self, org_id: str, lead_ids: list[str]) -> dict[str, LeadView]:
+        """Many leads as one organization may see them, by the ids asked for (a merged id
+        answers its survivor's view); ids of no lead are left out."""
+        views: dict[str, LeadView] = {}
+        wanted = sorted(set(lead_ids))
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            docs = await self._find({"_id": {"$in": chunk}})
+            for doc in docs:
+                if doc.get("merged_into"):
+                    record = await self._current(str(doc["_id"]))
+                else:
+                    record = LeadRecord.model_validate(doc)
+                if record is not None:
+                    views[str(doc["_id"])] = record.view_for(org_id)
+        return views
+
+    async def ids_seen_by(
+        self,
+        org_id: str,
+        *,
+        phone: str | None = None,
+        user_id: str | None = None,
+        username: str | None = None,
+    ) -> list[str]:
+        """The leads (merges followed) that have every identifier given, in id order: a
+        phone (E.164), or a user ID or username as this organization saw them; never an
+        identifier another organization saw. The caller still scopes them to its threads."""
+        found: set[str] | None = None
+
+        def narrow(ids: set[str]) -> None:
+            nonlocal found
+            found = ids if found is None else found & ids
+
+        if phone is not None:
+            owner = await self.id_by_phone(phone)
+            narrow({owner} if owner else set())
+        if user_id is not None:
+            docs = await self._find(
+                {"$or": [{"user_ids.user_id": user_id}, {"parent_user_id": user_id}]}
+            )
+            narrow(
+                {
+                    await self._follow(doc)
+                    for doc in docs
+                    if _saw_user_id(LeadRecord.model_validate(doc), org_id, user_id)
+                }
+            )
+        if username is not None:
+            docs = await self._find({"usernames.username": username})
+            narrow(
+                {
+                    await self._follow(doc)
+                    for doc in docs
+                    if any(
+                        u.username == username and u.org_id == org_id
+                        for u in LeadRecord.model_validate(doc).usernames
+                    )
+                }
+            )
+        return sorted(found or ())
+
+    async def owners_of(self, user: WhatsAppUser, portfolio: str) -> list[str]:
+        """The distinct leads these identifiers already belong to (none is created)."""
+        return await self._owners(user, self._claims(user, portfolio))
+
     async def carry_user_ids(
         self,
         lead_ids: list[str],
@@ -450,6 +516,13 @@ class LeadRepository:
                 return str(target)
             doc = found
         raise RuntimeError(f"lead {doc['_id']}: more than {MAX_POINTERS} merge pointers")
+
+
+def _saw_user_id(record: LeadRecord, org_id: str, user_id: str) -> bool:
+    """Whether the organization saw this user ID (or parent user ID) of the lead."""
+    if record.parent_user_id == user_id and org_id in record.parent_seen_by:
+        return True
+    return any(u.user_id == user_id and u.org_id == org_id for u in record.user_ids)
 
 
 def _has(record: LeadRecord, field: str, value: Any) -> bool:

@@ -317,3 +317,217 @@ async def test_without_partner_credentials_the_reason_says_so(
         await http.close()
     assert created["bsuid_enabled"] is False
     assert created["bsuid_reason"] == "partner API not configured"
+
+
+# --- leads and threads: identifiers, filters, organizations --------------------------------
+
+
+@dataclass
+class OnePersonTwoAgencies:
+    """A person agency A knows by BSUID and username, and agency B by number and its own
+    BSUID: one lead in the registry."""
+
+    a: Org
+    b: Org
+    outsider: Org
+    phone: str
+    lead_id: str
+
+
+@pytest.fixture
+async def person(admin: Admin) -> OnePersonTwoAgencies:
+    a = await admin.organization(portfolio=f"bp-a-{uuid.uuid4().hex[:8]}")
+    b = await admin.organization(portfolio=f"bp-b-{uuid.uuid4().hex[:8]}")
+    outsider = await admin.organization()
+    phone = new_number()
+    user_a = WhatsAppUser(user_id=USER_A, parent_user_id=PARENT, username="@rachel.homes")
+    lead_id = await admin.lead_writes(a.agent, user_a)
+    # Later the number reaches A too, and the person writes to B with number and B's BSUID.
+    await admin.lead_writes(a.agent, WhatsAppUser(phone=phone, user_id=USER_A), at_offset=1)
+    assert await admin.lead_writes(b.agent, WhatsAppUser(phone=phone, user_id=USER_B)) == lead_id
+    return OnePersonTwoAgencies(a, b, outsider, phone, lead_id)
+
+
+async def test_each_agency_sees_only_the_identifiers_that_came_through_it(
+    admin: Admin, person: OnePersonTwoAgencies
+) -> None:
+    lead_path = f"/v1/leads/{person.lead_id}"
+    seen_by_a = await admin.call("GET", lead_path, person.a)
+    assert seen_by_a["phone"] == person.phone
+    assert seen_by_a["username"] == "@rachel.homes"
+    assert seen_by_a["user_ids"] == [
+        {"business_portfolio_id": person.a.agent.business_portfolio_id, "user_id": USER_A}
+    ]
+    assert seen_by_a["parent_user_id"] == PARENT
+
+    seen_by_b = await admin.call("GET", lead_path, person.b)
+    assert (seen_by_b["phone"], seen_by_b["username"], seen_by_b["parent_user_id"]) == (
+        person.phone,
+        None,
+        None,
+    )
+    assert seen_by_b["user_ids"] == [
+        {"business_portfolio_id": person.b.agent.business_portfolio_id, "user_id": USER_B}
+    ]
+    for shown in (seen_by_b, await admin.call("GET", "/v1/threads", person.b)):
+        assert USER_A not in str(shown) and "rachel.homes" not in str(shown)
+
+    [listed] = (await admin.call("GET", "/v1/leads", person.a))["items"]
+    assert {k: listed[k] for k in ("phone", "username", "user_ids", "parent_user_id")} == {
+        k: seen_by_a[k] for k in ("phone", "username", "user_ids", "parent_user_id")
+    }
+    [thread] = (await admin.call("GET", "/v1/threads", person.a))["items"]
+    assert thread["lead"]["user_ids"] == seen_by_a["user_ids"]
+    assert thread["lead"]["username"] == "@rachel.homes"
+    detail = await admin.call("GET", f"/v1/threads/{thread['thread_id']}", person.a)
+    assert detail["lead"]["user_ids"] == seen_by_a["user_ids"]
+    assert detail["lead"]["opted_out"] is False
+    await admin.call("GET", lead_path, person.outsider, expect=404)
+
+
+async def test_a_lead_without_a_number_shows_phone_null(admin: Admin) -> None:
+    org = await admin.organization()
+    lead_id = await admin.lead_writes(org.agent, WhatsAppUser(user_id=USER_A))
+    [listed] = (await admin.call("GET", "/v1/leads", org))["items"]
+    assert (listed["lead_id"], listed["phone"], listed["username"]) == (lead_id, None, None)
+    [thread] = (await admin.call("GET", "/v1/threads", org))["items"]
+    assert thread["lead"]["phone"] is None
+
+
+async def ids(admin: Admin, org: Org, path: str, key: str = "lead_id") -> list[str]:
+    return [item[key] for item in (await admin.call("GET", path, org))["items"]]
+
+
+async def test_leads_are_found_by_phone_user_id_or_username_only_as_the_agency_knows_them(
+    admin: Admin, person: OnePersonTwoAgencies
+) -> None:
+    a, b, outsider, lead = person.a, person.b, person.outsider, [person.lead_id]
+    national = f"{person.phone[3:7]} {person.phone[7:]}"  # as people in Singapore write it
+    for form in (person.phone, national, person.phone.lstrip("+")):
+        assert await ids(admin, a, f"/v1/leads?phone={form.replace('+', '%2B')}") == lead
+        assert await ids(admin, b, f"/v1/leads?phone={form.replace('+', '%2B')}") == lead
+    assert await ids(admin, a, f"/v1/leads?user_id={USER_A}") == lead
+    assert await ids(admin, a, f"/v1/leads?user_id={PARENT}") == lead
+    assert await ids(admin, a, "/v1/leads?username=rachel.homes") == lead
+    assert await ids(admin, a, "/v1/leads?username=%40rachel.homes") == lead
+    assert await ids(admin, b, f"/v1/leads?user_id={USER_B}") == lead
+    # Another agency's identifiers name nobody, and an agency the lead never wrote to finds
+    # nothing even by number.
+    assert await ids(admin, a, f"/v1/leads?user_id={USER_B}") == []
+    assert await ids(admin, b, f"/v1/leads?user_id={USER_A}") == []
+    assert await ids(admin, b, f"/v1/leads?user_id={PARENT}") == []
+    assert await ids(admin, b, "/v1/leads?username=rachel.homes") == []
+    assert await ids(admin, outsider, f"/v1/leads?phone={national}") == []
+    assert await ids(admin, outsider, f"/v1/leads?user_id={USER_A}") == []
+    # Every filter given must match.
+    assert await ids(admin, a, f"/v1/leads?phone={national}&user_id={USER_A}") == lead
+    assert await ids(admin, b, f"/v1/leads?phone={national}&user_id={USER_A}") == []
+
+
+async def test_threads_are_found_by_the_leads_identifiers_within_the_agency(
+    admin: Admin, person: OnePersonTwoAgencies
+) -> None:
+    colleague = await admin.agent(person.a.id)
+    other_lead = await admin.lead_writes(colleague, WhatsAppUser(phone=new_number()))
+    a_threads = await ids(admin, person.a, "/v1/threads", "thread_id")
+    assert len(a_threads) == 2
+    by_user = await admin.call("GET", f"/v1/threads?user_id={USER_A}", person.a)
+    assert [t["lead_id"] for t in by_user["items"]] == [person.lead_id]
+    assert [t["agent_id"] for t in by_user["items"]] == [person.a.agent.id]
+    by_name = await ids(admin, person.a, "/v1/threads?username=rachel.homes", "lead_id")
+    assert by_name == [person.lead_id]
+    by_phone = await admin.call("GET", f"/v1/threads?phone={person.phone[3:]}", person.b)
+    assert [t["agent_id"] for t in by_phone["items"]] == [person.b.agent.id]
+    assert await ids(admin, person.b, f"/v1/threads?user_id={USER_A}", "thread_id") == []
+    assert other_lead not in await ids(admin, person.a, f"/v1/threads?user_id={USER_A}")
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("user_id=6598887777", "user_id"),
+        ("user_id=SG.", "user_id"),
+        ("user_id=sg.1349120865530274", "user_id"),
+        ("phone=12", "phone"),
+        ("phone=call-me", "phone"),
+        (f"phone={USER_A}", "phone"),  # a BSUID is never read as a number
+        ("username=%20", "username"),
+        ("username=rachel%20lim", "username"),
+    ],
+)
+async def test_a_malformed_filter_is_refused_naming_it(
+    admin: Admin, query: str, field: str
+) -> None:
+    org = await admin.organization()
+    for path in ("/v1/leads", "/v1/threads"):
+        answer = await admin.call("GET", f"{path}?{query}", org, expect=422)
+        assert list(answer["error"]["fields"]) == [field]
+
+
+async def test_a_merged_away_lead_id_answers_the_lead_it_became(
+    admin: Admin,
+) -> None:
+    org = await admin.organization()
+    outsider = await admin.organization()
+    phone = new_number()
+    colleague = await admin.agent(org.id)
+    by_number = await admin.lead_writes(colleague, WhatsAppUser(phone=phone))
+    by_user_id = await admin.lead_writes(org.agent, WhatsAppUser(user_id=USER_A))
+    assert by_number != by_user_id
+    # The number arrives with the BSUID: the two leads are one person (the numbered one stays).
+    await admin.lead_writes(org.agent, WhatsAppUser(phone=phone, user_id=USER_A), at_offset=1)
+
+    shown = await admin.call("GET", f"/v1/leads/{by_user_id}", org)
+    assert shown["lead_id"] == by_number
+    assert shown["phone"] == phone and shown["user_ids"][0]["user_id"] == USER_A
+    assert {t["agent_id"] for t in shown["threads"]} == {org.agent.id, colleague.id}
+    exported = await admin.call("GET", f"/v1/leads/{by_user_id}/export", org)
+    assert exported["lead_id"] == by_number
+    assert await ids(admin, org, "/v1/leads") == [by_number]
+    answer = await admin.call("GET", f"/v1/leads/{by_user_id}", outsider, expect=404)
+    assert answer["error"] == {"code": "not_found", "message": "lead not found"}
+
+
+# --- the API describes all of it -----------------------------------------------------------
+
+
+async def test_the_openapi_document_describes_identifiers_filters_and_portfolio(
+    admin: Admin,
+) -> None:
+    response = await admin.client.get("/v1/openapi.json")
+    spec = await response.json()
+    schemas, paths = spec["components"]["schemas"], spec["paths"]
+
+    def schema_of(path: str, method: str, status: str = "200") -> dict[str, Any]:
+        content = paths[path][method]["responses"][status]["content"]["application/json"]
+        ref: str = content["schema"]["$ref"]
+        found: dict[str, Any] = schemas[ref.rsplit("/", 1)[1]]
+        return found
+
+    def item_of(page: dict[str, Any]) -> dict[str, Any]:
+        ref: str = page["properties"]["items"]["items"]["$ref"]
+        found: dict[str, Any] = schemas[ref.rsplit("/", 1)[1]]
+        return found
+
+    for path in ("/v1/leads", "/v1/threads"):
+        names = [p["name"] for p in paths[path]["get"]["parameters"]]
+        assert {"phone", "user_id", "username"} <= set(names), path
+    lead = item_of(schema_of("/v1/leads", "get"))
+    for shown in (lead, schema_of("/v1/leads/{lead_id}", "get")):
+        assert {"phone", "username", "user_ids", "parent_user_id"} <= set(shown["properties"])
+        assert {"type": "null"} in shown["properties"]["phone"]["anyOf"]
+    thread = item_of(schema_of("/v1/threads", "get"))
+    assert "lead" in thread["properties"]
+    assert "lead" in schema_of("/v1/threads/{thread_id}", "get")["properties"]
+    for path, method, status in (
+        ("/v1/agents/{agent_id}", "get", "200"),
+        ("/v1/agents/{agent_id}", "patch", "200"),
+        ("/v1/agents", "post", "201"),
+    ):
+        agent = schema_of(path, method, status)["properties"]
+        assert {"business_portfolio_id", "bsuid_enabled", "bsuid_reason"} <= set(agent)
+    body_ref = paths["/v1/agents/{agent_id}"]["patch"]["requestBody"]["content"][
+        "application/json"
+    ]["schema"]["$ref"]
+    update = schemas[body_ref.rsplit("/", 1)[1]]["properties"]["business_portfolio_id"]
+    assert any(option.get("pattern") for option in update["anyOf"])
