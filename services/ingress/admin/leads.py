@@ -85,13 +85,14 @@ async def get_lead(call: api.Call) -> web.StreamResponse:
 # The summary names the parser's own columns and limit.
 IMPORT_SUMMARY = (
     f"Import leads from CSV (text/csv; columns: {', '.join(IMPORT_COLUMNS)}; at most "
-    f"{MAX_IMPORT_ROWS} rows), deduplicated by phone; a report per row"
+    f"{MAX_IMPORT_ROWS} rows), deduplicated by phone or user_id (a business-scoped user ID "
+    "in the business portfolio of the row's agent_id); a report per row"
 )
 
 
 @routes.add("POST", "/v1/leads/import", summary=IMPORT_SUMMARY, content_type="text/csv")
 async def import_leads(call: api.Call) -> web.StreamResponse:
-    """Import leads from CSV, deduplicated by phone; a report per row."""
+    """Import leads from CSV, deduplicated by phone or user ID; a report per row."""
     try:
         rows = parse_import_csv(await call.csv_text())
     except ImportRejected as exc:
@@ -109,11 +110,17 @@ async def import_leads(call: api.Call) -> web.StreamResponse:
         raise api.rows_rejected("lead", shown)
     org = await call.app[deps.ORGS].get(call.org_id)
     region = org.settings.region if org else call.app[deps.SETTINGS].default_region
+    agents = call.app[deps.AGENTS]
+    portfolios = {
+        agent.id: agent.portfolio
+        for agent_id in sorted({row.agent_id for row in rows if row.agent_id and row.user_id})
+        if (agent := await agents.get_in_org(call.org_id, agent_id))
+    }
     results = await call.app[deps.LEAD_DATA].import_rows(
-        call.org_id, rows, region=region, at=utcnow()
+        call.org_id, rows, region=region, at=utcnow(), portfolios=portfolios
     )
     for result in results:  # what happened to the global registry, for operators
-        if result.registry in ("created", "merged"):
+        if result.registry in ("created", "merged") and not result.counted:
             LEADS.labels(result.registry).inc()
     counts = {
         outcome: sum(1 for r in results if r.outcome == outcome)
