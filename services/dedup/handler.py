@@ -140,7 +140,16 @@ class Dedup:
             )
             await self._messages.set_consent_intent(message.org_id, stored.id, intent)
         INBOUND_STORED.labels("stored" if created else "resumed").inc()
-        log.info("inbound message stored", thread_id=thread.id, lead_id=lead.id, type=message.type)
+        # The sender's identifiers (shortened by the log redaction) let operators correlate
+        # a conversation across services without the lead id at hand.
+        log.info(
+            "inbound message stored",
+            thread_id=thread.id,
+            lead_id=lead.id,
+            type=message.type,
+            phone=user.phone,
+            user_id=user.user_id,
+        )
         await self._threads.touch_inbound(message.org_id, thread.id, message.sent_at)
         work = ThreadWork(
             event_id=derived_id("wrk", stored.id),

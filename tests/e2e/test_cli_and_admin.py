@@ -161,9 +161,23 @@ async def test_admin_api_is_scoped_to_the_api_keys_organization(stack: Stack) ->
 
 async def test_operator_sees_and_replays_dead_letters(stack: Stack) -> None:
     agent = await stack.onboard()
-    not_a_number = {"app": agent.app, "from": "999999999", "name": "?", "text": "hi"}
-    result = await stack.control("POST", "/sandbox/v1/inbound", not_a_number)
-    assert result["callback_status"] == 200  # accepted: the number is judged downstream
+    # Too short for any WhatsApp number, and no user ID: nobody to answer, however often.
+    # (The sandbox sends only numbers WhatsApp could report, so the webhook is made here.)
+    not_a_number = {
+        "app": agent.app,
+        "timestamp": 1764050000000,
+        "version": 2,
+        "type": "message",
+        "payload": {
+            "id": f"wamid.{uuid.uuid4().hex}",
+            "source": "12345",
+            "type": "text",
+            "payload": {"text": "hi"},
+            "sender": {"phone": "12345", "name": "?"},
+        },
+    }
+    async with stack.http.post(agent.callback_url, json=not_a_number) as response:
+        assert response.status == 200  # accepted: the number is judged downstream
 
     async def dead_in_dedup() -> int:
         stats = ok_json(realtybot(stack.settings, "dlq", "stats"))
