@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from shared.broker import STAGE_BINDINGS, Broker
 from shared.crypto import KeyRing
 from shared.gupshup.partner import partner_from_settings
+from shared.identity import InvalidPortfolioId, validate_portfolio_id
 from shared.logs import configure_logging, get_logger
 from shared.onboarding import (
     InvalidAgentNumber,
@@ -26,6 +27,7 @@ from shared.onboarding import (
     add_agent,
     announce_agent_change_once,
     callback_url,
+    turn_on_bsuid,
 )
 from shared.repositories.agents import AgentConflict, AgentRepository, Persona
 from shared.repositories.api_keys import ApiKeyRepository
@@ -100,6 +102,7 @@ async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, A
                 gupshup_app=args.gupshup_app,
                 gupshup_api_key=args.gupshup_api_key,
                 gupshup_app_id=args.gupshup_app_id,
+                business_portfolio_id=args.business_portfolio_id,
                 persona=Persona(bot_name=args.bot_name),
                 rate_per_second=args.rate,
                 notify_number=args.notify_number,
@@ -126,7 +129,31 @@ async def agent_add(settings: Settings, args: argparse.Namespace) -> dict[str, A
         "number": onboarded.agent.number,
         "callback_url": onboarded.callback_url,
         "callback_subscription": onboarded.callback_subscription,
+        "business_portfolio_id": onboarded.agent.business_portfolio_id,
+        "bsuid_enabled": onboarded.agent.bsuid_enabled,
+        "bsuid_reason": onboarded.agent.bsuid_reason,
     }
+
+
+async def agent_enable_bsuid(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Turn the BSUID flags of an agent's Gupshup app on (again), e.g. after a failure; the
+    outcome is recorded on the agent either way, and a failure exits non-zero."""
+    partner = partner_from_settings(settings)
+    try:
+        async with opened_store(settings) as store:
+            agents = AgentRepository(store)
+            agent = await agents.get_in_org(args.org, args.agent)
+            if agent is None:
+                raise CommandError(f"no agent {args.agent} in organization {args.org}")
+            agent = await turn_on_bsuid(partner, agents, agent)
+            outcome = {"bsuid_enabled": agent.bsuid_enabled, "bsuid_reason": agent.bsuid_reason}
+            await audit(store, args.org, "agent.bsuid", agent.id, outcome)
+    finally:
+        if partner is not None:
+            await partner.close()
+    if not agent.bsuid_enabled:  # recorded on the agent; the operator is told here
+        raise CommandError(f"BSUIDs not enabled for agent {agent.id}: {agent.bsuid_reason}")
+    return {"agent_id": agent.id, "gupshup_app_id": agent.gupshup_app_id, **outcome}
 
 
 async def agent_rotate_key(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -254,6 +281,13 @@ def _time_zone(value: str) -> str:
     return value
 
 
+def _portfolio_id(value: str) -> str:
+    try:
+        return validate_portfolio_id(value)
+    except InvalidPortfolioId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line grammar."""
     parser = argparse.ArgumentParser(prog="realtybot", description=__doc__.splitlines()[0])
@@ -276,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--gupshup-app", required=True)
     add.add_argument("--gupshup-api-key", required=True)
     add.add_argument("--gupshup-app-id")
+    add.add_argument(
+        "--business-portfolio-id",
+        type=_portfolio_id,
+        help="Meta business portfolio of the number (its agents share leads' user IDs)",
+    )
     add.add_argument("--bot-name", default="Ava")
     add.add_argument("--rate", type=_positive_rate, default=20.0)
     add.add_argument("--notify-number")
@@ -283,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--timezone", type=_time_zone, help="IANA time zone (default: the organization's)"
     )
     add.set_defaults(run=agent_add)
+    bsuid = agent.add_parser(
+        "enable-bsuid", help="turn on business-scoped user IDs in the agent's Gupshup webhooks"
+    )
+    bsuid.add_argument("--org", required=True)
+    bsuid.add_argument("--agent", required=True)
+    bsuid.set_defaults(run=agent_enable_bsuid)
     rotate = agent.add_parser("rotate-key", help="issue a new callback URL for an agent")
     rotate.add_argument("--org", required=True)
     rotate.add_argument("--agent", required=True)

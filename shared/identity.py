@@ -24,10 +24,18 @@ _BSUID = re.compile(r"^[A-Z]{2}\.(?:ENT\.)?[A-Za-z0-9]{1,128}$")
 _PARENT_BSUID = re.compile(r"^[A-Z]{2}\.ENT\.[A-Za-z0-9]{1,128}$")
 _WHATSAPP_DIGITS = re.compile(r"^\+?\d{6,15}$")
 _USERNAME = re.compile(r"^@?[\w.\-]{1,64}$")
+# Meta's business portfolio ids are digits; letters, `_` and `-` are allowed so that an
+# operator may name a portfolio of their own while Meta's id is not known yet.
+_PORTFOLIO_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PORTFOLIO_ID_PATTERN = _PORTFOLIO_ID.pattern
 
 
 class InvalidUserId(ValueError):
     """The text is not a business-scoped user ID."""
+
+
+class InvalidPortfolioId(ValueError):
+    """The text is not a business portfolio id."""
 
 
 def is_bsuid(value: str) -> bool:
@@ -45,6 +53,17 @@ def validate_bsuid(value: str) -> str:
     text = value.strip()
     if not is_bsuid(text):
         raise InvalidUserId(f"{value!r} is not a business-scoped user ID (CC.alphanumerics)")
+    return text
+
+
+def validate_portfolio_id(value: str) -> str:
+    """`value` if it is a business portfolio id (1 to 64 of `A-Z a-z 0-9 _ -`), else
+    InvalidPortfolioId."""
+    text = value.strip()
+    if not _PORTFOLIO_ID.fullmatch(text):
+        raise InvalidPortfolioId(
+            f"{value!r} is not a business portfolio id (1 to 64 letters, digits, _ or -)"
+        )
     return text
 
 

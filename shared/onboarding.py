@@ -1,9 +1,12 @@
 """Onboarding an agent, written once for the CLI and the admin API.
 
-Guarantees: an agent is created, audited as `agent.create`, and its Gupshup app pointed at
-its callback URL in that order, whoever asks; a callback URL has one shape; an agent's
-numbers are normalized in the organization's region; telling running services that an agent
-changed is best effort (the change is stored, and caches expire by themselves).
+Guarantees: an agent is created, audited as `agent.create`, its Gupshup app pointed at its
+callback URL and its app's BSUID flags turned on, in that order, whoever asks; a callback URL
+has one shape; an agent's numbers are normalized in the organization's region; telling
+running services that an agent changed is best effort (the change is stored, and caches
+expire by themselves). Neither Partner API call can fail onboarding: each says how it went,
+and the BSUID outcome is kept on the agent until it works (`turn_on_bsuid`, tried again on
+the agent's next update or by `realtybot agent enable-bsuid`).
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shared.broker import Broker, PublishFailed
-from shared.gupshup.partner import PartnerClient, register_callback
+from shared.gupshup.partner import PartnerClient, enable_app_bsuid, register_callback
 from shared.ids import new_id
 from shared.logs import get_logger
-from shared.models import AgentChanged
+from shared.models import AgentChanged, utcnow
 from shared.phones import InvalidPhoneNumber, normalize_phone
 from shared.repositories.agents import Agent, AgentRepository, Persona
 from shared.repositories.audit import AuditLog
@@ -58,6 +61,7 @@ class NewAgent:
     gupshup_api_key: str
     timezone: str
     gupshup_app_id: str | None = None
+    business_portfolio_id: str | None = None
     persona: Persona | None = None
     rate_per_second: float = 20.0
     notify_number: str | None = None
@@ -66,7 +70,8 @@ class NewAgent:
 
 @dataclass(frozen=True)
 class Onboarded:
-    """A new agent, its callback URL (shown once) and how subscribing its app went."""
+    """A new agent (with how enabling BSUIDs went), its callback URL (shown once) and how
+    subscribing its app went."""
 
     agent: Agent
     callback_url: str
@@ -81,6 +86,29 @@ async def subscribe_callbacks(partner: PartnerClient | None, app_id: str | None,
     return outcome
 
 
+async def turn_on_bsuid(
+    partner: PartnerClient | None, agents: AgentRepository, agent: Agent
+) -> Agent:
+    """Turn the BSUID flags of the agent's Gupshup app on and record how that went on the
+    agent; the agent as recorded (never raises for Gupshup's sake)."""
+    outcome = await enable_app_bsuid(partner, agent.gupshup_app_id)
+    if outcome.enabled:
+        log.info("bsuid enabled", agent_id=agent.id, app_id=agent.gupshup_app_id)
+    elif outcome.reason and outcome.reason.startswith("failed"):
+        log.warning(
+            "bsuid not enabled; tried again on the agent's next update",
+            agent_id=agent.id,
+            app_id=agent.gupshup_app_id,
+            reason=outcome.reason,
+        )
+    else:
+        log.info("bsuid not enabled", agent_id=agent.id, reason=outcome.reason)
+    recorded = await agents.record_bsuid(
+        agent.org_id, agent.id, enabled=outcome.enabled, reason=outcome.reason, at=utcnow()
+    )
+    return recorded or agent
+
+
 async def add_agent(
     new: NewAgent,
     *,
@@ -91,7 +119,8 @@ async def add_agent(
     settings: Settings,
     actor: str,
 ) -> Onboarded:
-    """Create the agent, audit it and subscribe its app to its callback URL.
+    """Create the agent, audit it, subscribe its app to its callback URL and turn the app's
+    BSUID flags on.
 
     Raises `InvalidAgentNumber` before anything is stored, `AgentConflict` when the number
     or app is taken.
@@ -105,6 +134,7 @@ async def add_agent(
         gupshup_app=new.gupshup_app,
         gupshup_api_key=new.gupshup_api_key,
         gupshup_app_id=new.gupshup_app_id,
+        business_portfolio_id=new.business_portfolio_id,
         persona=new.persona,
         rate_per_second=new.rate_per_second,
         notify_number=notify,
@@ -115,7 +145,9 @@ async def add_agent(
         org_id=new.org_id, actor=actor, action="agent.create", target=agent.id, after=agent.public()
     )
     url = callback_url(settings, callback_key)
-    return Onboarded(agent, url, await subscribe_callbacks(partner, agent.gupshup_app_id, url))
+    subscription = await subscribe_callbacks(partner, agent.gupshup_app_id, url)
+    agent = await turn_on_bsuid(partner, agents, agent)
+    return Onboarded(agent, url, subscription)
 
 
 async def announce_agent_change(broker: Broker, org_id: str, agent_id: str) -> None:

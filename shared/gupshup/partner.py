@@ -1,4 +1,4 @@
-"""Gupshup's Partner API: login, app tokens, callback subscription and templates.
+"""Gupshup's Partner API: login, app tokens, callback subscription, BSUID flags and templates.
 
 The partner token (Gupshup keeps it valid for 24 h) is cached for 23 h, each app's token until
 Gupshup refuses it. A 401 drops the refused token and the call is tried once more with a fresh
@@ -185,6 +185,15 @@ class PartnerClient:
             tag=str(record.get("tag", tag)),
         )
 
+    async def enable_bsuid(self, app_id: str) -> None:
+        """Make Gupshup put business-scoped user IDs in the app's v2 and v3 webhooks."""
+        await self._app_call(
+            app_id,
+            "PUT",
+            "config/bsuid",
+            json_body={"enableBSUID": True, "enableBSUIDV3": True},
+        )
+
     async def create_template(
         self,
         app_id: str,
@@ -224,7 +233,12 @@ class PartnerClient:
         return [_template(record) for record in records]
 
     async def _app_call(
-        self, app_id: str, method: str, resource: str, form: dict[str, str] | None = None
+        self,
+        app_id: str,
+        method: str,
+        resource: str,
+        form: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         async def get_token() -> str:
             return await self.app_token(app_id)
@@ -239,6 +253,7 @@ class PartnerClient:
             get_token=get_token,
             forget_token=forget_token,
             form=form,
+            json_body=json_body,
         )
 
     async def _authorized(
@@ -249,15 +264,20 @@ class PartnerClient:
         get_token: Callable[[], Awaitable[str]],
         forget_token: Callable[[str], None],
         form: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Call with a token; on 401 forget it and try once more with a fresh one."""
         token = await get_token()
-        status, data = await self._request(method, path, token=token, form=form)
+        status, data = await self._request(
+            method, path, token=token, form=form, json_body=json_body
+        )
         if status == 401:
             log.info("gupshup_partner_token_refused", path=path)
             forget_token(token)
             token = await get_token()
-            status, data = await self._request(method, path, token=token, form=form)
+            status, data = await self._request(
+                method, path, token=token, form=form, json_body=json_body
+            )
         _raise_for_refusal(status, data, f"{method} {path}")
         return data
 
@@ -273,6 +293,7 @@ class PartnerClient:
         *,
         token: str | None = None,
         form: dict[str, str] | None = None,
+        json_body: dict[str, Any] | None = None,
     ) -> tuple[int, dict[str, Any]]:
         """The HTTP status and JSON object of Gupshup's answer ({} when it is not one)."""
         if self._session is None:
@@ -280,7 +301,7 @@ class PartnerClient:
         headers = {"Authorization": token} if token is not None else {}
         try:
             async with self._session.request(
-                method, self._base_url + path, data=form, headers=headers
+                method, self._base_url + path, data=form, json=json_body, headers=headers
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -348,6 +369,27 @@ def partner_from_settings(settings: Settings) -> PartnerClient | None:
         settings.gupshup_partner_password,
         settings.gupshup_timeout_seconds,
     )
+
+
+@dataclass(frozen=True)
+class BsuidOutcome:
+    """Whether the app's webhooks now carry BSUIDs, and why not when they do not."""
+
+    enabled: bool
+    reason: str | None = None
+
+
+async def enable_app_bsuid(partner: PartnerClient | None, app_id: str | None) -> BsuidOutcome:
+    """Turn the app's BSUID flags on at Gupshup; says how that went (never raises)."""
+    if not app_id:
+        return BsuidOutcome(False, "no gupshup_app_id")
+    if partner is None:
+        return BsuidOutcome(False, "partner API not configured")
+    try:
+        await partner.enable_bsuid(app_id)
+    except PartnerError as exc:
+        return BsuidOutcome(False, f"failed: {exc}")
+    return BsuidOutcome(True)
 
 
 async def register_callback(partner: PartnerClient | None, app_id: str | None, url: str) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from shared.crypto import KeyRing, hash_token, new_token
 from shared.ids import new_id
@@ -21,6 +21,8 @@ from shared.store import Store, is_duplicate, with_retry
 log = get_logger(__name__)
 
 CREDENTIAL_FIELDS = ("gupshup_api_key", "partner_app_token", "app_secret")
+# What the admin API never shows of an agent (its id is shown as `agent_id`).
+HIDDEN_FIELDS = frozenset({"credentials", "callback_key_hash", "id"})
 
 
 class Persona(BaseModel):
@@ -63,7 +65,23 @@ class Agent(StoredRecord):
     # The Meta business portfolio the agent's WhatsApp number belongs to: a lead's
     # business-scoped user ID is the same for every agent of one portfolio. Unset: the agent
     # is a portfolio of its own.
-    business_portfolio_id: str | None = None
+    business_portfolio_id: str | None = Field(
+        default=None,
+        description="Meta business portfolio of the agent's number: its agents share each "
+        "lead's business-scoped user ID (null: the agent is a portfolio of its own)",
+    )
+    # Whether Gupshup was told to put business-scoped user IDs in the app's webhooks, and
+    # why not when it was not (tried at onboarding, again on updates until it works).
+    bsuid_enabled: bool = Field(
+        default=False,
+        description="Gupshup sends the app's webhooks with business-scoped user IDs",
+    )
+    bsuid_reason: str | None = Field(
+        default=None, description="Why BSUIDs are not enabled yet (null once they are)"
+    )
+    bsuid_checked_at: datetime | None = Field(
+        default=None, description="When enabling BSUIDs at Gupshup was last tried"
+    )
     callback_key_hash: str
     credentials: dict[str, dict[str, str]] = Field(default_factory=dict)
     persona: Persona = Field(default_factory=Persona)
@@ -104,8 +122,29 @@ class Agent(StoredRecord):
 
     def public(self) -> dict[str, object]:
         """What the admin API shows of an agent: never credentials or the callback key."""
-        shown = self.model_dump(mode="json", exclude={"credentials", "callback_key_hash", "id"})
+        shown = self.model_dump(mode="json", exclude=set(HIDDEN_FIELDS))
         return {"agent_id": self.id, **shown, "credentials_set": sorted(self.credentials)}
+
+
+def public_agent_model(name: str = "Agent", **extra: Any) -> type[BaseModel]:
+    """A model of `Agent.public()` (plus `extra` fields, as pydantic field definitions) that
+    describes the admin API's agent: made from Agent's own fields, so it follows them."""
+    fields: dict[str, Any] = {
+        field: (info.annotation, info)
+        for field, info in Agent.model_fields.items()
+        if field not in HIDDEN_FIELDS
+    }
+    shown: type[BaseModel] = create_model(
+        name,
+        agent_id=(str, ...),
+        **fields,
+        credentials_set=(
+            list[str],
+            Field(description="Which credentials are stored (never their values)"),
+        ),
+        **extra,
+    )
+    return shown
 
 
 class AgentConflict(Exception):
@@ -136,6 +175,7 @@ class AgentRepository:
         gupshup_app: str,
         gupshup_api_key: str,
         gupshup_app_id: str | None = None,
+        business_portfolio_id: str | None = None,
         persona: Persona | None = None,
         rate_per_second: float = 20.0,
         notify_number: str | None = None,
@@ -154,6 +194,7 @@ class AgentRepository:
             number=number,
             gupshup_app=gupshup_app,
             gupshup_app_id=gupshup_app_id,
+            business_portfolio_id=business_portfolio_id,
             callback_key_hash=hash_token(callback_key),
             credentials={
                 name: self._key_ring.encrypt(value, agent_id=agent_id, field=name)
@@ -220,6 +261,16 @@ class AgentRepository:
         after = await self.get_in_org(org_id, agent_id)
         assert after is not None
         return before, after
+
+    async def record_bsuid(
+        self, org_id: str, agent_id: str, *, enabled: bool, reason: str | None, at: datetime
+    ) -> Agent | None:
+        """Record whether Gupshup sends the agent's webhooks with BSUIDs; the agent after."""
+        fields = {"bsuid_enabled": enabled, "bsuid_reason": reason, "bsuid_checked_at": at}
+        await with_retry(
+            lambda: self._agents.update_one({"_id": agent_id, "org_id": org_id}, {"$set": fields})
+        )
+        return await self.get_in_org(org_id, agent_id)
 
     async def set_credentials(self, org_id: str, agent_id: str, secrets: dict[str, str]) -> bool:
         """Encrypt and store credentials (write-only); False when the org has no such agent."""

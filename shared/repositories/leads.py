@@ -24,13 +24,17 @@ from pymongo.errors import DuplicateKeyError
 
 from shared.identity import WhatsAppUser
 from shared.ids import new_id
+from shared.logs import get_logger
 from shared.metrics import LEADS
 from shared.repositories.lead_merges import LeadMerges
 from shared.repositories.record import StoredRecord
 from shared.store import Document, Store, insert_if_absent, with_retry
 
+log = get_logger(__name__)
+
 # How many merge pointers a lookup follows before it gives up (a cycle is a bug).
 MAX_POINTERS = 8
+_CHUNK = 500  # ids per `$in` query
 
 
 def user_id_key(portfolio: str, user_id: str) -> str:
@@ -208,6 +212,111 @@ class LeadRepository:
         lead = await self.get(lead_id)
         return None if lead is None else lead.view_for(org_id)
 
+    async def views_for_org(self, org_id: str, lead_ids: list[str]) -> dict[str, LeadView]:
+        """Many leads as one organization may see them, by the ids asked for (a merged id
+        answers its survivor's view); ids of no lead are left out."""
+        views: dict[str, LeadView] = {}
+        wanted = sorted(set(lead_ids))
+        for start in range(0, len(wanted), _CHUNK):
+            chunk = wanted[start : start + _CHUNK]
+            docs = await self._find({"_id": {"$in": chunk}})
+            for doc in docs:
+                if doc.get("merged_into"):
+                    record = await self._current(str(doc["_id"]))
+                else:
+                    record = LeadRecord.model_validate(doc)
+                if record is not None:
+                    views[str(doc["_id"])] = record.view_for(org_id)
+        return views
+
+    async def ids_seen_by(
+        self,
+        org_id: str,
+        *,
+        phone: str | None = None,
+        user_id: str | None = None,
+        username: str | None = None,
+    ) -> list[str]:
+        """The leads (merges followed) that have every identifier given, in id order: a
+        phone (E.164), or a user ID or username as this organization saw them; never an
+        identifier another organization saw. The caller still scopes them to its threads."""
+        found: set[str] | None = None
+
+        def narrow(ids: set[str]) -> None:
+            nonlocal found
+            found = ids if found is None else found & ids
+
+        if phone is not None:
+            owner = await self.id_by_phone(phone)
+            narrow({owner} if owner else set())
+        if user_id is not None:
+            docs = await self._find(
+                {"$or": [{"user_ids.user_id": user_id}, {"parent_user_id": user_id}]}
+            )
+            narrow(
+                {
+                    await self._follow(doc)
+                    for doc in docs
+                    if _saw_user_id(LeadRecord.model_validate(doc), org_id, user_id)
+                }
+            )
+        if username is not None:
+            docs = await self._find({"usernames.username": username})
+            narrow(
+                {
+                    await self._follow(doc)
+                    for doc in docs
+                    if any(
+                        u.username == username and u.org_id == org_id
+                        for u in LeadRecord.model_validate(doc).usernames
+                    )
+                }
+            )
+        return sorted(found or ())
+
+    async def owners_of(self, user: WhatsAppUser, portfolio: str) -> list[str]:
+        """The distinct leads these identifiers already belong to (none is created)."""
+        return await self._owners(user, self._claims(user, portfolio))
+
+    async def carry_user_ids(
+        self,
+        lead_ids: list[str],
+        *,
+        org_id: str,
+        agent_id: str,
+        old_portfolio: str,
+        new_portfolio: str,
+        at: datetime,
+    ) -> int:
+        """An agent moved to another business portfolio: the user IDs these leads have in
+        the old one, as the organization saw them, are claimed in the new one too (merging
+        with a lead the new portfolio already knows by one). Answers how many were claimed."""
+        carried = 0
+        for start in range(0, len(lead_ids), _CHUNK):
+            chunk = lead_ids[start : start + _CHUNK]
+            query = {"_id": {"$in": chunk}, "user_ids.portfolio": old_portfolio}
+            docs = await self._find(query)
+            for doc in docs:
+                record = LeadRecord.model_validate(doc)
+                seen = Sighting(org_id=org_id, agent_id=agent_id, portfolio=new_portfolio, at=at)
+                lead_id = record.id
+                for entry in record.user_ids:
+                    if entry.portfolio != old_portfolio or entry.org_id != org_id:
+                        continue
+                    user = WhatsAppUser(user_id=entry.user_id)
+                    lead_id = await self._attach(
+                        lead_id, user, self._claims(user, new_portfolio), seen
+                    )
+                    carried += 1
+        if carried:
+            log.info(
+                "user ids carried to a new portfolio",
+                agent_id=agent_id,
+                org_id=org_id,
+                user_ids=carried,
+            )
+        return carried
+
     async def resolve(self, user: WhatsAppUser, seen: Sighting) -> tuple[LeadRecord, bool]:
         """The lead these identifiers name and whether this call created it (with its first
         touch). Identifiers and a name not seen before are added; identifiers that belong to
@@ -302,6 +411,9 @@ class LeadRepository:
         return record
 
     # --- internals -----------------------------------------------------------------------
+
+    async def _find(self, query: Document) -> list[Document]:
+        return await with_retry(lambda: self._leads.find(query).to_list(None))
 
     @staticmethod
     def _claims(user: WhatsAppUser, portfolio: str) -> list[str]:
@@ -455,6 +567,13 @@ class LeadRepository:
                 return {"_id": str(target)}
             doc = found
         raise RuntimeError(f"lead {doc['_id']}: more than {MAX_POINTERS} merge pointers")
+
+
+def _saw_user_id(record: LeadRecord, org_id: str, user_id: str) -> bool:
+    """Whether the organization saw this user ID (or parent user ID) of the lead."""
+    if record.parent_user_id == user_id and org_id in record.parent_seen_by:
+        return True
+    return any(u.user_id == user_id and u.org_id == org_id for u in record.user_ids)
 
 
 def _has(record: LeadRecord, field: str, value: Any) -> bool:

@@ -126,14 +126,20 @@ class ThreadRepository:
         agent_id: str | None = None,
         lead_id: str | None = None,
         state: str | None = None,
+        lead_ids: list[str] | None = None,
     ) -> list[Thread]:
-        """An organization's threads in id order, after a cursor."""
+        """An organization's threads in id order, after a cursor (with `lead_ids`: only
+        threads with one of these leads)."""
         query: Document = {"org_id": org_id}
         if after:
             query["_id"] = {"$gt": after}
         for field, value in (("agent_id", agent_id), ("lead_id", lead_id), ("state", state)):
             if value is not None:
                 query[field] = value
+        if lead_ids is not None:
+            if lead_id is not None and lead_id not in lead_ids:
+                return []
+            query.setdefault("lead_id", {"$in": lead_ids})
         cursor = self._threads.find(query).sort("_id", 1).limit(limit)
         return [Thread.model_validate(doc) async for doc in cursor]
 
@@ -144,11 +150,19 @@ class ThreadRepository:
         ).sort("_id", 1)
         return [Thread.model_validate(doc) async for doc in cursor]
 
-    async def lead_ids(self, org_id: str, *, after: str | None, limit: int) -> list[str]:
-        """Leads the organization knows (through its own threads), in id order."""
+    async def lead_ids(
+        self, org_id: str, *, after: str | None, limit: int, among: list[str] | None = None
+    ) -> list[str]:
+        """Leads the organization knows (through its own threads), in id order; with
+        `among`, only those of these leads."""
         match: Document = {"org_id": org_id}
+        condition: Document = {}
         if after:
-            match["lead_id"] = {"$gt": after}
+            condition["$gt"] = after
+        if among is not None:
+            condition["$in"] = among
+        if condition:
+            match["lead_id"] = condition
         cursor = await self._threads.aggregate(
             [
                 {"$match": match},
@@ -158,6 +172,11 @@ class ThreadRepository:
             ]
         )
         return [doc["_id"] async for doc in cursor]
+
+    async def lead_ids_of_agent(self, org_id: str, agent_id: str) -> list[str]:
+        """Every lead the agent has a thread with."""
+        cursor = self._threads.find({"org_id": org_id, "agent_id": agent_id}, {"lead_id": 1})
+        return sorted({str(doc["lead_id"]) async for doc in cursor})
 
     async def touch_inbound(self, org_id: str, thread_id: str, at: datetime) -> None:
         """Record a lead's message time (it opens the 24-hour window); never moves it back."""

@@ -1,4 +1,5 @@
-"""A lead's data through the admin API: CSV import, export and erasure, per organization."""
+"""A lead's data through the admin API: CSV import (by phone, business-scoped user ID or
+both), export and erasure, per organization."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import json
 import uuid
 from typing import Any
 
+from shared.identity import WhatsAppUser
+from shared.models import utcnow
+from shared.repositories.leads import LeadRepository, Sighting
 from tests.e2e.conftest import OnboardedAgent, Stack
 from tests.e2e.test_pipeline import new_lead, settled_reply
 
@@ -295,3 +299,129 @@ async def test_another_organizations_key_gets_404_for_export_and_erasure(stack: 
 
     assert await stack.admin("GET", f"/v1/leads/{lead_id}/export", a.org_key) == before
     assert await lead_by_phone(stack, f"+{lead}") is not None
+
+
+IDENTIFIED_HEADER = "name,phone,user_id,source,agent_id\n"
+
+
+def new_user_id() -> str:
+    """A business-scoped user ID nobody has yet."""
+    return f"SG.{uuid.uuid4().int % 10**16:016d}"
+
+
+async def in_portfolio(stack: Stack, agent: OnboardedAgent) -> str:
+    """Put the agent in a business portfolio of its own through the admin API; its id."""
+    portfolio = f"{uuid.uuid4().int % 10**15:015d}"
+    await stack.admin(
+        "PATCH",
+        f"/v1/agents/{agent.agent.id}",
+        agent.org_key,
+        {"business_portfolio_id": portfolio},
+    )
+    return portfolio
+
+
+async def test_import_takes_user_ids_in_the_agents_portfolio(stack: Stack) -> None:
+    agent = await stack.onboard()
+    portfolio = await in_portfolio(stack, agent)
+    key, org, agent_id = agent.org_key, agent.org.id, agent.agent.id
+    user_id, local, stray = new_user_id(), fresh_local(), new_user_id()
+    text = (
+        IDENTIFIED_HEADER
+        + f"Rachel,,{user_id},roadshow,{agent_id}\n"
+        + f"Rachel,{local},{user_id},roadshow,{agent_id}\n"  # her number, later in the file
+        + f"Nobody,,,roadshow,{agent_id}\n"
+        + f"Ben,,{new_user_id()},roadshow,\n"  # a user ID without its agent's portfolio
+        + f"Stray,{stray},,roadshow,{agent_id}\n"  # a BSUID where the number goes
+    )
+
+    report = await post_csv(stack, key, text)
+
+    rows = report["rows"]
+    lead_id = rows[0]["lead_id"]
+    assert [(r["line"], r["outcome"], r.get("lead_id")) for r in rows[:2]] == [
+        (2, "created", lead_id),
+        (3, "merged", lead_id),  # the number is new to this lead
+    ]
+    assert [r["outcome"] for r in rows[2:]] == ["invalid", "invalid", "invalid"]
+    assert "phone or user_id" in rows[2]["reason"]
+    assert "agent_id" in rows[3]["reason"]
+    assert "user_id column" in rows[4]["reason"]
+    entry = await stack.store.db["leads"].find_one({"_id": lead_id})
+    assert entry is not None and entry["phone"] == f"+65{local}"
+    assert entry["user_ids"] == [{"portfolio": portfolio, "user_id": user_id, "org_id": org}]
+    claim = await stack.store.db["lead_keys"].find_one({"_id": f"bsuid:{portfolio}:{user_id}"})
+    assert claim is not None and claim["lead_id"] == lead_id
+    # The stray BSUID was never read as a number: no lead has its digits.
+    digits = stray.split(".")[1]
+    assert await stack.store.db["leads"].count_documents({"phone": {"$regex": digits}}) == 0
+    assert len(await stored(stack, "lead_imports", {"org_id": org})) == 1
+
+    shown = await stack.admin("GET", f"/v1/leads?user_id={user_id}", key)
+    assert [(s["lead_id"], s["phone"]) for s in shown["items"]] == [(lead_id, f"+65{local}")]
+    assert shown["items"][0]["user_ids"] == [
+        {"business_portfolio_id": portfolio, "user_id": user_id}
+    ]
+    by_phone = await stack.admin("GET", f"/v1/leads?phone={local}", key)
+    assert [s["lead_id"] for s in by_phone["items"]] == [lead_id]
+    threads = await stack.admin("GET", f"/v1/threads?user_id={user_id}", key)
+    assert [t["agent_id"] for t in threads["items"]] == [agent_id]
+
+    again = await post_csv(stack, key, text)
+    assert [r["outcome"] for r in again["rows"][:2]] == ["unchanged", "unchanged"]
+    assert await stack.store.db["leads"].count_documents({"user_ids.user_id": user_id}) == 1
+
+
+async def test_export_and_erasure_cover_each_organizations_own_identifiers(
+    stack: Stack,
+) -> None:
+    a, b = await stack.onboard(), await stack.onboard()
+    portfolio_a, portfolio_b = await in_portfolio(stack, a), await in_portfolio(stack, b)
+    local, user_a, user_b = fresh_local(), new_user_id(), new_user_id()
+    parent = f"SG.ENT.{uuid.uuid4().int % 10**12:012d}"
+    await post_csv(stack, a.org_key, IDENTIFIED_HEADER + f"Ay,{local},{user_a},fair,{a.agent.id}\n")
+    report = await post_csv(
+        stack, b.org_key, IDENTIFIED_HEADER + f"Bee,{local},{user_b},web,{b.agent.id}\n"
+    )
+    lead_id = report["rows"][0]["lead_id"]
+    # A's agent later sees the person's username and parent user ID, as dedup records them.
+    seen = Sighting(
+        org_id=a.org.id, agent_id=a.agent.id, portfolio=portfolio_a, at=utcnow(), name="Ay"
+    )
+    user = WhatsAppUser(user_id=user_a, parent_user_id=parent, username="@ay.homes")
+    assert (await LeadRepository(stack.store).resolve(user, seen))[0].id == lead_id
+
+    from_a = await stack.admin("GET", f"/v1/leads/{lead_id}/export", a.org_key)
+    assert from_a["phone"] == f"+65{local}"
+    assert (from_a["username"], from_a["parent_user_id"]) == ("@ay.homes", parent)
+    assert from_a["user_ids"] == [{"business_portfolio_id": portfolio_a, "user_id": user_a}]
+    from_b = await stack.admin("GET", f"/v1/leads/{lead_id}/export", b.org_key)
+    assert (from_b["username"], from_b["parent_user_id"]) == (None, None)
+    assert from_b["user_ids"] == [{"business_portfolio_id": portfolio_b, "user_id": user_b}]
+    assert user_a not in json.dumps(from_b) and "ay.homes" not in json.dumps(from_b)
+
+    erased = await stack.admin("DELETE", f"/v1/leads/{lead_id}", a.org_key)
+
+    counts = erased["erased"]
+    assert (counts["user_ids"], counts["usernames"], counts["parent_user_id"]) == (1, 1, 1)
+    entry = await stack.store.db["leads"].find_one({"_id": lead_id})
+    assert entry is not None  # B still holds the person
+    assert entry["phone"] == f"+65{local}"
+    assert entry["user_ids"] == [{"portfolio": portfolio_b, "user_id": user_b, "org_id": b.org.id}]
+    assert entry["usernames"] == [] and entry["parent_user_id"] is None
+    keys = {k["_id"] async for k in stack.store.db["lead_keys"].find({"lead_id": lead_id})}
+    assert keys == {f"bsuid:{portfolio_b}:{user_b}"}
+    assert await stack.admin("GET", f"/v1/leads/{lead_id}/export", b.org_key) == from_b
+    assert (await stack.admin("GET", f"/v1/leads?user_id={user_a}", a.org_key))["items"] == []
+    assert (await stack.admin("GET", f"/v1/leads?user_id={user_b}", b.org_key))["items"]
+
+    await stack.admin("DELETE", f"/v1/leads/{lead_id}", b.org_key)
+
+    assert await stack.store.db["leads"].find_one({"_id": lead_id}) is None
+    assert await stack.store.db["lead_keys"].count_documents({"lead_id": lead_id}) == 0
+    # The person is new to A again: importing them creates a lead, not the erased one.
+    again = await post_csv(
+        stack, a.org_key, IDENTIFIED_HEADER + f"Ay,,{user_a},fair,{a.agent.id}\n"
+    )
+    assert again["rows"][0]["outcome"] == "created"
+    assert again["rows"][0]["lead_id"] != lead_id

@@ -1,4 +1,5 @@
-"""PartnerClient against the local Gupshup sandbox: subscription, templates, tokens, failures.
+"""PartnerClient against the local Gupshup sandbox: subscription, templates, tokens, failures;
+the BSUID configuration against a local fake of the Partner API (`tests/fakes`).
 
 Template review is Meta's; here the sandbox's control API plays it, and the template-event it
 posts lands at a small callback server standing in for our ingress.
@@ -19,13 +20,16 @@ from aiohttp.test_utils import TestServer
 from sandbox import RunningSandbox
 from shared.gupshup.partner import (
     PARTNER_TOKEN_TTL_SECONDS,
+    BsuidOutcome,
     PartnerClient,
     PartnerError,
     PartnerTemplate,
     PartnerUnavailable,
     TemplateExists,
+    enable_app_bsuid,
 )
 from tests.conftest import CallbackReceiver, control, free_port, register_app
+from tests.fakes.gupshup_partner import FakePartnerApi, PartnerCall
 
 EMAIL, PASSWORD = "ops@example.com", "s3cret-partner-pw"
 BODY = "Hi {{1}}, your viewing at {{2}} is tomorrow at {{3}}."
@@ -272,3 +276,106 @@ async def test_service_unavailable_answer_raises_partner_unavailable() -> None:
         await partner.close()
         await gupshup.close()
     assert raised.value.status == 503
+
+
+@pytest.fixture
+async def bsuid_gupshup() -> AsyncIterator[FakePartnerApi]:
+    """A local Partner API that serves the BSUID configuration (the sandbox does not yet)."""
+    async with FakePartnerApi() as fake:
+        yield fake
+
+
+async def test_enable_bsuid_puts_both_flags_with_the_apps_token(
+    bsuid_gupshup: FakePartnerApi,
+) -> None:
+    partner = PartnerClient(bsuid_gupshup.base_url, EMAIL, PASSWORD, 2.0)
+    try:
+        await partner.enable_bsuid("app-42")
+    finally:
+        await partner.close()
+    assert bsuid_gupshup.bsuid_calls() == [
+        PartnerCall(
+            "PUT",
+            "/partner/app/app-42/config/bsuid",
+            {"enableBSUID": True, "enableBSUIDV3": True},
+            "app-jwt-1",
+        )
+    ]
+
+
+async def test_enable_bsuid_renews_a_refused_app_token_once(
+    bsuid_gupshup: FakePartnerApi,
+) -> None:
+    bsuid_gupshup.push(401, {"status": "error", "message": "Invalid token"})
+    partner = PartnerClient(bsuid_gupshup.base_url, EMAIL, PASSWORD, 2.0)
+    try:
+        await partner.enable_bsuid("app-42")
+    finally:
+        await partner.close()
+    tokens = [call.authorization for call in bsuid_gupshup.bsuid_calls()]
+    assert tokens == ["app-jwt-1", "app-jwt-2"]
+
+
+@pytest.mark.parametrize(
+    ("status", "answer", "error", "outcome"),
+    [
+        (
+            400,
+            {"status": "error", "message": "enableBSUID or enableBSUIDV3 is required"},
+            PartnerError,
+            "failed: HTTP 400: PUT /partner/app/app-42/config/bsuid: enableBSUID or "
+            "enableBSUIDV3 is required",
+        ),
+        (
+            503,
+            {"status": "error", "message": "Service Unavailable"},
+            PartnerUnavailable,
+            "failed: HTTP 503: PUT /partner/app/app-42/config/bsuid: Service Unavailable",
+        ),
+        (
+            200,
+            {"status": "error", "message": "App not live"},
+            PartnerError,
+            "failed: HTTP 200: PUT /partner/app/app-42/config/bsuid: App not live",
+        ),
+    ],
+)
+async def test_a_refused_bsuid_configuration_is_a_partner_error_and_an_outcome(
+    bsuid_gupshup: FakePartnerApi,
+    status: int,
+    answer: dict[str, Any],
+    error: type[PartnerError],
+    outcome: str,
+) -> None:
+    bsuid_gupshup.bsuid_answer = (status, answer)
+    partner = PartnerClient(bsuid_gupshup.base_url, EMAIL, PASSWORD, 2.0)
+    try:
+        with pytest.raises(error) as raised:
+            await partner.enable_bsuid("app-42")
+        assert type(raised.value) is error and raised.value.status == status
+        assert await enable_app_bsuid(partner, "app-42") == BsuidOutcome(False, outcome)
+    finally:
+        await partner.close()
+
+
+async def test_enable_app_bsuid_says_why_it_did_not_ask(bsuid_gupshup: FakePartnerApi) -> None:
+    partner = PartnerClient(bsuid_gupshup.base_url, EMAIL, PASSWORD, 2.0)
+    try:
+        assert await enable_app_bsuid(partner, None) == BsuidOutcome(False, "no gupshup_app_id")
+        assert await enable_app_bsuid(None, "app-42") == BsuidOutcome(
+            False, "partner API not configured"
+        )
+        assert bsuid_gupshup.calls == []
+        assert await enable_app_bsuid(partner, "app-42") == BsuidOutcome(True)
+    finally:
+        await partner.close()
+
+
+async def test_enable_bsuid_with_gupshup_unreachable_is_partner_unavailable() -> None:
+    partner = PartnerClient(f"http://127.0.0.1:{free_port()}", EMAIL, PASSWORD, 2.0)
+    try:
+        outcome = await enable_app_bsuid(partner, "app-42")
+    finally:
+        await partner.close()
+    assert outcome.enabled is False and outcome.reason is not None
+    assert outcome.reason.startswith("failed: cannot connect")

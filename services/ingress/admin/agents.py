@@ -6,11 +6,13 @@ import re
 from typing import Literal
 
 from aiohttp import web
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from services.ingress.admin import dependencies as deps
 from services.ingress.admin import framework as api
 from services.ingress.admin.organizations import TimeZone
+from shared.identity import PORTFOLIO_ID_PATTERN
+from shared.models import utcnow
 from shared.onboarding import (
     InvalidAgentNumber,
     NewAgent,
@@ -19,14 +21,28 @@ from shared.onboarding import (
     announce_agent_change,
     callback_url,
     subscribe_callbacks,
+    turn_on_bsuid,
 )
 from shared.quiet_hours import QuietHours
-from shared.repositories.agents import Agent, AgentConflict, AgentNumberTaken, Persona
+from shared.repositories.agents import (
+    Agent,
+    AgentConflict,
+    AgentNumberTaken,
+    Persona,
+    public_agent_model,
+)
 from shared.repositories.organizations import Organization, OrganizationSettings
 from shared.store import Document
 
 AppName = Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")
 Secret = Field(min_length=1, max_length=1000)
+# Meta's business portfolio id (digits); 1 to 64 letters, digits, `_` or `-` are accepted.
+PortfolioId = Field(
+    default=None,
+    pattern=PORTFOLIO_ID_PATTERN,
+    description="Meta business portfolio of the agent's number (1-64 of A-Z a-z 0-9 _ -): "
+    "its agents share each lead's business-scoped user ID",
+)
 
 
 class AgentCreate(api.Body):
@@ -36,6 +52,7 @@ class AgentCreate(api.Body):
     number: str = Field(min_length=3, max_length=40)
     gupshup_app: str = AppName
     gupshup_app_id: str | None = Field(default=None, max_length=100)
+    business_portfolio_id: str | None = PortfolioId
     gupshup_api_key: str = Secret
     partner_app_token: str | None = Field(default=None, min_length=1, max_length=1000)
     app_secret: str | None = Field(default=None, min_length=1, max_length=1000)
@@ -58,6 +75,7 @@ class AgentUpdate(api.Body):
     number: str | None = Field(default=None, min_length=3, max_length=40)
     gupshup_app: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,100}$")
     gupshup_app_id: str | None = Field(default=None, max_length=100)
+    business_portfolio_id: str | None = PortfolioId
     rate_per_second: float | None = Field(default=None, gt=0, le=1000)
     notify_number: str | None = Field(default=None, max_length=40)
     timezone: TimeZone | None = None
@@ -174,10 +192,25 @@ def _phone(value: str, field: str, region: str) -> str:
         raise api.invalid_body(exc.field, str(exc)) from None
 
 
+# The agent as every read answers it, and as onboarding answers it.
+AgentShown = public_agent_model()
+AgentOnboarded = public_agent_model(
+    "AgentOnboarded",
+    callback_url=(str, Field(description="Where Gupshup posts the agent's events (shown once)")),
+    callback_subscription=(str, Field(description="How pointing the app at it went")),
+)
+
+
+class AgentList(BaseModel):
+    """The organization's agents."""
+
+    items: list[AgentShown]  # type: ignore[valid-type]
+
+
 routes = api.RouteTable()
 
 
-@routes.add("POST", "/v1/agents", status=201)
+@routes.add("POST", "/v1/agents", status=201, response=AgentOnboarded)
 async def create_agent(call: api.Call, body: AgentCreate) -> web.StreamResponse:
     """Onboard an agent; answers its callback URL."""
     org = await _organization_settings(call)
@@ -213,20 +246,20 @@ async def create_agent(call: api.Call, body: AgentCreate) -> web.StreamResponse:
     )
 
 
-@routes.add("GET", "/v1/agents")
+@routes.add("GET", "/v1/agents", response=AgentList)
 async def list_agents(call: api.Call) -> web.StreamResponse:
     """The organization's agents."""
     agents = await call.app[deps.AGENTS].list_in_org(call.org_id)
     return api.json_response({"items": [a.public() for a in agents]})
 
 
-@routes.add("GET", "/v1/agents/{agent_id}")
+@routes.add("GET", "/v1/agents/{agent_id}", response=AgentShown)
 async def get_agent(call: api.Call) -> web.StreamResponse:
     """One agent."""
     return api.json_response((await agent_of(call)).public())
 
 
-@routes.add("PATCH", "/v1/agents/{agent_id}")
+@routes.add("PATCH", "/v1/agents/{agent_id}", response=AgentShown)
 async def update_agent(call: api.Call, body: AgentUpdate) -> web.StreamResponse:
     """Change an agent, suspend or reactivate it."""
     fields: dict[str, object] = body.model_dump(exclude_none=True)
@@ -237,10 +270,31 @@ async def update_agent(call: api.Call, body: AgentUpdate) -> web.StreamResponse:
     for name in TEMPLATE_PARAMETERS:
         if name in fields:
             fields[name] = await _usable_template(call, name, str(fields[name]))
-    return await _change(call, "agent.update", fields)
+    before, after = await _changed(call, "agent.update", fields)
+    if before.portfolio != after.portfolio:
+        await _carry_user_ids(call, before, after)
+    # Until Gupshup has the app's BSUID flags on (a new app needs them too), every update
+    # tries again.
+    if not after.bsuid_enabled or before.gupshup_app_id != after.gupshup_app_id:
+        after = await turn_on_bsuid(call.app[deps.PARTNER], call.app[deps.AGENTS], after)
+    return api.json_response(after.public())
 
 
-@routes.add("PUT", "/v1/agents/{agent_id}/persona")
+async def _carry_user_ids(call: api.Call, before: Agent, after: Agent) -> None:
+    """The agent's leads keep their user IDs in its new portfolio (its old claims stay, for
+    replicas that still read the old portfolio until the change reaches them)."""
+    lead_ids = await call.app[deps.THREADS].lead_ids_of_agent(call.org_id, after.id)
+    await call.app[deps.LEADS].carry_user_ids(
+        lead_ids,
+        org_id=call.org_id,
+        agent_id=after.id,
+        old_portfolio=before.portfolio,
+        new_portfolio=after.portfolio,
+        at=utcnow(),
+    )
+
+
+@routes.add("PUT", "/v1/agents/{agent_id}/persona", response=AgentShown)
 async def set_persona(call: api.Call, persona: Persona) -> web.StreamResponse:
     """Set how the bot speaks for the agent."""
     return await _change(call, "agent.persona", {"persona": persona.model_dump()})
@@ -261,6 +315,12 @@ async def _usable_template(call: api.Call, field: str, template_id: str) -> str 
 
 
 async def _change(call: api.Call, action: str, fields: dict[str, object]) -> web.StreamResponse:
+    _before, after = await _changed(call, action, fields)
+    return api.json_response(after.public())
+
+
+async def _changed(call: api.Call, action: str, fields: dict[str, object]) -> tuple[Agent, Agent]:
+    """Store the change, audit it and tell every replica; (before, after)."""
     try:
         changed = await call.app[deps.AGENTS].update(call.org_id, call.param("agent_id"), fields)
     except AgentConflict as exc:
@@ -268,7 +328,7 @@ async def _change(call: api.Call, action: str, fields: dict[str, object]) -> web
     before, after = api.found(changed, "agent")
     await call.audited(action, after.id, before=before.public(), after=after.public())
     await announce_agent_change(call.app[deps.BROKER], call.org_id, after.id)
-    return api.json_response(after.public())
+    return before, after
 
 
 @routes.add("PUT", "/v1/agents/{agent_id}/credentials")

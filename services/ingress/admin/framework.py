@@ -1,8 +1,9 @@
 """The admin API's plumbing: routes that describe themselves and the steps every endpoint shares.
 
-Each route declares its method, path and scope; its summary is the handler's docstring and
-its body model the type of the handler's parameter after `call`. The OpenAPI document is
-built from the same declarations, so it cannot drift from what is served. Written once
+Each route declares its method, path and scope, and where it has them its query parameters
+and the model of its answer; its summary is the handler's docstring and its body model the
+type of the handler's parameter after `call`. The OpenAPI document is built from the same
+declarations, so it cannot drift from what is served. Written once
 here: authentication and organization scoping (an org key sees only its organization), body
 validation (422 naming the fields), query parameters, not-found (404, never 403), pages
 (`{"items", "next"}`), the audit entry of a write, and JSON errors.
@@ -22,6 +23,7 @@ from typing import Any, Literal, TypeVar, get_type_hints
 from aiohttp import web
 from aiohttp.helpers import ChainMapProxy
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from services.ingress.admin.dependencies import API_KEYS, AUDIT
 from services.ingress.admin.lockout import AuthLockout
@@ -193,6 +195,32 @@ def body_model(handler: Handler) -> type[BaseModel] | None:
 
 
 @dataclass(frozen=True)
+class Query:
+    """A query parameter a route reads, as the OpenAPI document describes it."""
+
+    name: str
+    description: str
+    type: Literal["string", "integer"] = "string"
+
+    def openapi(self) -> dict[str, Any]:
+        """The parameter object of the OpenAPI document."""
+        return {
+            "name": self.name,
+            "in": "query",
+            "required": False,
+            "description": self.description,
+            "schema": {"type": self.type},
+        }
+
+
+# The query parameters of every paginated list.
+PAGE_QUERY = (
+    Query("limit", "items per page (1-200, default 50)", "integer"),
+    Query("after", "the `next` of the previous page"),
+)
+
+
+@dataclass(frozen=True)
 class Route:
     """A declared endpoint."""
 
@@ -204,6 +232,8 @@ class Route:
     body: type[BaseModel] | None
     status: int
     content_type: str | None  # a raw (non-JSON) request body, e.g. text/csv
+    query: tuple[Query, ...] = ()
+    response: type[BaseModel] | None = None  # documents the JSON answer
 
 
 @dataclass
@@ -221,8 +251,13 @@ class RouteTable:
         scope: Scope = "org",
         status: int = 200,
         content_type: str | None = None,
+        query: Sequence[Query] = (),
+        response: type[BaseModel] | None = None,
     ) -> Callable[[Handler], Handler]:
-        """Declare the decorated function as an endpoint; its docstring is the summary."""
+        """Declare the decorated function as an endpoint; its docstring is the summary.
+
+        `query` and `response` (a model of the answer) only describe the route.
+        """
 
         def register(handler: Handler) -> Handler:
             described = summary or " ".join((inspect.getdoc(handler) or "").split())
@@ -236,6 +271,8 @@ class RouteTable:
                     body_model(handler),
                     status,
                     content_type,
+                    tuple(query),
+                    response,
                 )
             )
             return handler
@@ -387,16 +424,37 @@ ERROR_SCHEMA = {
 }
 
 
+def _model_schemas(table: RouteTable) -> tuple[dict[Any, Any], dict[str, Any]]:
+    """The schemas of every body and answer model, named apart where two models share a
+    name: (reference per model and mode, component schemas)."""
+    models: dict[tuple[type[BaseModel], JsonSchemaMode], None] = {}
+    for route in table.routes:
+        if route.body is not None:
+            models[(route.body, "validation")] = None
+        if route.response is not None:
+            models[(route.response, "serialization")] = None
+    if not models:
+        return {}, {}
+    refs, defs = models_json_schema(list(models), ref_template="#/components/schemas/{model}")
+    return dict(refs), dict(defs.get("$defs", {}))
+
+
 def openapi(table: RouteTable, title: str) -> dict[str, Any]:
     """An OpenAPI 3 document describing every declared route."""
     paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    refs, component_schemas = _model_schemas(table)
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA, **component_schemas}
     for route in table.routes:
+        success: dict[str, Any] = {"description": "success"}
+        if route.response is not None:
+            success["content"] = {
+                "application/json": {"schema": refs[(route.response, "serialization")]}
+            }
         operation: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,
             "responses": {
-                str(route.status): {"description": "success"},
+                str(route.status): success,
                 "default": {
                     "description": "error",
                     "content": {
@@ -407,16 +465,9 @@ def openapi(table: RouteTable, title: str) -> dict[str, Any]:
             "security": [] if route.scope == "public" else [{"bearer": []}],
         }
         if route.body is not None:
-            schema = route.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            schemas.update(schema.pop("$defs", {}))
-            schemas[route.body.__name__] = schema
             operation["requestBody"] = {
                 "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {"$ref": f"#/components/schemas/{route.body.__name__}"}
-                    }
-                },
+                "content": {"application/json": {"schema": refs[(route.body, "validation")]}},
             }
         if route.content_type is not None:
             operation["requestBody"] = {
@@ -426,7 +477,7 @@ def openapi(table: RouteTable, title: str) -> dict[str, Any]:
         parameters = [
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in PATH_PARAMETER.findall(route.path)
-        ]
+        ] + [query.openapi() for query in route.query]
         if parameters:
             operation["parameters"] = parameters
         paths.setdefault(route.path, {})[route.method.lower()] = operation
