@@ -276,7 +276,8 @@ class LeadRepository:
 
     async def owners_of(self, user: WhatsAppUser, portfolio: str) -> list[str]:
         """The distinct leads these identifiers already belong to (none is created)."""
-        return await self._owners(user, self._claims(user, portfolio))
+        found = await self._owners(user, self._claims(user, portfolio))
+        return [str(doc["_id"]) for doc in found]
 
     async def carry_user_ids(
         self,
