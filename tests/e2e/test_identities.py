@@ -250,3 +250,16 @@ async def test_a_lead_without_a_number_is_asked_once_with_the_booking_and_sharin
     )
     everything = await stack.sent_to(agent, user_id)
     assert len([m for m in everything if m["type"] == "request_contact_info"]) == 1
+
+
+async def test_onboarding_turns_the_apps_user_id_flags_on_so_no_first_message_is_parked(
+    stack: Stack,
+) -> None:
+    agent = await stack.onboard()  # the stack has Partner credentials
+    read = await stack.admin("GET", f"/v1/agents/{agent.agent.id}", agent.org_key)
+    assert (read["bsuid_enabled"], read["bsuid_reason"]) == (True, None), read
+
+    user_id = new_user_id()
+    answer = await says(stack, agent, "Hi, saw your ad", user_id=user_id)
+    assert not answer.get("parked")
+    assert (await sent_to(stack, agent, user_id, 1))[0]["destination"] == user_id
