@@ -542,10 +542,14 @@ class LeadRepository:
         return lead_id if owner == lead_id else await self._merges.merge(lead_id, owner)
 
     async def _current(self, lead_id: str) -> LeadRecord | None:
-        """The lead itself, or the one it was merged into."""
-        survivor = await self._follow_id(lead_id)
-        doc = await with_retry(lambda: self._leads.find_one({"_id": survivor}))
-        return None if doc is None else LeadRecord.model_validate(doc)
+        """The lead itself, or the one it was merged into (one read unless it was merged)."""
+        doc = await with_retry(lambda: self._leads.find_one({"_id": lead_id}))
+        if doc is None:
+            return None
+        latest = await self._latest(doc)
+        if set(latest) == {"_id"}:  # merged into a lead not stored (yet)
+            return None
+        return LeadRecord.model_validate(latest)
 
     async def _follow_id(self, lead_id: str) -> str:
         doc = await with_retry(lambda: self._leads.find_one({"_id": lead_id}))
