@@ -80,9 +80,8 @@ class ThreadRepository:
     ) -> tuple[Thread, bool]:
         """The agent's thread with this lead and whether this call created it."""
         thread_id = thread_id_for(agent_id, lead_id)
-        # By agent and lead, not by id: a thread that came with a merged lead keeps its id.
         same = {"org_id": org_id, "agent_id": agent_id, "lead_id": lead_id}
-        existing = await with_retry(lambda: self._threads.find_one(same))
+        existing = await self._find(org_id, thread_id, same)
         if existing is not None:
             return Thread.model_validate(existing), False
         thread: Document = {
@@ -103,13 +102,18 @@ class ThreadRepository:
 
     async def find_for(self, org_id: str, agent_id: str, lead_id: str) -> Thread | None:
         """The agent's thread with this lead, if there is one."""
-        return _thread(
-            await with_retry(
-                lambda: self._threads.find_one(
-                    {"org_id": org_id, "agent_id": agent_id, "lead_id": lead_id}
-                )
-            )
+        same = {"org_id": org_id, "agent_id": agent_id, "lead_id": lead_id}
+        return _thread(await self._find(org_id, thread_id_for(agent_id, lead_id), same))
+
+    async def _find(self, org_id: str, thread_id: str, same: Document) -> Document | None:
+        """The thread by its derived id (the usual case), else by agent and lead: a thread
+        that came with a lead merged into this one keeps the id it was created with."""
+        found = await with_retry(
+            lambda: self._threads.find_one({"_id": thread_id, "org_id": org_id})
         )
+        if found is not None and found.get("lead_id") == same["lead_id"]:
+            return found
+        return await with_retry(lambda: self._threads.find_one(same))
 
     async def get(self, org_id: str, thread_id: str) -> Thread | None:
         """A thread of an organization."""
