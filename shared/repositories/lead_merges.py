@@ -88,12 +88,10 @@ class LeadMerges:
         absorbed = await with_retry(lambda: self._leads.find_one({"_id": absorbed_id}))
         if absorbed is None or absorbed.get("merge_complete"):
             return
-        await self._copy_identity(absorbed, survivor_id)
-        await with_retry(
-            lambda: self._db["lead_keys"].update_many(
-                {"lead_id": absorbed_id}, {"$set": {"lead_id": survivor_id}}
-            )
-        )
+        # Threads and what names the lead move first, the claims and the identifiers last:
+        # until then a lookup by the absorbed lead's user ID still meets the unfinished
+        # pointer (and finishes the merge itself) instead of trusting a survivor that already
+        # holds the ID while the agent's thread still names the absorbed lead.
         orgs = await self._move_threads(absorbed_id, survivor_id)
         opted_out = {
             org: await self._opted_out_either(org, absorbed_id, survivor_id) for org in orgs
@@ -110,23 +108,29 @@ class LeadMerges:
         for org_id, at in opted_out.items():
             if at is not None:
                 await self._keep_opt_out(org_id, survivor_id, at)
-        for org_id in sorted(orgs):
-            await self._audit.record(
-                org_id=org_id,
-                actor="platform",
-                action="lead.merge",
-                target=survivor_id,
-                before={"lead_id": absorbed_id},
-                after={"lead_id": survivor_id},
+        await with_retry(
+            lambda: self._db["lead_keys"].update_many(
+                {"lead_id": absorbed_id}, {"$set": {"lead_id": survivor_id}}
             )
+        )
+        await self._copy_identity(absorbed, survivor_id)
         first = await with_retry(
             lambda: self._leads.update_one(
                 {"_id": absorbed_id, "merge_complete": None},
                 {"$set": {"merge_complete": True}},
             )
         )
-        if first.modified_count:
+        if first.modified_count:  # one audit entry and one count, however many finished it
             LEAD_MERGES.inc()
+            for org_id in sorted(orgs):
+                await self._audit.record(
+                    org_id=org_id,
+                    actor="platform",
+                    action="lead.merge",
+                    target=survivor_id,
+                    before={"lead_id": absorbed_id},
+                    after={"lead_id": survivor_id},
+                )
         log.info("leads merged", lead_id=survivor_id, merged_lead_id=absorbed_id)
 
     async def _latest(self, lead_id: str) -> Document:
