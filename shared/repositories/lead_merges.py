@@ -34,8 +34,6 @@ FOLLOWERS = (
     "lead_imports",
     "template_usage",
 )
-# Documents that name a thread by `thread_id`: they follow a thread that joins another one.
-THREAD_FOLLOWERS = ("messages", "replies", "appointments", "scheduled_messages", "conversions")
 
 _LATEST = datetime.max.replace(tzinfo=None)
 
@@ -190,9 +188,9 @@ class LeadMerges:
             )
 
     async def _move_threads(self, absorbed_id: str, survivor_id: str) -> set[str]:
-        """Re-point the absorbed lead's threads; a second thread with the same agent joins
-        the survivor's (its messages, replies and bookings move, it is closed). Answers the
-        organizations whose threads changed."""
+        """Re-point the absorbed lead's threads (a second thread with the same agent stays
+        as it is, pointing at the survivor's). Answers the organizations whose threads
+        changed."""
         orgs: set[str] = set()
         cursor = self._threads.find({"lead_id": absorbed_id})
         threads = await with_retry(lambda: cursor.to_list(None))
@@ -212,29 +210,16 @@ class LeadMerges:
                     )
                 )
                 continue
-            for name in THREAD_FOLLOWERS:
-                await with_retry(
-                    partial(
-                        self._db[name].update_many,
-                        {"thread_id": thread["_id"]},
-                        {"$set": {"thread_id": same_agent["_id"], "lead_id": survivor_id}},
-                    )
-                )
+            # The agent already has a thread with the survivor (two replicas raced): the
+            # absorbed one stays open with its messages and pending work, so nothing waiting in
+            # it goes unanswered; it only points at the thread that goes on.
             await with_retry(
                 partial(
                     self._threads.update_one,
                     {"_id": thread["_id"]},
-                    {"$set": {"state": "closed", "merged_into": same_agent["_id"]}},
+                    {"$set": {"merged_into": same_agent["_id"]}},
                 )
             )
-            if thread.get("last_inbound_at") is not None:
-                await with_retry(
-                    partial(
-                        self._threads.update_one,
-                        {"_id": same_agent["_id"]},
-                        {"$max": {"last_inbound_at": thread["last_inbound_at"]}},
-                    )
-                )
         return orgs
 
     async def _opted_out_either(
