@@ -170,6 +170,12 @@ class Dedup:
     async def handle_user_event(self, event: UserEvent) -> None:
         """Record opt-ins and opt-outs reported by Gupshup; follow a user's identifiers as
         WhatsApp reports they changed (a new number, a new BSUID)."""
+        changes_identity = event.type in {"changed-number", "changed-user-id"}
+        if not (changes_identity or event.type in {"opted-in", "opted-out"}) or not (
+            event.lead_wa_id or event.lead_user_id
+        ):
+            log.info("user event without consent meaning", type=event.type)
+            return
         seen = Sighting(
             org_id=event.org_id,
             agent_id=event.agent_id,
@@ -177,13 +183,8 @@ class Dedup:
             at=event.at,
             source={"source": "user-event"},
         )
-        if event.type in {"changed-number", "changed-user-id"}:
+        if changes_identity:
             await self._identity_changed(event, seen)
-            return
-        if event.type not in {"opted-in", "opted-out"} or not (
-            event.lead_wa_id or event.lead_user_id
-        ):
-            log.info("user event without consent meaning", type=event.type)
             return
         user = whatsapp_user(event.lead_wa_id, event.lead_user_id, None, None)
         lead, _created = await self._leads.resolve(user, seen)
@@ -201,19 +202,17 @@ class Dedup:
         new one joins the lead the number names). Nothing is created for a person unknown
         here: their next message makes the lead."""
         if event.type == "changed-number" and event.previous_wa_id and event.lead_wa_id:
-            old = whatsapp_user(event.previous_wa_id, None, None, None).phone
-            new = whatsapp_user(event.lead_wa_id, None, None, None).phone
-            lead_id = await self._leads.id_by_phone(old or "")
+            old = reported_number(event.previous_wa_id)
+            new = reported_number(event.lead_wa_id)
+            lead_id = await self._leads.id_by_phone(old)
             if lead_id is None and event.lead_user_id:
                 lead_id = await self._leads.id_by_address(seen.portfolio, event.lead_user_id)
-            if lead_id is not None and new is not None:
+            if lead_id is not None:
                 lead = await self._leads.change_phone(lead_id, old, new)
                 log.info("lead changed number", lead_id=lead.id)
             return
         if event.lead_wa_id and event.lead_user_id:
-            known = await self._leads.id_by_phone(
-                whatsapp_user(event.lead_wa_id, None, None, None).phone or ""
-            )
+            known = await self._leads.id_by_phone(reported_number(event.lead_wa_id))
             if known is not None:
                 user = whatsapp_user(event.lead_wa_id, event.lead_user_id, None, None)
                 lead, _created = await self._leads.resolve(user, seen)
@@ -236,6 +235,14 @@ class Dedup:
             return lead
         NUMBERS_SHARED.inc()
         return await self._leads.add_shared_phone(lead.id, phone, seen)
+
+
+def reported_number(wa_id: str) -> str:
+    """A number WhatsApp reported, as E.164; unreadable: a permanent error naming it."""
+    phone = whatsapp_user(wa_id, None, None, None).phone
+    if phone is None:  # not reached: whatsapp_user refuses a user it cannot identify
+        raise PermanentError(f"{wa_id!r} is not a WhatsApp phone number")
+    return phone
 
 
 def whatsapp_user(

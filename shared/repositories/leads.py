@@ -276,7 +276,11 @@ class LeadRepository:
 
     async def owners_of(self, user: WhatsAppUser, portfolio: str) -> list[str]:
         """The distinct leads these identifiers already belong to (none is created)."""
-        found = await self._owners(user, self._claims(user, portfolio))
+        phone_doc = None
+        if user.phone:
+            phone = user.phone
+            phone_doc = await with_retry(lambda: self._leads.find_one({"phone": phone}))
+        found = await self._owners(phone_doc, self._claims(user, portfolio))
         return [str(doc["_id"]) for doc in found]
 
     async def carry_user_ids(
@@ -323,16 +327,17 @@ class LeadRepository:
         touch). Identifiers and a name not seen before are added; identifiers that belong to
         another lead merge the two."""
         keys = self._claims(user, seen.portfolio)
+        phone_doc: Document | None = None
         if user.phone:
             # The usual case: a known number whose lead already holds everything this
             # sighting brings is answered from that one read.
             phone = user.phone
-            doc = await with_retry(lambda: self._leads.find_one({"phone": phone}))
-            if doc is not None and not doc.get("merged_into"):
-                known = LeadRecord.model_validate(doc)
+            phone_doc = await with_retry(lambda: self._leads.find_one({"phone": phone}))
+            if phone_doc is not None and not phone_doc.get("merged_into"):
+                known = LeadRecord.model_validate(phone_doc)
                 if _holds(known, user, seen):
                     return known, False
-        found = await self._owners(user, keys)
+        found = await self._owners(phone_doc, keys)
         if len(found) == 1 and _holds(LeadRecord.model_validate(found[0]), user, seen):
             return LeadRecord.model_validate(found[0]), False
         owners = [str(doc["_id"]) for doc in found]
@@ -425,15 +430,12 @@ class LeadRepository:
             keys.append(parent_key(user.parent_user_id))
         return keys
 
-    async def _owners(self, user: WhatsAppUser, keys: list[str]) -> list[Document]:
+    async def _owners(self, phone_doc: Document | None, keys: list[str]) -> list[Document]:
         """The distinct leads (as stored, merges followed) the identifiers already belong
-        to, the phone's owner first."""
+        to: the phone's owner (`phone_doc`, as read) first, then the claims' owners."""
         owners: list[Document] = []
-        if user.phone:
-            phone = user.phone
-            doc = await with_retry(lambda: self._leads.find_one({"phone": phone}))
-            if doc is not None:
-                owners.append(await self._latest(doc))
+        if phone_doc is not None:
+            owners.append(await self._latest(phone_doc))
         if keys:
             cursor = self._keys.find({"_id": {"$in": keys}})
             claims = await with_retry(lambda: cursor.to_list(None))
@@ -500,24 +502,10 @@ class LeadRepository:
                 lead_id = await self._merges.merge(lead_id, owner)
         if user.phone:
             lead_id = await self._attach_phone(lead_id, user.phone)
-        additions: dict[str, Any] = {}
-        if user.user_id:
-            entry = {"portfolio": seen.portfolio, "user_id": user.user_id, "org_id": seen.org_id}
-            additions["user_ids"] = entry
-        if user.username:
-            additions["usernames"] = {"username": user.username, "org_id": seen.org_id}
-        if user.parent_user_id:
-            additions["parent_seen_by"] = seen.org_id
         current = await self._current(lead_id)
         if current is None:
             return lead_id
-        additions = {
-            field: value for field, value in additions.items() if not _has(current, field, value)
-        }
-        if seen.name and not any(
-            n.name == seen.name and n.org_id == seen.org_id for n in current.names
-        ):
-            additions["names"] = {"name": seen.name, "org_id": seen.org_id, "at": seen.at}
+        additions = _additions(current, user, seen)
         update: Document = {}
         if additions:
             update["$addToSet"] = additions
@@ -581,12 +569,25 @@ def _saw_user_id(record: LeadRecord, org_id: str, user_id: str) -> bool:
     return any(u.user_id == user_id and u.org_id == org_id for u in record.user_ids)
 
 
-def _has(record: LeadRecord, field: str, value: Any) -> bool:
-    """Whether the record already holds `value` in the array `field` (to skip a write)."""
-    held = getattr(record, field)
-    if field == "parent_seen_by":
-        return value in held
-    return any(item.model_dump() == value for item in held)
+def _additions(lead: LeadRecord, user: WhatsAppUser, seen: Sighting) -> dict[str, Any]:
+    """What this sighting brings that the lead does not hold yet, as `$addToSet` entries:
+    the user ID in its portfolio, the username, sight of the parent BSUID, the name."""
+    wanted: dict[str, Any] = {}
+    if user.user_id:
+        wanted["user_ids"] = LeadUserId(
+            portfolio=seen.portfolio, user_id=user.user_id, org_id=seen.org_id
+        )
+    if user.username:
+        wanted["usernames"] = LeadUsername(username=user.username, org_id=seen.org_id)
+    held: dict[str, tuple[Any, ...]] = {"user_ids": lead.user_ids, "usernames": lead.usernames}
+    additions = {
+        field: value.model_dump() for field, value in wanted.items() if value not in held[field]
+    }
+    if user.parent_user_id and seen.org_id not in lead.parent_seen_by:
+        additions["parent_seen_by"] = seen.org_id
+    if seen.name and not any(n.name == seen.name and n.org_id == seen.org_id for n in lead.names):
+        additions["names"] = {"name": seen.name, "org_id": seen.org_id, "at": seen.at}
+    return additions
 
 
 def _holds(lead: LeadRecord, user: WhatsAppUser, seen: Sighting) -> bool:
@@ -594,17 +595,6 @@ def _holds(lead: LeadRecord, user: WhatsAppUser, seen: Sighting) -> bool:
     ID, once held, was claimed for it: nothing to add, nothing to merge)."""
     if user.phone and lead.phone != user.phone:
         return False
-    if user.user_id and not any(
-        u.user_id == user.user_id and u.portfolio == seen.portfolio and u.org_id == seen.org_id
-        for u in lead.user_ids
-    ):
+    if user.parent_user_id and lead.parent_user_id != user.parent_user_id:
         return False
-    if user.parent_user_id and (
-        lead.parent_user_id != user.parent_user_id or seen.org_id not in lead.parent_seen_by
-    ):
-        return False
-    if user.username and not any(
-        u.username == user.username and u.org_id == seen.org_id for u in lead.usernames
-    ):
-        return False
-    return not seen.name or any(n.name == seen.name and n.org_id == seen.org_id for n in lead.names)
+    return not _additions(lead, user, seen)
